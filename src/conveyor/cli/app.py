@@ -1,0 +1,371 @@
+"""`conveyor` commands. Each is thin: parse, call the service (or the API client), show."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.logging import RichHandler
+from rich.table import Table
+
+from conveyor import errors
+from conveyor.cli import output
+from conveyor.cli.output import console, err
+from conveyor.kinds.registry import import_kinds
+from conveyor.models import JobFilter, JobState, NewJob
+from conveyor.service import Service
+from conveyor.settings import Settings
+from conveyor.storage import open_storage
+from conveyor.store import open_store
+
+app = typer.Typer(
+    name="conveyor",
+    help="A self-hosted job service: submit work, watch it run, get results.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(help="List, inspect, cancel, retry and delete jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")
+]
+ImportOpt = Annotated[
+    list[str] | None,
+    typer.Option("--import", "-i", help="Module declaring kinds (repeatable; CONVEYOR_IMPORTS)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def settings_for(store: str | None = None, imports: list[str] | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if store:
+        overrides["store"] = store
+    if imports:
+        overrides["imports"] = ",".join(imports)
+    return Settings(**overrides)
+
+
+def local_service(settings: Settings) -> Service:
+    return Service(open_store(settings.store_url), open_storage(settings.storage_url))
+
+
+def register_local_kinds(service: Service, settings: Settings) -> None:
+    """Register the kinds this process can import, so submits work before any worker ran."""
+    service.store.register_kinds(import_kinds(settings.import_list).infos())
+    service.kinds(refresh=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def parse_input(value: str | None) -> Any:
+    if value is None:
+        return {}
+    text = value
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            text = sys.stdin.read() if value == "@-" else path.read_text()
+        except OSError as exc:
+            fail(f"cannot read input file {path}: {exc.strerror}", 2)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"--input is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", 2)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+    )
+
+
+# -- submitting ------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    kind: Annotated[str, typer.Argument(help="The kind to run, e.g. demo.count.")],
+    input: Annotated[
+        str | None, typer.Option("--input", "-d", help="Input JSON, or @file.json, or @- for stdin.")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue (default: the kind's).")] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    delay: Annotated[float | None, typer.Option(help="Start no sooner than this many seconds.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag (repeatable).")] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts before giving up.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Kill the job after this many seconds.")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Submit at most once per key.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Show progress until it ends.")] = False,
+    store: StoreOpt = None,
+    imports: ImportOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a job. Prints its id at once; with --wait, follows it and prints the result."""
+    settings = settings_for(store, imports)
+    try:
+        new = NewJob(
+            kind=kind, input=parse_input(input), queue=queue, priority=priority, delay_s=delay,
+            tags=tag or [], max_attempts=max_attempts, timeout_s=timeout,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc).replace("\n", " "), 2)
+    service = local_service(settings)
+    try:
+        job = service.submit(new)
+    except errors.KindNotFoundError:
+        register_local_kinds(service, settings)
+        job = service.submit(new)
+    if not wait:
+        if as_json:
+            output.print_json(job.model_dump(mode="json"))
+        else:
+            console.print(job.id)
+        return
+    err.print(f"submitted [bold]{job.id}[/]")
+    final = output.follow(job.id, lambda after: (service.get(job.id), service.events(job.id, after)))
+    finish(final, as_json)
+
+
+def finish(job: Any, as_json: bool) -> None:
+    if as_json:
+        output.print_json(job.model_dump(mode="json"))
+    elif job.state is JobState.SUCCEEDED:
+        output.print_json(job.result)
+    elif job.error is not None:
+        err.print(f"[red]{job.state.value}:[/] {job.error.type}: {job.error.message}")
+    else:
+        err.print(f"job {job.state.value}")
+    if job.state is not JobState.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[list[JobState] | None, typer.Option("--state", "-s", help="Repeatable.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only jobs with this tag.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="Created at or after.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    cursor: Annotated[str | None, typer.Option(help="Continue after this page.")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    service = local_service(settings_for(store))
+    page = service.list(
+        JobFilter(state=state, kind=kind, queue=queue, tag=tag, created_after=since), cursor, limit
+    )
+    if as_json:
+        output.print_json(page.model_dump(mode="json"))
+        return
+    console.print(output.jobs_table(page.jobs))
+    if page.next_cursor:
+        err.print(f"[dim]more: --cursor {page.next_cursor}[/]")
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    events: Annotated[bool, typer.Option("--events", "-e", help="Also show the event log.")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one job: state, progress, result or error."""
+    service = local_service(settings_for(store))
+    job = service.get(job_id)
+    log = service.events(job_id) if events else []
+    if as_json:
+        body = job.model_dump(mode="json")
+        if events:
+            body["events"] = [e.model_dump(mode="json") for e in log]
+        output.print_json(body)
+    else:
+        output.show_job(job, log)
+
+
+@jobs_app.command("wait")
+def jobs_wait(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow a job with a live progress bar until it ends; exit 1 unless it succeeded."""
+    service = local_service(settings_for(store))
+    final = output.follow(job_id, lambda after: (service.get(job_id), service.events(job_id, after)))
+    finish(final, as_json)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
+    """Cancel a job: at once if waiting; a running one is stopped by its worker."""
+    job = local_service(settings_for(store)).cancel(job_id)
+    if job.state is JobState.CANCELLED:
+        console.print(f"{job_id} cancelled")
+    else:
+        console.print(f"{job_id} cancel requested; its worker will stop it")
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
+    """Queue a failed or cancelled job again."""
+    job = local_service(settings_for(store)).retry(job_id)
+    console.print(f"{job.id} {job.state.value}")
+
+
+@jobs_app.command("delete")
+def jobs_delete(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
+    """Delete a finished job and its files."""
+    local_service(settings_for(store)).delete(job_id)
+    console.print(f"{job_id} deleted")
+
+
+# -- kinds, queues, workers, maintenance -------------------------------------------------------
+
+
+@app.command()
+def kinds(store: StoreOpt = None, imports: ImportOpt = None, as_json: JsonOpt = False) -> None:
+    """List the registered kinds (and the ones this process can import)."""
+    settings = settings_for(store, imports)
+    service = local_service(settings)
+    register_local_kinds(service, settings)
+    found = service.kinds(refresh=True)
+    if as_json:
+        output.print_json([k.model_dump(mode="json") for k in found.values()])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("KIND", "QUEUE", "ATTEMPTS", "TIMEOUT", "INPUT FIELDS", "DESCRIPTION"):
+        table.add_column(column)
+    for k in found.values():
+        fields = ", ".join(k.input_schema.get("properties", {})) or "-"
+        timeout = f"{k.timeout_s:g}s" if k.timeout_s else "-"
+        summary = k.description.splitlines()[0] if k.description else ""
+        table.add_row(k.name, k.queue, str(k.max_attempts), timeout, fields, summary)
+    console.print(table)
+
+
+@app.command()
+def queues(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show each queue's depth, running jobs and age of the oldest waiting job."""
+    stats = local_service(settings_for(store)).queues()
+    if as_json:
+        output.print_json([s.model_dump(mode="json") for s in stats])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("QUEUE", "QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED", "FAILED", "OLDEST"):
+        table.add_column(column)
+    for s in stats:
+        oldest = f"{s.oldest_queued_age_s:.1f}s" if s.oldest_queued_age_s is not None else "-"
+        table.add_row(s.name, str(s.queued), str(s.scheduled), str(s.running), str(s.succeeded),
+                      str(s.failed), oldest)  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def workers(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the worker processes that are alive and what they run."""
+    found = local_service(settings_for(store)).store.workers()
+    if as_json:
+        output.print_json([w.model_dump(mode="json") for w in found])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("WORKER", "STATE", "QUEUES", "PROCESSES", "RUNNING", "LAST SEEN"):
+        table.add_column(column)
+    for w in found:
+        table.add_row(w.id, w.state, ",".join(w.queues), str(w.concurrency),
+                      ", ".join(w.running) or "-", output.ago(w.last_seen))  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str, typer.Option(help="Age of finished jobs to delete: 30s, 15m, 12h, 7d.")
+    ] = "7d",
+    store: StoreOpt = None,
+) -> None:
+    """Delete finished jobs (and their files) older than a given age."""
+    seconds = parse_duration(older_than)
+    count = local_service(settings_for(store)).prune(seconds)
+    console.print(f"deleted {count} finished jobs older than {older_than}")
+
+
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        fail(f"cannot read the duration {text!r}; use e.g. 30s, 15m, 12h or 7d", 2)
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    queues: Annotated[str | None, typer.Option("--queues", "-q", help="Comma-separated.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Child processes.")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="Exit once no job is waiting (tests, batch).")] = False,
+    prefetch: Annotated[int, typer.Option(min=1, max=64, help="Jobs handed to a child ahead.")] = 1,
+    store: StoreOpt = None,
+    imports: ImportOpt = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run a worker: a supervisor with N child processes serving the given queues."""
+    from conveyor.worker.supervisor import Supervisor
+
+    setup_logging(log_level)
+    settings = settings_for(store, imports)
+    if queues:
+        settings = settings.model_copy(update={"queues": queues})
+    store_obj = open_store(settings.store_url)
+    store_obj.register_kinds(import_kinds(settings.import_list).infos())
+    supervisor = Supervisor(
+        store_obj, settings, concurrency=concurrency, burst=burst, prefetch=prefetch
+    )
+    supervisor.install_signal_handlers()
+    supervisor.run()
+    store_obj.close()
+
+
+@app.command()
+def up(
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=256)] = None,
+    store: StoreOpt = None,
+    imports: ImportOpt = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the whole service on this machine: workers and the lease sweeper."""
+    settings = settings_for(store, imports)
+    err.print(f"conveyor: store [bold]{settings.store_url}[/], files [bold]{settings.storage_url}[/]")
+    worker(None, concurrency, False, 1, settings.store, imports, log_level)
+
+
+def main() -> None:
+    """Console entry point: user mistakes become one red line and a non-zero exit."""
+    try:
+        app()
+    except errors.ConveyorError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)

@@ -1,0 +1,152 @@
+"""Declaring kinds: `@conveyor.task("name", input=Model, output=Model, ...)`.
+
+A kind pairs a handler with pydantic input/output models and defaults (queue, attempts,
+timeout, backoff). Workers import the modules that declare kinds and register each kind's
+JSON Schemas in the store, so the API can validate input without importing worker code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from conveyor import errors
+from conveyor.models import JSON, KindInfo
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """A declared kind: its handler and defaults."""
+
+    name: str
+    handler: Callable[..., Any]
+    input_model: type[BaseModel] | None = None
+    output_model: type[BaseModel] | None = None
+    queue: str = "default"
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    backoff_s: float = 1.0
+    description: str = ""
+    examples: tuple[JSON, ...] = field(default_factory=tuple)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
+
+    def info(self) -> KindInfo:
+        """What the store keeps about this kind (JSON Schemas, defaults)."""
+        return KindInfo(
+            name=self.name,
+            queue=self.queue,
+            description=self.description,
+            input_schema=_schema(self.input_model),
+            output_schema=_schema(self.output_model),
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
+            backoff_s=self.backoff_s,
+            examples=list(self.examples),
+        )
+
+
+def _schema(model: type[BaseModel] | None) -> dict[str, Any]:
+    return {} if model is None else model.model_json_schema()
+
+
+class Registry:
+    """Kind name → KindSpec."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, KindSpec] = {}
+
+    def add(self, spec: KindSpec) -> None:
+        known = self._kinds.get(spec.name)
+        if known is not None and known.handler is not spec.handler:
+            if _qualname(known.handler) != _qualname(spec.handler):
+                raise errors.ConfigurationError(
+                    f"kind {spec.name!r} is declared twice: by {_qualname(known.handler)} and"
+                    f" by {_qualname(spec.handler)}"
+                )
+        self._kinds[spec.name] = spec
+
+    def get(self, name: str) -> KindSpec:
+        try:
+            return self._kinds[name]
+        except KeyError:
+            raise errors.KindNotFoundError(
+                f"this worker does not know the kind {name!r}", kind=name
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._kinds.values(), key=lambda k: k.name))
+
+    def infos(self) -> list[KindInfo]:
+        return [spec.info() for spec in self]
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+registry = Registry()
+"""The process-wide registry that `@task` adds to."""
+
+
+def task(
+    name: str,
+    *,
+    input: type[BaseModel] | None = None,
+    output: type[BaseModel] | None = None,
+    queue: str = "default",
+    max_attempts: int = 3,
+    timeout: float | None = None,
+    retry_backoff: float = 1.0,
+    description: str | None = None,
+    examples: Iterable[JSON] = (),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a kind. The handler is called as `handler(input, ctx)`.
+
+    `input` is an instance of the input model (or the raw JSON when no model is given);
+    the handler returns an instance of the output model, a dict, or any JSON value. Sync and
+    `async def` handlers are both supported. A handler that raises fails its attempt; it is
+    retried with exponential backoff (base `retry_backoff` seconds) until `max_attempts`.
+    """
+
+    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
+        doc = inspect.getdoc(handler) or ""
+        registry.add(
+            KindSpec(
+                name=name,
+                handler=handler,
+                input_model=input,
+                output_model=output,
+                queue=queue,
+                max_attempts=max_attempts,
+                timeout_s=timeout,
+                backoff_s=retry_backoff,
+                description=description if description is not None else doc,
+                examples=tuple(examples),
+            )
+        )
+        return handler
+
+    return decorate
+
+
+def import_kinds(modules: Iterable[str]) -> Registry:
+    """Import the modules that declare kinds; return the registry they filled."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise errors.ConfigurationError(
+                f"cannot import kinds module {module!r}: {exc}; check CONVEYOR_IMPORTS / --import"
+            ) from exc
+    return registry

@@ -1,0 +1,192 @@
+"""The domain: jobs, their states, kinds, events and workers. Pydantic models, no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JSON = Any
+"""Any JSON-serializable value."""
+
+QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+KindName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Tag = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class JobState(StrEnum):
+    SCHEDULED = "scheduled"  #: waiting for its run_at (first run or retry backoff)
+    QUEUED = "queued"  #: ready to be claimed
+    RUNNING = "running"  #: claimed by a worker holding a live lease
+    SUCCEEDED = "succeeded"  #: finished; result stored
+    FAILED = "failed"  #: out of attempts (or not retryable); last error stored
+    CANCELLED = "cancelled"  #: cancelled before it finished
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_ts(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Progress(Model):
+    """How far a running job is; `total` may be unknown."""
+
+    current: float = 0
+    total: float | None = None
+    message: str | None = None
+
+
+class JobError(Model):
+    """Why an attempt (or the job) failed."""
+
+    type: str = Field(description="Exception class name, or a reason such as `worker_lost`.")
+    message: str = ""
+    traceback: str | None = None
+    reason: str = Field(
+        "error",
+        description="error | timeout | worker_lost | cancelled | invalid_input | invalid_output",
+    )
+
+
+class Lease(Model):
+    owner: str
+    token: str
+    expires_at: datetime
+
+
+class RetryPolicy(Model):
+    """Exponential backoff with full jitter between `base_s` and a cap."""
+
+    max_attempts: int = Field(3, ge=1, le=1000)
+    backoff_s: float = Field(1.0, ge=0, le=86_400)
+    backoff_max_s: float = Field(3_600.0, ge=0, le=7 * 86_400)
+
+
+class NewJob(Model):
+    """A job to enqueue. Defaults not given here come from the kind."""
+
+    kind: KindName
+    input: JSON = Field(default_factory=dict)
+    queue: QueueName | None = None
+    priority: int = Field(0, ge=-1000, le=1000, description="Higher runs first.")
+    run_at: datetime | None = Field(None, description="Do not start before this time.")
+    delay_s: float | None = Field(None, ge=0, le=366 * 86_400, description="Or: start after this.")
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    backoff_s: float | None = Field(None, ge=0, le=86_400)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=255)
+    webhook: dict[str, Any] | None = None
+
+
+class Job(Model):
+    """One run of a kind, with everything known about it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    kind: str
+    queue: str
+    state: JobState
+    input: JSON = None
+    priority: int = 0
+    run_at: datetime
+    attempt: int = 0
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    backoff_s: float = 1.0
+    progress: Progress | None = None
+    result: JSON = None
+    error: JobError | None = None
+    tags: list[str] = Field(default_factory=list)
+    idempotency_key: str | None = None
+    webhook: dict[str, Any] | None = None
+    lease: Lease | None = None
+    cancel_requested: bool = False
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+
+
+class JobEvent(Model):
+    """One entry of a job's event log: a transition, a progress update or a log line."""
+
+    seq: int = Field(description="Store-wide increasing sequence; resume after it.")
+    job_id: str
+    at: datetime
+    type: Literal["state", "progress", "log"]
+    data: dict[str, Any]
+
+
+class KindInfo(Model):
+    """A kind as registered in the store by workers: enough for the API to validate input."""
+
+    name: KindName
+    queue: str = "default"
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    output_schema: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    backoff_s: float = 1.0
+    examples: list[JSON] = Field(default_factory=list)
+    updated_at: datetime | None = None
+
+
+class WorkerInfo(Model):
+    """A worker process (supervisor) as seen by the store."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    running: list[str] = Field(default_factory=list)
+    state: Literal["running", "draining", "stopped"] = "running"
+    started_at: datetime
+    last_seen: datetime
+
+
+class QueueStats(Model):
+    name: str
+    queued: int = 0
+    scheduled: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    oldest_queued_age_s: float | None = None
+    finished_last_minute: int = 0
+
+
+class JobFilter(Model):
+    state: list[JobState] | None = None
+    kind: str | None = None
+    queue: str | None = None
+    tag: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    ids: list[str] | None = None
+
+
+class JobPage(Model):
+    jobs: list[Job]
+    next_cursor: str | None = None

@@ -1,0 +1,193 @@
+"""The use cases: submit, get, list, cancel, retry, delete, files. Used by the API, CLI and UI.
+
+Submitting validates input against the kind's JSON Schema as registered in the store, so any
+process can accept jobs for kinds it never imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from jsonschema.validators import validator_for
+
+from conveyor import errors
+from conveyor.ids import uuid7
+from conveyor.models import Job, JobEvent, JobFilter, JobPage, KindInfo, NewJob, QueueStats
+from conveyor.storage import BlobInfo, BlobStorage, check_name, job_key, job_prefix
+from conveyor.store.base import JobSpec, Store
+
+KINDS_TTL_S = 2.0
+MAX_BATCH = 1000
+
+
+class Service:
+    """Job operations over a store and blob storage."""
+
+    def __init__(self, store: Store, storage: BlobStorage) -> None:
+        self.store = store
+        self.storage = storage
+        self._kinds: dict[str, KindInfo] = {}
+        self._kinds_at = 0.0
+        self._validators: dict[str, tuple[str, Any]] = {}
+
+    # -- kinds --------------------------------------------------------------------------------
+
+    def kinds(self, refresh: bool = False) -> dict[str, KindInfo]:
+        if refresh or time.monotonic() - self._kinds_at > KINDS_TTL_S:
+            self._kinds = {k.name: k for k in self.store.kinds()}
+            self._kinds_at = time.monotonic()
+        return self._kinds
+
+    def kind(self, name: str) -> KindInfo:
+        kinds = self.kinds()
+        if name not in kinds:
+            kinds = self.kinds(refresh=True)
+        if name not in kinds:
+            known = ", ".join(sorted(kinds)) or "none yet: start a worker to register kinds"
+            raise errors.KindNotFoundError(
+                f"unknown kind {name!r}; known kinds: {known}", kind=name
+            )
+        return kinds[name]
+
+    def validate(self, kind: KindInfo, value: Any) -> None:
+        """Raise `InvalidInputError` listing every field that breaks the kind's input schema."""
+        if not kind.input_schema:
+            return
+        schema_id = json.dumps(kind.input_schema, sort_keys=True)
+        cached = self._validators.get(kind.name)
+        if cached is None or cached[0] != schema_id:
+            cls = validator_for(kind.input_schema)
+            cached = (schema_id, cls(kind.input_schema))
+            self._validators[kind.name] = cached
+        problems = [
+            {"loc": ["input", *map(str, e.absolute_path)], "msg": e.message, "type": e.validator}
+            for e in cached[1].iter_errors(value)
+        ]
+        if problems:
+            fields = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+            raise errors.InvalidInputError(
+                f"input for {kind.name!r} is invalid: {fields}", errors=problems
+            )
+
+    # -- submit ---------------------------------------------------------------------------------
+
+    def submit(self, job: NewJob) -> Job:
+        """Validate and enqueue one job; it is durable when this returns."""
+        return self.submit_many([job])[0]
+
+    def submit_many(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Validate and enqueue up to 1,000 jobs atomically (all or none)."""
+        if len(jobs) > MAX_BATCH:
+            raise errors.InvalidInputError(f"at most {MAX_BATCH} jobs per batch, got {len(jobs)}")
+        now = self.store.now()
+        specs = []
+        for index, new in enumerate(jobs):
+            kind = self.kind(new.kind)
+            try:
+                self.validate(kind, new.input)
+            except errors.InvalidInputError as exc:
+                if len(jobs) > 1:
+                    for problem in exc.details.get("errors", []):
+                        problem["loc"] = ["jobs", index, *problem["loc"]]
+                raise
+            specs.append(self._spec(new, kind, now))
+        return self.store.enqueue(specs)
+
+    @staticmethod
+    def _spec(new: NewJob, kind: KindInfo, now: float) -> JobSpec:
+        if new.run_at is not None:
+            run_at = new.run_at.timestamp()
+        else:
+            run_at = now + (new.delay_s or 0.0)
+        return JobSpec(
+            id=uuid7(int(now * 1000)),
+            kind=new.kind,
+            queue=new.queue or kind.queue,
+            input=new.input,
+            run_at=run_at,
+            priority=new.priority,
+            max_attempts=new.max_attempts or kind.max_attempts,
+            timeout_s=new.timeout_s if new.timeout_s is not None else kind.timeout_s,
+            backoff_s=new.backoff_s if new.backoff_s is not None else kind.backoff_s,
+            tags=tuple(new.tags),
+            idempotency_key=new.idempotency_key,
+            request_hash=request_hash(new) if new.idempotency_key else None,
+            webhook=new.webhook,
+        )
+
+    # -- reading and changing jobs -------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        return self.store.get(job_id)
+
+    def list(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+        return self.store.list(filter, cursor, max(1, min(limit, 1000)))
+
+    def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        self.store.get(job_id)  # 404 for unknown jobs rather than an empty log
+        return self.store.events(job_id, after)
+
+    def cancel(self, job_id: str) -> Job:
+        return self.store.cancel(job_id)
+
+    def retry(self, job_id: str) -> Job:
+        return self.store.retry(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job with its files."""
+        self.store.delete(job_id)
+        self.storage.delete_prefix(job_prefix(job_id))
+
+    def prune(self, older_than_s: float) -> int:
+        """Delete jobs (and files) that finished more than `older_than_s` ago."""
+        total = 0
+        while ids := self.store.prune(self.store.now() - older_than_s):
+            for job_id in ids:
+                self.storage.delete_prefix(job_prefix(job_id))
+            total += len(ids)
+        return total
+
+    def queues(self) -> list[QueueStats]:
+        return self.store.queue_stats()
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def files(self, job_id: str) -> list[dict[str, Any]]:
+        self.store.get(job_id)
+        return [
+            {"name": b.name, "direction": b.key.split("/")[2], "size": b.size}
+            for b in self.storage.list(job_prefix(job_id))
+        ]
+
+    def upload(
+        self, job_id: str, name: str, chunks: Iterable[bytes], max_bytes: int | None = None
+    ) -> BlobInfo:
+        """Attach an input file to a job that has not started yet."""
+        job = self.store.get(job_id)
+        if job.state.is_final or job.state.value == "running":
+            raise errors.InvalidStateError(
+                f"job {job_id} is {job.state.value}; input files can only be added before it runs"
+            )
+        key = job_key(job_id, "in", check_name(name))
+        self.storage.write(key, chunks, max_bytes)
+        return self.storage.stat(key)
+
+    def download(
+        self, job_id: str, name: str, direction: str = "out", start: int = 0, end: int | None = None
+    ) -> tuple[BlobInfo, Iterator[bytes]]:
+        self.store.get(job_id)
+        key = job_key(job_id, "in" if direction == "in" else "out", name)
+        info = self.storage.stat(key)
+        return info, self.storage.read(key, start, end)
+
+
+def request_hash(job: NewJob) -> str:
+    """A fingerprint of what was asked, to tell a retry from a different request."""
+    body = job.model_dump(mode="json", exclude={"idempotency_key"})
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+

@@ -1,0 +1,53 @@
+"""Settings from `CONVEYOR_*` environment variables (and flags that override them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class Settings(BaseSettings):
+    """Every setting has a `CONVEYOR_` environment variable, e.g. `CONVEYOR_STORE`."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
+
+    home: Path = Field(Path(".conveyor"), description="Where local data lives by default.")
+    store: str | None = Field(None, description="Store URL; default sqlite:///<home>/conveyor.db")
+    storage: str | None = Field(None, description="Blob storage URL; default file://<home>/files")
+    imports: str = Field(
+        "conveyor.kinds.demo", description="Comma-separated modules that declare kinds."
+    )
+    queues: str = Field("default", description="Comma-separated queues a worker serves.")
+    concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    lease_s: float = Field(30.0, gt=0, description="Lease length; renewed by heartbeats.")
+    heartbeat_s: float = Field(2.0, gt=0, description="How often workers renew leases.")
+    sweep_s: float = Field(5.0, gt=0, description="How often expired leases are rescued.")
+    grace_s: float = Field(10.0, ge=0, description="Drain: time in-flight jobs get to finish.")
+    cancel_grace_s: float = Field(3.0, ge=0, description="Cancel: time before the kill.")
+    retention_s: float = Field(7 * 86400.0, ge=0, description="Finished jobs kept this long.")
+    max_upload_bytes: int = Field(1 << 30, ge=1)
+    url: str | None = Field(None, description="A conveyor API to talk to instead of the store.")
+    token: str | None = Field(None, description="Bearer API key for `url`.")
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{self.home / 'conveyor.db'}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"file://{self.home / 'files'}"
+
+    @property
+    def import_list(self) -> list[str]:
+        return _split(self.imports)
+
+    @property
+    def queue_list(self) -> list[str]:
+        return _split(self.queues)

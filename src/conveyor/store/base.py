@@ -1,0 +1,176 @@
+"""The Store contract every backend satisfies; tests/conformance proves it.
+
+Everything on the hot path is batched: `claim` takes up to n jobs, `heartbeat` and `settle`
+take many leases at once. Every operation that touches a running job presents the lease token
+it was given by `claim`; a stale token changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from conveyor.models import (
+    JSON,
+    Job,
+    JobError,
+    JobEvent,
+    JobFilter,
+    JobPage,
+    KindInfo,
+    Progress,
+    QueueStats,
+    WorkerInfo,
+)
+from conveyor.store.rules import Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A fully resolved job to insert: defaults already applied by the service."""
+
+    id: str
+    kind: str
+    queue: str
+    input: JSON
+    run_at: float
+    priority: int = 0
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    backoff_s: float = 1.0
+    tags: tuple[str, ...] = ()
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    webhook: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a worker ends its lease on a job."""
+
+    job_id: str
+    token: str
+    outcome: Outcome
+    result: JSON = None
+    error: JobError | None = None
+    retry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A heartbeat for one lease, optionally carrying progress and log lines."""
+
+    job_id: str
+    token: str
+    progress: Progress | None = None
+    logs: Sequence[str] = field(default_factory=tuple)
+
+
+class BeatStatus(StrEnum):
+    OK = "ok"  #: lease extended
+    CANCEL = "cancel"  #: lease extended, but a cancel was requested: stop the job
+    LOST = "lost"  #: the token is stale (rescued, cancelled, or finished): stop and drop it
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A durable job store. An accepted job is committed before `enqueue` returns."""
+
+    def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Insert jobs atomically; return them in order.
+
+        A spec whose idempotency key is already known within the window returns the original
+        job instead; the same key with a different `request_hash` raises
+        `IdempotencyConflictError` and inserts nothing.
+        """
+        ...
+
+    def claim(self, queues: Sequence[str], owner: str, n: int, lease_s: float) -> list[Job]:
+        """Lease up to n due jobs from `queues` (highest priority, then oldest run_at first).
+
+        Each claimed job gets a fresh random lease token and `attempt + 1`.
+        """
+        ...
+
+    def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
+        """Extend leases (store clock + lease_s) and record progress and logs, if tokens match."""
+        ...
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        """End leases; per item True if applied, False if the token was stale (nothing changed)."""
+        ...
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a waiting job at once, or flag a running one (`cancel_requested`)."""
+        ...
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again with a fresh attempt budget."""
+        ...
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job and its events."""
+        ...
+
+    def rescue(self, owner: str | None = None) -> list[str]:
+        """Treat expired leases (or every lease of `owner`, at once) as lost; promote due jobs."""
+        ...
+
+    def get(self, job_id: str) -> Job:
+        """The job, or `JobNotFoundError`."""
+        ...
+
+    def list(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+        """Newest first; pass `next_cursor` back to get the next page."""
+        ...
+
+    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        """The job's events with `seq > after`, oldest first."""
+        ...
+
+    def register_kinds(self, kinds: Sequence[KindInfo]) -> None: ...
+
+    def kinds(self) -> list[KindInfo]: ...
+
+    def worker_beat(self, info: WorkerInfo) -> None:
+        """Upsert a worker's record; `state="stopped"` removes it."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def queue_stats(self) -> list[QueueStats]: ...
+
+    def prune(self, finished_before: float, limit: int = 10_000) -> list[str]:
+        """Delete up to `limit` jobs that finished before this time; return their ids."""
+        ...
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Block until work may be available in `queues`, or `timeout` seconds pass."""
+        ...
+
+    def now(self) -> float:
+        """The store's clock (epoch seconds); leases are measured by it."""
+        ...
+
+    def ping(self) -> None:
+        """Raise `StoreUnavailableError` unless the store answers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def complete(store: Store, job_id: str, token: str, result: JSON) -> bool:
+    """Settle one lease as succeeded."""
+    return store.settle([Settlement(job_id, token, Outcome.SUCCEEDED, result=result)])[0]
+
+
+def fail(store: Store, job_id: str, token: str, error: JobError, retry: bool = True) -> bool:
+    """Settle one lease as failed (retried while attempts remain, unless retry is False)."""
+    return store.settle([Settlement(job_id, token, Outcome.FAILED, error=error, retry=retry)])[0]
+
+
+def release(store: Store, job_id: str, token: str) -> bool:
+    """Hand a lease back without using an attempt."""
+    return store.settle([Settlement(job_id, token, Outcome.RELEASED)])[0]

@@ -1,0 +1,92 @@
+"""The job state machine, in one place for every backend.
+
+Backends store and fetch; the decisions (what state a settled or lost job goes to, when a retry
+runs, what may be cancelled or retried) are made here, by pure functions that tests can reach
+without a store.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from conveyor.models import FINAL_STATES, JobError, JobState
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"  #: the handler returned a result
+    FAILED = "failed"  #: the handler raised; retried while attempts remain (unless retry=False)
+    CANCELLED = "cancelled"  #: the worker stopped the job after a cancel request
+    RELEASED = "released"  #: handed back unstarted or interrupted by a drain; no attempt used
+    LOST = "lost"  #: the worker died or its lease expired; counts as a failed attempt
+
+
+CANCELLABLE = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING})
+RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a settled job goes next."""
+
+    state: JobState
+    run_at: float | None  # None: unchanged
+    attempt: int
+    finished: bool
+    error: JobError | None
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float = 3_600.0) -> float:
+    """Exponential backoff with jitter: uniform in [half, full] of min(cap, base * 2^(attempt-1))."""
+    full = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    return full / 2 + random.random() * full / 2
+
+
+def decide(
+    *,
+    outcome: Outcome,
+    attempt: int,
+    max_attempts: int,
+    backoff_s: float,
+    cancel_requested: bool,
+    now: float,
+    error: JobError | None = None,
+    retry: bool = True,
+) -> Decision:
+    """Decide the next state of a running job settled with `outcome`."""
+    if outcome is Outcome.SUCCEEDED:
+        return Decision(JobState.SUCCEEDED, None, attempt, True, None)
+    if outcome is Outcome.RELEASED:
+        if cancel_requested:
+            return Decision(JobState.CANCELLED, None, attempt, True, None)
+        return Decision(JobState.QUEUED, now, max(0, attempt - 1), False, None)
+    if outcome is Outcome.CANCELLED or cancel_requested:
+        return Decision(JobState.CANCELLED, None, attempt, True, error)
+    if outcome is Outcome.LOST and error is None:
+        error = JobError(
+            type="WorkerLost",
+            message="the worker running this job died or lost its lease",
+            reason="worker_lost",
+        )
+    if retry and attempt < max_attempts:
+        return Decision(
+            JobState.SCHEDULED, now + backoff_delay(attempt, backoff_s), attempt, False, error
+        )
+    return Decision(JobState.FAILED, None, attempt, True, error)
+
+
+def initial_state(run_at: float, now: float) -> JobState:
+    return JobState.SCHEDULED if run_at > now else JobState.QUEUED
+
+
+def check_cancellable(state: JobState) -> bool:
+    return state in CANCELLABLE
+
+
+def check_retryable(state: JobState) -> bool:
+    return state in RETRYABLE
+
+
+def check_deletable(state: JobState) -> bool:
+    return state in FINAL_STATES

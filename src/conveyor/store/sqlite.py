@@ -1,0 +1,644 @@
+"""SQLite store: the embedded default. One file, WAL, no server.
+
+Writes go through `BEGIN IMMEDIATE`, so concurrent processes serialize on the database lock
+(waiting up to the busy timeout) instead of failing half-way. `synchronous=FULL` (the default)
+makes every acknowledged write survive an OS crash or power loss; `NORMAL` survives process
+crashes only. Memory stores (`memory://`) are this same code on a private in-memory database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from conveyor import errors
+from conveyor.clock import Clock, system_clock
+from conveyor.models import (
+    Job,
+    JobError,
+    JobEvent,
+    JobFilter,
+    JobPage,
+    JobState,
+    KindInfo,
+    Lease,
+    Progress,
+    QueueStats,
+    WorkerInfo,
+    from_ts,
+)
+from conveyor.store import rules
+from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement
+from conveyor.store.rules import Outcome
+from conveyor.store.wake import SocketWaker, ThreadWaker
+
+JOB_COLUMNS = (
+    "id, kind, queue, state, input, priority, run_at, attempt, max_attempts, timeout_s, "
+    "backoff_s, progress, result, error, tags, idempotency_key, webhook, lease_owner, "
+    "lease_token, lease_expires_at, cancel_requested, created_at, started_at, finished_at, "
+    "updated_at"
+)
+WAITING = "('queued', 'scheduled')"
+IDEMPOTENCY_WINDOW_S = 24 * 3600.0
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def row_to_job(row: Sequence[Any]) -> Job:
+    """Build a Job from a row selected with JOB_COLUMNS (no validation: the store wrote it)."""
+    lease = None
+    if row[18] is not None and row[3] == "running":
+        lease = Lease(owner=row[17], token=row[18], expires_at=from_ts(row[19]))  # type: ignore[arg-type]
+    progress = _loads(row[11])
+    error = _loads(row[13])
+    return Job.model_construct(
+        id=row[0],
+        kind=row[1],
+        queue=row[2],
+        state=JobState(row[3]),
+        input=_loads(row[4]),
+        priority=row[5],
+        run_at=from_ts(row[6]),
+        attempt=row[7],
+        max_attempts=row[8],
+        timeout_s=row[9],
+        backoff_s=row[10],
+        progress=None if progress is None else Progress.model_construct(**progress),
+        result=_loads(row[12]),
+        error=None if error is None else JobError.model_construct(**error),
+        tags=_loads(row[14]),
+        idempotency_key=row[15],
+        webhook=_loads(row[16]),
+        lease=lease,
+        cancel_requested=bool(row[20]),
+        created_at=from_ts(row[21]),
+        started_at=from_ts(row[22]),
+        finished_at=from_ts(row[23]),
+        updated_at=from_ts(row[24]),
+    )
+
+
+class SqliteStore:
+    """A `Store` on one SQLite file (or a private in-memory database)."""
+
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 10.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.path = str(path)
+        self.clock = clock
+        in_memory = self.path == ":memory:"
+        if not in_memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if not in_memory:
+                self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.path) from exc
+        self._waker: ThreadWaker | SocketWaker = (
+            ThreadWaker() if in_memory else SocketWaker(self.path)
+        )
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock = system_clock) -> SqliteStore:
+        """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `?synchronous=normal`; `memory://`."""
+        if url.startswith("memory:"):
+            return cls(":memory:", clock=clock)
+        rest = url.split("://", 1)[1] if "://" in url else url
+        path, _, query = rest.partition("?")
+        if path.startswith("/"):
+            path = path[1:]  # sqlite:///x.db is relative, sqlite:////x.db absolute
+        options = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+        sync = options.get("synchronous", "FULL")
+        if sync.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise errors.ConfigurationError(f"unknown SQLite synchronous setting {sync!r}")
+        return cls(path or ":memory:", synchronous=sync, clock=clock)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            schema = resources.files("conveyor.store").joinpath("sql/sqlite.sql").read_text()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                    for statement in schema.split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        elif version > 1:
+            raise errors.ConfigurationError(
+                f"{self.path} has schema version {version}, newer than this conveyor; upgrade it"
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise _translate(exc, self.path) from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._db.execute("ROLLBACK")
+                raise _translate(exc, self.path) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _translate(exc, self.path) from exc
+
+    def now(self) -> float:
+        return self.clock()
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
+    def close(self) -> None:
+        self._waker.close()
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _event(job_id: str, at: float, type_: str, data: dict[str, Any]) -> tuple[Any, ...]:
+        return (job_id, at, type_, _dumps(data))
+
+    def _add_events(self, db: sqlite3.Connection, events: list[tuple[Any, ...]]) -> None:
+        if events:
+            db.executemany("INSERT INTO events (job_id, at, type, data) VALUES (?,?,?,?)", events)
+
+    def _jobs_by_id(self, db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({marks})", chunk)
+            found.update((row[0], row_to_job(row)) for row in rows)
+        return found
+
+    # -- enqueue ------------------------------------------------------------------------------
+
+    def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        now = self.clock()
+        with self._write() as db:
+            existing = self._check_idempotency(db, specs, now)
+            rows, events, keys = [], [], []
+            for spec in specs:
+                if spec.idempotency_key in existing:
+                    continue
+                state = rules.initial_state(spec.run_at, now)
+                rows.append(
+                    (spec.id, spec.kind, spec.queue, state.value, _dumps(spec.input),
+                     spec.priority, spec.run_at, spec.max_attempts, spec.timeout_s,
+                     spec.backoff_s, _dumps(list(spec.tags)), spec.idempotency_key,
+                     None if spec.webhook is None else _dumps(spec.webhook), now, now)
+                )  # fmt: skip
+                events.append(self._event(spec.id, now, "state", {"state": state.value}))
+                if spec.idempotency_key is not None:
+                    keys.append(
+                        (spec.idempotency_key, spec.id, spec.request_hash,
+                         now + IDEMPOTENCY_WINDOW_S)
+                    )  # fmt: skip
+            db.executemany(
+                "INSERT INTO jobs (id, kind, queue, state, input, priority, run_at, max_attempts,"
+                " timeout_s, backoff_s, tags, idempotency_key, webhook, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            db.executemany("INSERT OR REPLACE INTO idempotency VALUES (?,?,?,?)", keys)
+            self._add_events(db, events)
+            ids = [existing.get(s.idempotency_key, s.id) for s in specs]
+            jobs = self._jobs_by_id(db, ids)
+        if rows:
+            self._waker.notify()
+        return [jobs[i] for i in ids]
+
+    def _check_idempotency(
+        self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
+    ) -> dict[str | None, str]:
+        existing: dict[str | None, str] = {}
+        seen: dict[str, str | None] = {}
+        for spec in specs:
+            key = spec.idempotency_key
+            if key is None:
+                continue
+            if key in seen:
+                if seen[key] != spec.request_hash:
+                    raise errors.IdempotencyConflictError(idempotency_key=key)
+                raise errors.InvalidInputError(
+                    f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
+                )
+            seen[key] = spec.request_hash
+            row = db.execute(
+                "SELECT job_id, request_hash FROM idempotency WHERE key = ? AND expires_at > ?",
+                (key, now),
+            ).fetchone()
+            if row is not None:
+                if row[1] != spec.request_hash:
+                    raise errors.IdempotencyConflictError(idempotency_key=key, job_id=row[0])
+                existing[key] = row[0]
+        return existing
+
+    # -- the lease life cycle ---------------------------------------------------------------
+
+    def claim(self, queues: Sequence[str], owner: str, n: int, lease_s: float) -> list[Job]:
+        if n <= 0 or not queues:
+            return []
+        now = self.clock()
+        marks = ",".join("?" * len(queues))
+        with self._write() as db:
+            rows = db.execute(
+                f"UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?,"
+                f" lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
+                f" started_at = ?, updated_at = ?"
+                f" WHERE id IN (SELECT id FROM jobs WHERE state IN {WAITING}"
+                f"  AND queue IN ({marks}) AND run_at <= ?"
+                f"  ORDER BY priority DESC, run_at, id LIMIT ?)"
+                f" RETURNING {JOB_COLUMNS}",
+                (owner, now + lease_s, now, now, *queues, now, n),
+            ).fetchall()
+            rows.sort(key=lambda r: (-r[5], r[6], r[0]))
+            self._add_events(
+                db,
+                [
+                    self._event(r[0], now, "state", {"state": "running", "attempt": r[7],
+                                                     "worker": owner})
+                    for r in rows
+                ],
+            )  # fmt: skip
+        return [row_to_job(r) for r in rows]
+
+    def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
+        if not beats:
+            return {}
+        now = self.clock()
+        statuses: dict[str, BeatStatus] = {}
+        with self._write() as db:
+            events = []
+            for beat in beats:
+                progress = None if beat.progress is None else beat.progress.model_dump_json()
+                row = db.execute(
+                    "UPDATE jobs SET lease_expires_at = ?, updated_at = ?,"
+                    " progress = COALESCE(?, progress)"
+                    " WHERE id = ? AND lease_token = ? AND state = 'running'"
+                    " RETURNING cancel_requested",
+                    (now + lease_s, now, progress, beat.job_id, beat.token),
+                ).fetchone()
+                if row is None:
+                    statuses[beat.job_id] = BeatStatus.LOST
+                    continue
+                statuses[beat.job_id] = BeatStatus.CANCEL if row[0] else BeatStatus.OK
+                if beat.progress is not None:
+                    events.append(
+                        self._event(beat.job_id, now, "progress", beat.progress.model_dump())
+                    )
+                events.extend(self._event(beat.job_id, now, "log", {"line": line})
+                              for line in beat.logs)  # fmt: skip
+            self._add_events(db, events)
+        return statuses
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        if not settlements:
+            return []
+        now = self.clock()
+        woke = False
+        with self._write() as db:
+            current = self._running_rows(db, [s.job_id for s in settlements])
+            applied, updates, events = [], [], []
+            for s in settlements:
+                row = current.get(s.job_id)
+                if row is None or row[0] != s.token:
+                    applied.append(False)
+                    continue
+                current.pop(s.job_id)  # a second settlement of the same lease is stale
+                decision = rules.decide(
+                    outcome=s.outcome, attempt=row[1], max_attempts=row[2], backoff_s=row[3],
+                    cancel_requested=bool(row[4]), now=now, error=s.error, retry=s.retry,
+                )  # fmt: skip
+                woke = woke or decision.state is JobState.QUEUED
+                updates.append(self._settle_row(s, decision, now))
+                events.append(self._event(s.job_id, now, "state", _state_data(decision)))
+                applied.append(True)
+            db.executemany(
+                "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), attempt = ?,"
+                " result = ?, error = COALESCE(?, error), finished_at = ?, updated_at = ?,"
+                " lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,"
+                " progress = CASE WHEN ? THEN NULL ELSE progress END"
+                " WHERE id = ? AND lease_token = ?",
+                updates,
+            )
+            self._add_events(db, events)
+        if woke:
+            self._waker.notify()
+        return applied
+
+    @staticmethod
+    def _settle_row(s: Settlement, d: rules.Decision, now: float) -> tuple[Any, ...]:
+        result = _dumps(s.result) if d.state is JobState.SUCCEEDED else None
+        error = None if d.error is None else d.error.model_dump_json()
+        reset_progress = d.state is JobState.QUEUED
+        return (
+            d.state.value, d.run_at, d.attempt, result, error,
+            now if d.finished else None, now, reset_progress, s.job_id, s.token,
+        )  # fmt: skip
+
+    def _running_rows(
+        self, db: sqlite3.Connection, ids: Sequence[str]
+    ) -> dict[str, tuple[Any, ...]]:
+        found: dict[str, tuple[Any, ...]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                "SELECT id, lease_token, attempt, max_attempts, backoff_s, cancel_requested"
+                f" FROM jobs WHERE state = 'running' AND id IN ({marks})",
+                chunk,
+            ):
+                found[row[0]] = tuple(row[1:])
+        return found
+
+    def rescue(self, owner: str | None = None) -> list[str]:
+        now = self.clock()
+        with self._write() as db:
+            if owner is None:
+                leases = db.execute(
+                    "SELECT id, lease_token FROM jobs WHERE state = 'running'"
+                    " AND lease_expires_at < ?",
+                    (now,),
+                ).fetchall()
+            else:
+                leases = db.execute(
+                    "SELECT id, lease_token FROM jobs WHERE state = 'running' AND lease_owner = ?",
+                    (owner,),
+                ).fetchall()
+            promoted = db.execute(
+                "UPDATE jobs SET state = 'queued', updated_at = ? WHERE state = 'scheduled'"
+                " AND run_at <= ? RETURNING id",
+                (now, now),
+            ).fetchall()
+            self._add_events(
+                db, [self._event(r[0], now, "state", {"state": "queued"}) for r in promoted]
+            )
+        lost = [Settlement(job_id, token, Outcome.LOST) for job_id, token in leases]
+        settled = self.settle(lost)
+        if promoted:
+            self._waker.notify()
+        return [s.job_id for s, ok in zip(lost, settled, strict=True) if ok]
+
+    # -- user operations ----------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        now = self.clock()
+        with self._write() as db:
+            job = self._get(db, job_id)
+            if not rules.check_cancellable(job.state):
+                raise errors.InvalidStateError(
+                    f"job {job_id} is {job.state.value}; only waiting or running jobs can be"
+                    " cancelled",
+                    state=job.state.value,
+                )
+            if job.state is JobState.RUNNING:
+                db.execute(
+                    "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                    (now, job_id),
+                )
+                event = {"state": "running", "cancel_requested": True}
+            else:
+                db.execute(
+                    "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?,"
+                    " updated_at = ? WHERE id = ?",
+                    (now, now, job_id),
+                )
+                event = {"state": "cancelled"}
+            self._add_events(db, [self._event(job_id, now, "state", event)])
+            return self._get(db, job_id)
+
+    def retry(self, job_id: str) -> Job:
+        now = self.clock()
+        with self._write() as db:
+            job = self._get(db, job_id)
+            if not rules.check_retryable(job.state):
+                raise errors.InvalidStateError(
+                    f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be"
+                    " retried",
+                    state=job.state.value,
+                )
+            db.execute(
+                "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?, cancel_requested = 0,"
+                " finished_at = NULL, result = NULL, progress = NULL, updated_at = ?"
+                " WHERE id = ?",
+                (now, now, job_id),
+            )
+            self._add_events(db, [self._event(job_id, now, "state", {"state": "queued",
+                                                                     "retried": True})])  # fmt: skip
+            job = self._get(db, job_id)
+        self._waker.notify()
+        return job
+
+    def delete(self, job_id: str) -> None:
+        with self._write() as db:
+            job = self._get(db, job_id)
+            if not rules.check_deletable(job.state):
+                raise errors.InvalidStateError(
+                    f"job {job_id} is {job.state.value}; cancel it first, only finished jobs"
+                    " can be deleted",
+                    state=job.state.value,
+                )
+            db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def _get(self, db: sqlite3.Connection, job_id: str) -> Job:
+        row = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+        return row_to_job(row)
+
+    def get(self, job_id: str) -> Job:
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+        return row_to_job(rows[0])
+
+    def list(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+        where, params = _filter_sql(filter)
+        if cursor:
+            where.append("id < ?")
+            params.append(cursor)
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows = self._read(sql, [*params, limit + 1])
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        next_cursor = jobs[-1].id if len(rows) > limit else None
+        return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        rows = self._read(
+            "SELECT seq, job_id, at, type, data FROM events WHERE job_id = ? AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (job_id, after, limit),
+        )
+        return [
+            JobEvent.model_construct(
+                seq=r[0], job_id=r[1], at=from_ts(r[2]), type=r[3], data=json.loads(r[4])
+            )
+            for r in rows
+        ]
+
+    # -- kinds, workers, stats, retention --------------------------------------------------
+
+    def register_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        now = self.clock()
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO kinds (name, info, updated_at) VALUES (?,?,?)",
+                [(k.name, k.model_dump_json(exclude={"updated_at"}), now) for k in kinds],
+            )
+
+    def kinds(self) -> list[KindInfo]:
+        rows = self._read("SELECT info, updated_at FROM kinds ORDER BY name")
+        return [
+            KindInfo.model_validate({**json.loads(info), "updated_at": from_ts(at)})
+            for info, at in rows
+        ]
+
+    def worker_beat(self, info: WorkerInfo) -> None:
+        with self._write() as db:
+            if info.state == "stopped":
+                db.execute("DELETE FROM workers WHERE id = ?", (info.id,))
+            else:
+                db.execute(
+                    "INSERT OR REPLACE INTO workers (id, info, last_seen) VALUES (?,?,?)",
+                    (info.id, info.model_dump_json(), self.clock()),
+                )
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._read("SELECT info, last_seen FROM workers ORDER BY id")
+        return [
+            WorkerInfo.model_validate({**json.loads(info), "last_seen": from_ts(seen)})
+            for info, seen in rows
+        ]
+
+    def queue_stats(self) -> list[QueueStats]:
+        now = self.clock()
+        stats: dict[str, QueueStats] = {}
+        for queue, state, count in self._read(
+            "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
+        ):
+            setattr(stats.setdefault(queue, QueueStats(name=queue)), state, count)
+        for queue, oldest in self._read(
+            f"SELECT queue, min(run_at) FROM jobs WHERE state IN {WAITING} AND run_at <= ?"
+            " GROUP BY queue",
+            (now,),
+        ):
+            stats[queue].oldest_queued_age_s = max(0.0, now - oldest)
+        for queue, count in self._read(
+            "SELECT queue, count(*) FROM jobs WHERE finished_at > ? GROUP BY queue", (now - 60,)
+        ):
+            stats[queue].finished_last_minute = count
+        return [stats[name] for name in sorted(stats)]
+
+    def prune(self, finished_before: float, limit: int = 10_000) -> list[str]:
+        with self._write() as db:
+            ids = [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?"
+                    " AND state IN ('succeeded', 'failed', 'cancelled') LIMIT ?",
+                    (finished_before, limit),
+                )
+            ]
+            db.executemany("DELETE FROM events WHERE job_id = ?", [(i,) for i in ids])
+            db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in ids])
+            db.execute("DELETE FROM idempotency WHERE expires_at < ?", (self.clock(),))
+        return ids
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        self._waker.wait(timeout)
+
+
+def _state_data(decision: rules.Decision) -> dict[str, Any]:
+    data: dict[str, Any] = {"state": decision.state.value, "attempt": decision.attempt}
+    if decision.error is not None:
+        data["error"] = decision.error.model_dump(exclude={"traceback"})
+    if decision.state is JobState.SCHEDULED and decision.run_at is not None:
+        data["run_at"] = decision.run_at
+    return data
+
+
+def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if f.state:
+        where.append(f"state IN ({','.join('?' * len(f.state))})")
+        params.extend(s.value for s in f.state)
+    for column, value in (("kind", f.kind), ("queue", f.queue)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if f.tag is not None:
+        where.append("EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)")
+        params.append(f.tag)
+    if f.created_after is not None:
+        where.append("created_at >= ?")
+        params.append(f.created_after.timestamp())
+    if f.created_before is not None:
+        where.append("created_at < ?")
+        params.append(f.created_before.timestamp())
+    if f.ids is not None:
+        where.append(f"id IN ({','.join('?' * len(f.ids))})")
+        params.extend(f.ids)
+    return where, params
+
+
+def _translate(exc: sqlite3.DatabaseError, path: str) -> errors.ConveyorError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return errors.StoreUnavailableError(
+            f"the database {path} stayed locked by another process; try again"
+        )
+    if "not a database" in text or "malformed" in text:
+        return errors.ConfigurationError(
+            f"{path} is not a conveyor database or is damaged ({text}); point CONVEYOR_STORE at"
+            " another file or restore it from a backup"
+        )
+    if "unable to open" in text or "readonly" in text:
+        return errors.ConfigurationError(f"cannot open the database {path}: {text}")
+    return errors.StoreUnavailableError(f"database error on {path}: {text}")

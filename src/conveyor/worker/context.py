@@ -1,0 +1,103 @@
+"""What a handler gets besides its input: progress, logs, files, cancellation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conveyor.storage.base import BlobStorage, check_name, job_key
+
+PROGRESS_INTERVAL_S = 0.05
+
+
+class JobCancelled(Exception):  # noqa: N818 - reads as the event, like asyncio.CancelledError
+    """The job was cancelled; raised from `ctx.progress()` / `ctx.check_cancelled()`."""
+
+
+class PermanentError(Exception):
+    """Raise this from a handler to fail the job without further retries."""
+
+
+class Context:
+    """Passed to every handler as `ctx`.
+
+    `progress()` and `check_cancelled()` raise `JobCancelled` once the job is cancelled, so a
+    handler that reports progress stops cooperatively; one that never does is killed after the
+    cancel grace period.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        kind: str,
+        attempt: int,
+        storage: BlobStorage,
+        workdir: Path,
+        send: Callable[[dict[str, Any]], None],
+        is_cancelled: Callable[[], bool],
+    ) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        self.attempt = attempt
+        self._storage = storage
+        self._workdir = workdir
+        self._send = send
+        self._is_cancelled = is_cancelled
+        self._pending: dict[str, Any] | None = None
+        self._last_sent = 0.0
+        self._outputs: dict[str, Path] = {}
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel was requested for this job."""
+        return self._is_cancelled()
+
+    def check_cancelled(self) -> None:
+        """Raise `JobCancelled` if a cancel was requested."""
+        if self._is_cancelled():
+            raise JobCancelled(self.job_id)
+
+    def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress; cheap to call often (updates are coalesced, ~20 per second)."""
+        self._pending = {"current": current, "total": total, "message": message}
+        now = time.monotonic()
+        if now - self._last_sent >= PROGRESS_INTERVAL_S:
+            self.flush()
+            self._last_sent = now
+        self.check_cancelled()
+
+    def log(self, message: str) -> None:
+        """Append a line to the job's event log (visible in the API, CLI and dashboard)."""
+        self._send({"op": "log", "id": self.job_id, "line": str(message)[:10_000]})
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            self._send({"op": "progress", "id": self.job_id, **self._pending})
+            self._pending = None
+
+    def input_file(self, name: str) -> Path:
+        """A local copy of the job's input file `name` (uploaded with the job)."""
+        path = self._workdir / "in" / check_name(name)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._storage.download(job_key(self.job_id, "in", name), path)
+        return path
+
+    def output_file(self, name: str) -> Path:
+        """A local path to write output `name` to; stored when the handler succeeds."""
+        path = self._workdir / "out" / check_name(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._outputs[name] = path
+        return path
+
+    def save_outputs(self) -> list[str]:
+        """Upload the output files the handler wrote; return their names."""
+        saved = []
+        for name, path in self._outputs.items():
+            if path.exists():
+                self._storage.upload(job_key(self.job_id, "out", name), path)
+                saved.append(name)
+        return saved

@@ -1,0 +1,145 @@
+"""One child process of a supervisor and the jobs it has been handed (head = running)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
+
+from conveyor.models import Job, Progress
+from conveyor.worker.child import child_main
+
+KillReason = Literal["timeout", "cancel", "drain", "lost"]
+SPAWN = multiprocessing.get_context("spawn")
+KILL_WAIT_S = 2.0
+
+
+@dataclass(eq=False)
+class InFlight:
+    """A leased job this supervisor is responsible for."""
+
+    job: Job
+    token: str
+    cancel: bool = False
+    progress: Progress | None = None
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def run_message(self) -> bytes:
+        job = self.job
+        message = {"op": "run", "id": job.id, "kind": job.kind, "input": job.input,
+                   "attempt": job.attempt}  # fmt: skip
+        return json.dumps(message, separators=(",", ":")).encode()
+
+
+class Slot:
+    """A child process plus the FIFO of jobs sent to it."""
+
+    def __init__(self, index: int, imports: list[str], storage_url: str) -> None:
+        self.index = index
+        self.imports = imports
+        self.storage_url = storage_url
+        self.jobs: deque[InFlight] = deque()
+        self.head_started = 0.0
+        self.kill_reason: KillReason | None = None
+        self.kill_at: float | None = None
+        self.sigkill_at: float | None = None
+        self.crashes: deque[float] = deque(maxlen=5)
+        self.restart_at = 0.0
+        self.process: BaseProcess | None = None
+        self.conn: Connection | None = None
+
+    def start(self) -> None:
+        parent, child = SPAWN.Pipe()
+        process = SPAWN.Process(
+            target=child_main,
+            args=(child, self.imports, self.storage_url),
+            name=f"conveyor-child-{self.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self.process, self.conn = process, parent
+        self.kill_reason = self.kill_at = self.sigkill_at = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    @property
+    def head(self) -> InFlight | None:
+        return self.jobs[0] if self.jobs else None
+
+    def send(self, data: bytes) -> bool:
+        if self.conn is None:
+            return False
+        try:
+            self.conn.send_bytes(data)
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def dispatch(self, item: InFlight, now: float) -> None:
+        if not self.jobs:
+            self.head_started = now
+        self.jobs.append(item)
+        self.send(item.run_message())
+
+    def control(self, op: str, **fields: Any) -> None:
+        self.send(json.dumps({"op": op, **fields}).encode())
+
+    def pop(self, job_id: str, now: float) -> InFlight | None:
+        for item in self.jobs:
+            if item.id == job_id:
+                was_head = item is self.jobs[0]
+                self.jobs.remove(item)
+                if was_head:
+                    self.head_started = now
+                    if self.kill_reason in ("timeout", "cancel"):
+                        self.kill_reason = self.kill_at = None
+                return item
+        return None
+
+    def kill(self, reason: KillReason, now: float, delay: float = 0.0) -> None:
+        """Schedule the child's end: SIGTERM after `delay`, SIGKILL if it lingers."""
+        if self.kill_reason is None or delay == 0:
+            self.kill_reason = reason
+            self.kill_at = now + delay
+
+    def enforce(self, now: float) -> None:
+        """Deliver a scheduled SIGTERM / SIGKILL when due."""
+        if self.process is None or not self.process.is_alive():
+            return
+        if self.kill_at is not None and now >= self.kill_at:
+            self.process.terminate()
+            self.kill_at = None
+            self.sigkill_at = now + KILL_WAIT_S
+        elif self.sigkill_at is not None and now >= self.sigkill_at:
+            self.process.kill()
+            self.sigkill_at = None
+
+    def reap(self) -> list[InFlight]:
+        """After the process died: forget it and return the jobs it held."""
+        if self.process is not None:
+            self.process.join(timeout=1)
+            self.process.close()
+        if self.conn is not None:
+            self.conn.close()
+        self.process = self.conn = None
+        self.crashes.append(time.monotonic())
+        held = list(self.jobs)
+        self.jobs.clear()
+        return held
+
+    def restart_delay(self) -> float:
+        """Back off when a child keeps dying: 0 s normally, up to 5 s in a crash loop."""
+        recent = [t for t in self.crashes if time.monotonic() - t < 10]
+        return 0.0 if len(recent) < 3 else min(5.0, 0.5 * len(recent))

@@ -1,0 +1,463 @@
+"""The worker supervisor: claims jobs, feeds child processes, holds and renews their leases.
+
+One loop, no threads on the job path (a single helper thread turns the store's wake-ups into
+a pipe the loop can wait on). Each pass: reap dead children, claim to fill free capacity,
+wait for messages, settle finished jobs in one batch, renew leases, enforce timeouts, cancels
+and drains, and sweep expired leases of other workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import Any
+
+from conveyor import errors
+from conveyor.ids import uuid7
+from conveyor.models import JobError, Progress, WorkerInfo, utcnow
+from conveyor.settings import Settings
+from conveyor.storage import job_prefix, open_storage
+from conveyor.store.base import Beat, BeatStatus, Settlement, Store
+from conveyor.store.rules import Outcome
+from conveyor.worker.slot import InFlight, Slot
+
+log = logging.getLogger("conveyor.worker")
+
+PRUNE_EVERY_S = 600.0
+STORE_RETRY_S = 0.5
+
+
+class Supervisor:
+    """Runs `concurrency` child processes serving `queues` from `store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        prefetch: int = 1,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.queues = list(queues or settings.queue_list)
+        self.concurrency = concurrency or settings.concurrency
+        self.burst = burst
+        self.prefetch = max(1, prefetch)
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid7()[-8:]}"
+        self.storage = open_storage(settings.storage_url)
+        self.slots = [
+            Slot(i, settings.import_list, settings.storage_url) for i in range(self.concurrency)
+        ]
+        self.buffer: list[InFlight] = []
+        self.pending: list[Settlement] = []
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.hungry = True
+        self.started_at = utcnow()
+        self.last_beat = self.last_sweep = self.last_prune = 0.0
+        self.last_ok_beat = time.monotonic()
+        self.progress_dirty = False
+        self.stats = {"succeeded": 0, "failed": 0, "cancelled": 0, "released": 0, "lost": 0}
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._closing = threading.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> dict[str, int]:
+        """Serve until drained (SIGTERM/SIGINT, `stop()`, or an empty queue with `burst`)."""
+        for slot in self.slots:
+            slot.start()
+        self._beat_worker("running")
+        threading.Thread(target=self._wake_loop, daemon=True, name="store-waker").start()
+        log.info(
+            "worker %s serving %s with %d processes", self.id, ",".join(self.queues),
+            self.concurrency,
+        )  # fmt: skip
+        if on_ready:
+            on_ready()
+        try:
+            while not self._finished():
+                self._tick()
+        finally:
+            self._closing.set()
+            self._shutdown()
+        return self.stats
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT drain gracefully; a second one stops at once."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.draining:
+            log.warning("second signal: stopping now, releasing in-flight jobs")
+            self.drain_deadline = time.monotonic()
+        else:
+            log.info("signal %s: draining (grace %.0fs)", signal.Signals(signum).name,
+                     self.settings.grace_s)  # fmt: skip
+            self.stop()
+        self._poke()
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Begin a drain: claim nothing more, let running jobs finish within the grace period."""
+        if self.draining:
+            return
+        self.draining = True
+        grace = self.settings.grace_s if grace_s is None else grace_s
+        self.drain_deadline = time.monotonic() + grace
+        for item in self.buffer:
+            self.pending.append(Settlement(item.id, item.token, Outcome.RELEASED))
+        self.buffer.clear()
+        for slot in self.slots:
+            slot.control("stop")
+        self._poke()
+
+    def _finished(self) -> bool:
+        if self.draining:
+            return not any(s.process for s in self.slots) and not self.pending
+        if self.burst and not self.hungry:
+            return False
+        if self.burst:
+            idle = not self.buffer and not any(s.jobs for s in self.slots) and not self.pending
+            return idle and self._last_claim_empty
+        return False
+
+    def _shutdown(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.process.kill()
+                self._on_child_exit(slot, restart=False)
+        self._flush(final=True)
+        self._beat_worker("stopped")
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("worker %s stopped: %s", self.id, self.stats)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    _last_claim_empty = False
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self._reap(now)
+        if not self.draining:
+            self._fill(now)
+        ready = wait(self._waitables(), timeout=self._timeout(now))
+        now = time.monotonic()
+        for obj in ready:
+            if obj == self._wake_r:
+                self._drain_wake()
+            elif isinstance(obj, Connection):
+                self._read(obj, now)
+        self._flush()
+        self._heartbeat(now)
+        self._enforce(now)
+        self._sweep(now)
+
+    def _waitables(self) -> list[Any]:
+        items: list[Any] = [self._wake_r]
+        for slot in self.slots:
+            if slot.conn is not None:
+                items.append(slot.conn)
+            if slot.process is not None:
+                items.append(slot.process.sentinel)
+        return items
+
+    def _timeout(self, now: float) -> float:
+        if self.pending or (self.hungry and self._capacity() > 0 and not self.draining):
+            return 0.0
+        due = [self.last_beat + self.settings.heartbeat_s]
+        if self.progress_dirty:
+            due.append(self.last_beat + 0.25)
+        for slot in self.slots:
+            due.extend(t for t in (slot.kill_at, slot.sigkill_at) if t is not None)
+            head = slot.head
+            if head is not None and head.job.timeout_s:
+                due.append(slot.head_started + head.job.timeout_s)
+        if self.drain_deadline is not None:
+            due.append(self.drain_deadline)
+        return max(0.0, min(min(due) - now, 1.0))
+
+    # -- claiming and dispatch ----------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        free = sum(
+            self.prefetch - len(s.jobs) for s in self.slots if s.alive and s.kill_reason is None
+        )
+        return max(0, free - len(self.buffer))
+
+    def _fill(self, now: float) -> None:
+        want = self._capacity()
+        if want > 0 and self.hungry:
+            claimed = self._store_call(
+                self.store.claim, self.queues, self.id, want, self.settings.lease_s
+            )
+            if claimed is not None:
+                self.buffer.extend(InFlight(job, job.lease.token) for job in claimed if job.lease)
+                self.hungry = len(claimed) == want
+                self._last_claim_empty = not claimed
+        self._dispatch(now)
+
+    def _dispatch(self, now: float) -> None:
+        while self.buffer:
+            ready = [s for s in self.slots if s.alive and s.kill_reason is None]
+            slot = min(ready, key=lambda s: len(s.jobs), default=None)
+            if slot is None or len(slot.jobs) >= self.prefetch:
+                return
+            slot.dispatch(self.buffer.pop(0), now)
+
+    def _wake_loop(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self.store.wait_for_work(self.queues, 0.5)
+            except Exception:  # noqa: BLE001 - the loop itself reports store trouble
+                time.sleep(STORE_RETRY_S)
+            self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        self.hungry = True
+
+    # -- messages from children -----------------------------------------------------------------
+
+    def _read(self, conn: Connection, now: float) -> None:
+        slot = next((s for s in self.slots if s.conn is conn), None)
+        if slot is None:
+            return
+        try:
+            while conn.poll():
+                self._handle(slot, json.loads(conn.recv_bytes()), now)
+        except (EOFError, OSError):
+            pass  # the child died; its sentinel tells us next pass
+
+    def _handle(self, slot: Slot, message: dict[str, Any], now: float) -> None:
+        op = message["op"]
+        if op == "done":
+            item = slot.pop(message["id"], now)
+            if item is not None:
+                self._settle_done(item, message)
+            self._dispatch(now)
+            return
+        item = next((i for i in slot.jobs if i.id == message.get("id")), None)
+        if item is None:
+            return
+        if op == "progress":
+            item.progress = Progress(
+                current=message["current"], total=message["total"], message=message["message"]
+            )
+            self.progress_dirty = True
+        elif op == "log":
+            item.logs.append(message["line"])
+            self.progress_dirty = True
+
+    def _settle_done(self, item: InFlight, message: dict[str, Any]) -> None:
+        outcome = Outcome(message["outcome"])
+        error = JobError(**message["error"]) if message.get("error") else None
+        if error is not None:
+            log.warning("job %s (%s) failed: %s: %s", item.id, item.job.kind, error.type,
+                        error.message)  # fmt: skip
+        self._settle(item, outcome, result=message.get("result"), error=error,
+                     retry=message.get("retry", True))  # fmt: skip
+
+    def _settle(
+        self,
+        item: InFlight,
+        outcome: Outcome,
+        *,
+        result: Any = None,
+        error: JobError | None = None,
+        retry: bool = True,
+    ) -> None:
+        if item.progress is not None or item.logs:
+            self._beat([item])  # the last progress and log lines land before the final state
+        self.pending.append(Settlement(item.id, item.token, outcome, result, error, retry))
+        self.stats[outcome.value] = self.stats.get(outcome.value, 0) + 1
+
+    def _flush(self, final: bool = False) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        applied = self._store_call(self.store.settle, batch)
+        if applied is None:
+            if not final:
+                self.pending = batch + self.pending  # try again; stale ones will be refused then
+            return
+        for settlement, ok in zip(batch, applied, strict=True):
+            if not ok:
+                log.warning("job %s: lease was lost before it finished; its result is dropped",
+                            settlement.job_id)  # fmt: skip
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    def _all_items(self) -> list[InFlight]:
+        return [*self.buffer, *(item for slot in self.slots for item in slot.jobs)]
+
+    def _heartbeat(self, now: float) -> None:
+        due = now - self.last_beat >= self.settings.heartbeat_s
+        if not due and not (self.progress_dirty and now - self.last_beat >= 0.25):
+            return
+        self.last_beat = now
+        self.progress_dirty = False
+        items = self._all_items()
+        statuses = self._beat(items)
+        if statuses is None:
+            if now - self.last_ok_beat > self.settings.lease_s:
+                self._self_fence(now)
+        else:
+            self.last_ok_beat = now
+            self._apply_statuses(statuses, now)
+        if due:
+            self._beat_worker("draining" if self.draining else "running")
+
+    def _beat(self, items: Sequence[InFlight]) -> dict[str, BeatStatus] | None:
+        beats = []
+        for item in items:
+            beats.append(Beat(item.id, item.token, item.progress, tuple(item.logs)))
+            item.progress, item.logs = None, []
+        if not beats:
+            return {}
+        return self._store_call(self.store.heartbeat, beats, self.settings.lease_s)
+
+    def _apply_statuses(self, statuses: dict[str, BeatStatus], now: float) -> None:
+        for item in list(self.buffer):
+            status = statuses.get(item.id)
+            if status is BeatStatus.LOST:
+                self.buffer.remove(item)
+            elif status is BeatStatus.CANCEL:
+                self.buffer.remove(item)
+                self._settle(item, Outcome.CANCELLED)
+        for slot in self.slots:
+            for item in list(slot.jobs):
+                status = statuses.get(item.id)
+                if status is BeatStatus.CANCEL and not item.cancel:
+                    item.cancel = True
+                    log.info("job %s: cancel requested", item.id)
+                    slot.control("cancel", id=item.id)
+                    if item is slot.head:
+                        slot.kill("cancel", now, delay=self.settings.cancel_grace_s)
+                elif status is BeatStatus.LOST:
+                    log.warning("job %s: lease lost (rescued elsewhere); stopping it", item.id)
+                    if item is slot.head:
+                        slot.kill("lost", now)
+                    else:
+                        slot.pop(item.id, now)
+                        slot.control("cancel", id=item.id)
+
+    def _self_fence(self, now: float) -> None:
+        """The store has been unreachable for a whole lease: others may own our jobs now."""
+        if not self._all_items():
+            return
+        log.error("store unreachable for %.0fs: stopping in-flight jobs", self.settings.lease_s)
+        self.buffer.clear()
+        for slot in self.slots:
+            if slot.jobs:
+                slot.kill("lost", now)
+
+    # -- deadlines, children, sweeping ------------------------------------------------------
+
+    def _enforce(self, now: float) -> None:
+        for slot in self.slots:
+            head = slot.head
+            timeout = head.job.timeout_s if head is not None else None
+            if timeout and slot.kill_reason is None and now - slot.head_started > timeout:
+                log.warning("job %s: timed out after %.1fs; killing its process", head.id, timeout)  # type: ignore[union-attr]
+                slot.kill("timeout", now)
+            if self.draining and self.drain_deadline is not None and now >= self.drain_deadline:
+                if slot.process is not None and slot.kill_reason is None:
+                    slot.kill("drain", now)
+            slot.enforce(now)
+
+    def _reap(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.process is not None and not slot.process.is_alive():
+                self._on_child_exit(slot, restart=not self.draining)
+            elif slot.process is None and not self.draining and now >= slot.restart_at:
+                slot.start()
+
+    def _on_child_exit(self, slot: Slot, restart: bool) -> None:
+        reason = slot.kill_reason
+        code = slot.process.exitcode if slot.process is not None else None
+        held = slot.reap()
+        for position, item in enumerate(held):
+            if position > 0:
+                self._settle(item, Outcome.RELEASED)
+            elif reason == "timeout":
+                self._settle(item, Outcome.FAILED, error=_timeout_error(item))
+            elif reason == "cancel" or item.cancel:
+                self._settle(item, Outcome.CANCELLED)
+            elif reason == "drain":
+                self._settle(item, Outcome.RELEASED)
+            elif reason != "lost":
+                log.warning("job %s: worker process died (exit %s); will retry", item.id, code)
+                self._settle(item, Outcome.LOST)
+        if restart:
+            slot.restart_at = time.monotonic() + slot.restart_delay()
+
+    def _sweep(self, now: float) -> None:
+        if now - self.last_sweep < self.settings.sweep_s:
+            return
+        self.last_sweep = now
+        rescued = self._store_call(self.store.rescue)
+        if rescued:
+            log.warning("rescued %d jobs whose worker's lease expired", len(rescued))
+        if now - self.last_prune >= PRUNE_EVERY_S and self.settings.retention_s > 0:
+            self.last_prune = now
+            pruned = self._store_call(
+                self.store.prune, self.store.now() - self.settings.retention_s
+            )
+            for job_id in pruned or []:
+                self.storage.delete_prefix(job_prefix(job_id))
+
+    def _beat_worker(self, state: str) -> None:
+        info = WorkerInfo(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+            running=[slot.head.id for slot in self.slots if slot.head is not None],
+            state=state,  # type: ignore[arg-type]
+            started_at=self.started_at,
+            last_seen=utcnow(),
+        )
+        self._store_call(self.store.worker_beat, info)
+
+    def _store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call the store; on an outage log it and return None (the loop retries later)."""
+        try:
+            return fn(*args)
+        except errors.StoreUnavailableError as exc:
+            log.warning("store unavailable (%s); retrying", exc)
+            time.sleep(STORE_RETRY_S)
+            return None
+
+
+def _timeout_error(item: InFlight) -> JobError:
+    return JobError(
+        type="Timeout",
+        message=f"the job ran longer than its timeout of {item.job.timeout_s}s and was killed",
+        reason="timeout",
+    )
