@@ -99,10 +99,7 @@ class Service:
 
     @staticmethod
     def _spec(new: NewJob, kind: KindInfo, now: float) -> JobSpec:
-        if new.run_at is not None:
-            run_at = new.run_at.timestamp()
-        else:
-            run_at = now + (new.delay_s or 0.0)
+        run_at = new.run_at.timestamp() if new.run_at else now + (new.delay_s or 0.0)
         return JobSpec(
             id=uuid7(int(now * 1000)),
             kind=new.kind,
@@ -124,8 +121,8 @@ class Service:
     def get(self, job_id: str) -> Job:
         return self.store.get(job_id)
 
-    def list(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
-        return self.store.list(filter, cursor, max(1, min(limit, 1000)))
+    def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+        return self.store.list_jobs(filter, cursor, max(1, min(limit, 1000)))
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         self.store.get(job_id)  # 404 for unknown jobs rather than an empty log
@@ -190,4 +187,3 @@ def request_hash(job: NewJob) -> str:
     body = job.model_dump(mode="json", exclude={"idempotency_key"})
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-

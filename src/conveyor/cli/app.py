@@ -99,16 +99,25 @@ def setup_logging(level: str) -> None:
 def submit(
     kind: Annotated[str, typer.Argument(help="The kind to run, e.g. demo.count.")],
     input: Annotated[
-        str | None, typer.Option("--input", "-d", help="Input JSON, or @file.json, or @- for stdin.")
+        str | None,
+        typer.Option("--input", "-d", help="Input JSON, or @file.json, or @- for stdin."),
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Queue (default: the kind's).")] = None,
     priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
-    delay: Annotated[float | None, typer.Option(help="Start no sooner than this many seconds.")] = None,
+    delay: Annotated[
+        float | None, typer.Option(help="Start no sooner than this many seconds.")
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag (repeatable).")] = None,
     max_attempts: Annotated[int | None, typer.Option(help="Attempts before giving up.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Kill the job after this many seconds.")] = None,
-    idempotency_key: Annotated[str | None, typer.Option(help="Submit at most once per key.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", "-w", help="Show progress until it ends.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="Kill the job after this many seconds.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Submit at most once per key.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Show progress until it ends.")
+    ] = False,
     store: StoreOpt = None,
     imports: ImportOpt = None,
     as_json: JsonOpt = False,
@@ -136,7 +145,9 @@ def submit(
             console.print(job.id)
         return
     err.print(f"submitted [bold]{job.id}[/]")
-    final = output.follow(job.id, lambda after: (service.get(job.id), service.events(job.id, after)))
+    final = output.follow(
+        job.id, lambda after: (service.get(job.id), service.events(job.id, after))
+    )
     finish(final, as_json)
 
 
@@ -158,7 +169,9 @@ def finish(job: Any, as_json: bool) -> None:
 
 @jobs_app.command("list")
 def jobs_list(
-    state: Annotated[list[JobState] | None, typer.Option("--state", "-s", help="Repeatable.")] = None,
+    state: Annotated[
+        list[JobState] | None, typer.Option("--state", "-s", help="Repeatable.")
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
     queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only jobs with this tag.")] = None,
@@ -170,7 +183,7 @@ def jobs_list(
 ) -> None:
     """List jobs, newest first."""
     service = local_service(settings_for(store))
-    page = service.list(
+    page = service.list_jobs(
         JobFilter(state=state, kind=kind, queue=queue, tag=tag, created_after=since), cursor, limit
     )
     if as_json:
@@ -184,7 +197,9 @@ def jobs_list(
 @jobs_app.command("show")
 def jobs_show(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
-    events: Annotated[bool, typer.Option("--events", "-e", help="Also show the event log.")] = False,
+    events: Annotated[
+        bool, typer.Option("--events", "-e", help="Also show the event log.")
+    ] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -209,7 +224,9 @@ def jobs_wait(
 ) -> None:
     """Follow a job with a live progress bar until it ends; exit 1 unless it succeeded."""
     service = local_service(settings_for(store))
-    final = output.follow(job_id, lambda after: (service.get(job_id), service.events(job_id, after)))
+    final = output.follow(
+        job_id, lambda after: (service.get(job_id), service.events(job_id, after))
+    )
     finish(final, as_json)
 
 
@@ -326,7 +343,9 @@ def worker(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Child processes.")
     ] = None,
-    burst: Annotated[bool, typer.Option(help="Exit once no job is waiting (tests, batch).")] = False,
+    burst: Annotated[
+        bool, typer.Option(help="Exit once no job is waiting (tests, batch).")
+    ] = False,
     prefetch: Annotated[int, typer.Option(min=1, max=64, help="Jobs handed to a child ahead.")] = 1,
     store: StoreOpt = None,
     imports: ImportOpt = None,
@@ -358,7 +377,9 @@ def up(
 ) -> None:
     """Run the whole service on this machine: workers and the lease sweeper."""
     settings = settings_for(store, imports)
-    err.print(f"conveyor: store [bold]{settings.store_url}[/], files [bold]{settings.storage_url}[/]")
+    err.print(
+        f"conveyor: store [bold]{settings.store_url}[/], files [bold]{settings.storage_url}[/]"
+    )
     worker(None, concurrency, False, 1, settings.store, imports, log_level)
 
 

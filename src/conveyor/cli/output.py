@@ -74,8 +74,10 @@ def show_job(job: Job, events: Sequence[JobEvent] = ()) -> None:
     table.add_row("id", job.id)
     table.add_row("kind", job.kind)
     table.add_row("queue", f"{job.queue} (priority {job.priority})")
-    table.add_row("state", state_text(job.state) + (" (cancel requested)" if job.cancel_requested
-                                                    and not job.state.is_final else ""))  # fmt: skip
+    pending_cancel = job.cancel_requested and not job.state.is_final
+    table.add_row(
+        "state", state_text(job.state) + (" (cancel requested)" if pending_cancel else "")
+    )
     table.add_row("attempt", f"{job.attempt} of {job.max_attempts}")
     table.add_row("created", ago(job.created_at))
     if job.started_at:
@@ -90,7 +92,9 @@ def show_job(job: Job, events: Sequence[JobEvent] = ()) -> None:
     if job.result is not None:
         table.add_row("result", json.dumps(job.result))
     if job.error:
-        table.add_row("error", f"[red]{job.error.type}: {job.error.message}[/] ({job.error.reason})")
+        table.add_row(
+            "error", f"[red]{job.error.type}: {job.error.message}[/] ({job.error.reason})"
+        )
     console.print(table)
     if job.error and job.error.traceback:
         console.print(f"[dim]{job.error.traceback}[/]")

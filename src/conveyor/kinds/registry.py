@@ -65,12 +65,11 @@ class Registry:
 
     def add(self, spec: KindSpec) -> None:
         known = self._kinds.get(spec.name)
-        if known is not None and known.handler is not spec.handler:
-            if _qualname(known.handler) != _qualname(spec.handler):
-                raise errors.ConfigurationError(
-                    f"kind {spec.name!r} is declared twice: by {_qualname(known.handler)} and"
-                    f" by {_qualname(spec.handler)}"
-                )
+        if known is not None and _qualname(known.handler) != _qualname(spec.handler):
+            raise errors.ConfigurationError(
+                f"kind {spec.name!r} is declared twice: by {_qualname(known.handler)} and"
+                f" by {_qualname(spec.handler)}"
+            )
         self._kinds[spec.name] = spec
 
     def get(self, name: str) -> KindSpec:

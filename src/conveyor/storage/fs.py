@@ -91,7 +91,9 @@ class FileStorage:
             if path.is_file() and not path.is_symlink():
                 st = path.stat()
                 key = path.relative_to(self.root).as_posix()
-                found.append(BlobInfo(key=key, name=path.name, size=st.st_size, modified=st.st_mtime))
+                found.append(
+                    BlobInfo(key=key, name=path.name, size=st.st_size, modified=st.st_mtime)
+                )
         return found
 
     def delete_prefix(self, prefix: str) -> int:

@@ -122,7 +122,7 @@ class Store(Protocol):
         """The job, or `JobNotFoundError`."""
         ...
 
-    def list(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+    def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         """Newest first; pass `next_cursor` back to get the next page."""
         ...
 

@@ -38,8 +38,8 @@ class Decision:
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float = 3_600.0) -> float:
-    """Exponential backoff with jitter: uniform in [half, full] of min(cap, base * 2^(attempt-1))."""
-    full = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    """Exponential backoff with jitter: uniform in [full/2, full], full = base * 2^(attempt-1)."""
+    full = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
     return full / 2 + random.random() * full / 2
 
 

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
 def row_to_job(row: Sequence[Any]) -> Job:
     """Build a Job from a row selected with JOB_COLUMNS (no validation: the store wrote it)."""
     lease = None
     if row[18] is not None and row[3] == "running":
-        lease = Lease(owner=row[17], token=row[18], expires_at=from_ts(row[19]))  # type: ignore[arg-type]
+        lease = Lease(owner=row[17], token=row[18], expires_at=from_ts(row[19]))
     progress = _loads(row[11])
     error = _loads(row[13])
     return Job.model_construct(
@@ -70,7 +75,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
         state=JobState(row[3]),
         input=_loads(row[4]),
         priority=row[5],
-        run_at=from_ts(row[6]),
+        run_at=_ts(row[6]),
         attempt=row[7],
         max_attempts=row[8],
         timeout_s=row[9],
@@ -83,10 +88,10 @@ def row_to_job(row: Sequence[Any]) -> Job:
         webhook=_loads(row[16]),
         lease=lease,
         cancel_requested=bool(row[20]),
-        created_at=from_ts(row[21]),
+        created_at=_ts(row[21]),
         started_at=from_ts(row[22]),
         finished_at=from_ts(row[23]),
-        updated_at=from_ts(row[24]),
+        updated_at=_ts(row[24]),
     )
 
 
@@ -99,10 +104,10 @@ class SqliteStore:
         *,
         synchronous: str = "FULL",
         busy_timeout_s: float = 10.0,
-        clock: Clock = system_clock,
+        clock: Clock | None = None,
     ) -> None:
         self.path = str(path)
-        self.clock = clock
+        self.clock: Clock = clock or system_clock
         in_memory = self.path == ":memory:"
         if not in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +128,7 @@ class SqliteStore:
         )
 
     @classmethod
-    def from_url(cls, url: str, clock: Clock = system_clock) -> SqliteStore:
+    def from_url(cls, url: str, clock: Clock | None = None) -> SqliteStore:
         """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `?synchronous=normal`; `memory://`."""
         if url.startswith("memory:"):
             return cls(":memory:", clock=clock)
@@ -465,8 +470,8 @@ class SqliteStore:
                 " WHERE id = ?",
                 (now, now, job_id),
             )
-            self._add_events(db, [self._event(job_id, now, "state", {"state": "queued",
-                                                                     "retried": True})])  # fmt: skip
+            event = self._event(job_id, now, "state", {"state": "queued", "retried": True})
+            self._add_events(db, [event])
             job = self._get(db, job_id)
         self._waker.notify()
         return job
@@ -495,7 +500,7 @@ class SqliteStore:
             raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
         return row_to_job(rows[0])
 
-    def list(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+    def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         where, params = _filter_sql(filter)
         if cursor:
             where.append("id < ?")
@@ -517,7 +522,7 @@ class SqliteStore:
         )
         return [
             JobEvent.model_construct(
-                seq=r[0], job_id=r[1], at=from_ts(r[2]), type=r[3], data=json.loads(r[4])
+                seq=r[0], job_id=r[1], at=_ts(r[2]), type=r[3], data=json.loads(r[4])
             )
             for r in rows
         ]

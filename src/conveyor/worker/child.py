@@ -120,7 +120,11 @@ class Child:
 
     def call(self, spec: KindSpec, raw_input: Any, ctx: Context) -> Any:
         try:
-            arg = raw_input if spec.input_model is None else spec.input_model.model_validate(raw_input)
+            arg = (
+                raw_input
+                if spec.input_model is None
+                else spec.input_model.model_validate(raw_input)
+            )
         except ValidationError as exc:
             raise InputError() from exc
         if spec.is_async:

@@ -12,7 +12,7 @@ from conveyor.storage.base import BlobStorage, check_name, job_key
 PROGRESS_INTERVAL_S = 0.05
 
 
-class JobCancelled(Exception):  # noqa: N818 - reads as the event, like asyncio.CancelledError
+class JobCancelled(Exception):
     """The job was cancelled; raised from `ctx.progress()` / `ctx.check_cancelled()`."""
 
 
@@ -60,7 +60,9 @@ class Context:
         if self._is_cancelled():
             raise JobCancelled(self.job_id)
 
-    def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
+    def progress(
+        self, current: float, total: float | None = None, message: str | None = None
+    ) -> None:
         """Report progress; cheap to call often (updates are coalesced, ~20 per second)."""
         self._pending = {"current": current, "total": total, "message": message}
         now = time.monotonic()

@@ -8,6 +8,7 @@ and drains, and sweep expired leases of other workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 from conveyor import errors
 from conveyor.ids import uuid7
@@ -223,22 +224,18 @@ class Supervisor:
         while not self._closing.is_set():
             try:
                 self.store.wait_for_work(self.queues, 0.5)
-            except Exception:  # noqa: BLE001 - the loop itself reports store trouble
+            except Exception:
                 time.sleep(STORE_RETRY_S)
             self._poke()
 
     def _poke(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b"w")
-        except (BlockingIOError, OSError):
-            pass
 
     def _drain_wake(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             while os.read(self._wake_r, 4096):
                 pass
-        except (BlockingIOError, OSError):
-            pass
         self.hungry = True
 
     # -- messages from children -----------------------------------------------------------------
@@ -339,7 +336,10 @@ class Supervisor:
             item.progress, item.logs = None, []
         if not beats:
             return {}
-        return self._store_call(self.store.heartbeat, beats, self.settings.lease_s)
+        statuses: dict[str, BeatStatus] | None = self._store_call(
+            self.store.heartbeat, beats, self.settings.lease_s
+        )
+        return statuses
 
     def _apply_statuses(self, statuses: dict[str, BeatStatus], now: float) -> None:
         for item in list(self.buffer):
@@ -382,12 +382,12 @@ class Supervisor:
         for slot in self.slots:
             head = slot.head
             timeout = head.job.timeout_s if head is not None else None
-            if timeout and slot.kill_reason is None and now - slot.head_started > timeout:
-                log.warning("job %s: timed out after %.1fs; killing its process", head.id, timeout)  # type: ignore[union-attr]
+            if head and timeout and slot.kill_reason is None and now - slot.head_started > timeout:
+                log.warning("job %s: timed out after %.1fs; killing it", head.id, timeout)
                 slot.kill("timeout", now)
-            if self.draining and self.drain_deadline is not None and now >= self.drain_deadline:
-                if slot.process is not None and slot.kill_reason is None:
-                    slot.kill("drain", now)
+            drained = self.drain_deadline is not None and now >= self.drain_deadline
+            if drained and slot.process is not None and slot.kill_reason is None:
+                slot.kill("drain", now)
             slot.enforce(now)
 
     def _reap(self, now: float) -> None:
@@ -431,7 +431,7 @@ class Supervisor:
             for job_id in pruned or []:
                 self.storage.delete_prefix(job_prefix(job_id))
 
-    def _beat_worker(self, state: str) -> None:
+    def _beat_worker(self, state: Literal["running", "draining", "stopped"]) -> None:
         info = WorkerInfo(
             id=self.id,
             host=socket.gethostname(),
@@ -439,7 +439,7 @@ class Supervisor:
             queues=self.queues,
             concurrency=self.concurrency,
             running=[slot.head.id for slot in self.slots if slot.head is not None],
-            state=state,  # type: ignore[arg-type]
+            state=state,
             started_at=self.started_at,
             last_seen=utcnow(),
         )
