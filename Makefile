@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest docs bench clean install
+.PHONY: run test lint typecheck pytest soak docs bench clean install
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -25,7 +25,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
+
+# Long suites (fault soak, nightly reliability tiers): not part of `make test`.
+soak: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m soak
 
 test: lint typecheck pytest
 

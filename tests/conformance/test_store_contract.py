@@ -298,7 +298,7 @@ def test_delete_only_finished_jobs(store: Store, clock: FakeClock) -> None:
     assert store.events(job.id) == []
 
 
-# -- rescue -----------------------------------------------------------------------------------------
+# -- rescue ---------------------------------------------------------------------------------
 
 
 def test_expired_lease_is_rescued_and_old_token_fenced(store: Store, clock: FakeClock) -> None:
@@ -479,3 +479,45 @@ def test_enqueue_wakes_a_waiting_worker(store: Store, clock: FakeClock) -> None:
     assert woke.wait(2.0)
     assert time.monotonic() - started < 1.0
     thread.join()
+
+
+# -- claim filters, feed, records -----------------------------------------------------------------
+
+
+def test_claim_filters_by_kind_and_tag(store: Store, clock: FakeClock) -> None:
+    a = enqueue(store, clock, kind="a", tags=("x",))[0]
+    b = enqueue(store, clock, kind="b", tags=("y", "z"))[0]
+    assert [j.id for j in store.claim(["default"], "w", 5, LEASE, kinds=["b"])] == [b]
+    assert store.claim(["default"], "w", 5, LEASE, tag="nope") == []
+    assert [j.id for j in store.claim(["default"], "w", 5, LEASE, tag="x")] == [a]
+
+
+def test_feed_follows_all_jobs_in_order(store: Store, clock: FakeClock) -> None:
+    first, second = enqueue(store, clock, 2)
+    job = claim_one(store)
+    complete(store, job.id, job.lease.token, None)
+    feed = store.feed()
+    assert [e.seq for e in feed] == sorted(e.seq for e in feed)
+    assert {e.job_id for e in feed} == {first, second}
+    assert [e.data["state"] for e in feed if e.job_id == job.id] == [
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    assert store.feed(after=feed[-1].seq) == []
+    assert [e.seq for e in store.feed(after=feed[0].seq, limit=2)] == [feed[1].seq, feed[2].seq]
+
+
+def test_records_are_a_small_document_store(store: Store) -> None:
+    store.put_record("keys", "k2", {"scopes": ["read"]})
+    store.put_record("keys", "k1", {"scopes": ["submit"], "n": 1})
+    store.put_record("other", "k1", {"x": True})
+    store.put_record("keys", "k1", {"scopes": ["admin"]})
+    assert store.get_record("keys", "k1") == {"scopes": ["admin"]}
+    assert store.get_record("keys", "missing") is None
+    assert [k for k, _ in store.list_records("keys")] == ["k1", "k2"]
+    store.put_record("keys", "p/a", {})
+    assert [k for k, _ in store.list_records("keys", prefix="p/")] == ["p/a"]
+    assert store.delete_record("keys", "k1")
+    assert not store.delete_record("keys", "k1")
+    assert store.get_record("other", "k1") == {"x": True}

@@ -87,10 +87,20 @@ class Store(Protocol):
         """
         ...
 
-    def claim(self, queues: Sequence[str], owner: str, n: int, lease_s: float) -> list[Job]:
+    def claim(
+        self,
+        queues: Sequence[str],
+        owner: str,
+        n: int,
+        lease_s: float,
+        *,
+        kinds: Sequence[str] | None = None,
+        tag: str | None = None,
+    ) -> list[Job]:
         """Lease up to n due jobs from `queues` (highest priority, then oldest run_at first).
 
-        Each claimed job gets a fresh random lease token and `attempt + 1`.
+        Only jobs of `kinds` / carrying `tag` when given. Each claimed job gets a fresh random
+        lease token and `attempt + 1`.
         """
         ...
 
@@ -128,6 +138,26 @@ class Store(Protocol):
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         """The job's events with `seq > after`, oldest first."""
+        ...
+
+    def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        """Events of all jobs with `seq > after`, oldest first: a durable outbox that
+        dispatchers (webhooks, callbacks) and live views follow by remembering the last seq.
+        """
+        ...
+
+    def put_record(self, collection: str, key: str, value: dict[str, Any]) -> None:
+        """Upsert a small JSON document (API keys, compat-layer state, delivery logs)."""
+        ...
+
+    def get_record(self, collection: str, key: str) -> dict[str, Any] | None: ...
+
+    def list_records(self, collection: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        """All (key, value) pairs of a collection whose key starts with `prefix`, by key."""
+        ...
+
+    def delete_record(self, collection: str, key: str) -> bool:
+        """Delete a record; True if it existed."""
         ...
 
     def register_kinds(self, kinds: Sequence[KindInfo]) -> None: ...

@@ -281,21 +281,37 @@ class SqliteStore:
 
     # -- the lease life cycle ---------------------------------------------------------------
 
-    def claim(self, queues: Sequence[str], owner: str, n: int, lease_s: float) -> list[Job]:
-        if n <= 0 or not queues:
+    def claim(
+        self,
+        queues: Sequence[str],
+        owner: str,
+        n: int,
+        lease_s: float,
+        *,
+        kinds: Sequence[str] | None = None,
+        tag: str | None = None,
+    ) -> list[Job]:
+        if n <= 0 or not queues or kinds == []:
             return []
         now = self.clock()
         marks = ",".join("?" * len(queues))
+        extra, extra_params = "", list[str]()
+        if kinds:
+            extra += f" AND kind IN ({','.join('?' * len(kinds))})"
+            extra_params.extend(kinds)
+        if tag is not None:
+            extra += " AND EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)"
+            extra_params.append(tag)
         with self._write() as db:
             rows = db.execute(
                 f"UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?,"
                 f" lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
                 f" started_at = ?, updated_at = ?"
                 f" WHERE id IN (SELECT id FROM jobs WHERE state IN {WAITING}"
-                f"  AND queue IN ({marks}) AND run_at <= ?"
+                f"  AND queue IN ({marks}) AND run_at <= ?{extra}"
                 f"  ORDER BY priority DESC, run_at, id LIMIT ?)"
                 f" RETURNING {JOB_COLUMNS}",
-                (owner, now + lease_s, now, now, *queues, now, n),
+                (owner, now + lease_s, now, now, *queues, now, *extra_params, n),
             ).fetchall()
             rows.sort(key=lambda r: (-r[5], r[6], r[0]))
             self._add_events(
@@ -520,12 +536,46 @@ class SqliteStore:
             " ORDER BY seq LIMIT ?",
             (job_id, after, limit),
         )
-        return [
-            JobEvent.model_construct(
-                seq=r[0], job_id=r[1], at=_ts(r[2]), type=r[3], data=json.loads(r[4])
+        return [_event_model(r) for r in rows]
+
+    def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        rows = self._read(
+            "SELECT seq, job_id, at, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [_event_model(r) for r in rows]
+
+    # -- records ------------------------------------------------------------------------------
+
+    def put_record(self, collection: str, key: str, value: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO records (collection, key, value, updated_at)"
+                " VALUES (?,?,?,?)",
+                (collection, key, _dumps(value), self.clock()),
             )
-            for r in rows
-        ]
+
+    def get_record(self, collection: str, key: str) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT value FROM records WHERE collection = ? AND key = ?", (collection, key)
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def list_records(self, collection: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        rows = self._read(
+            "SELECT key, value FROM records WHERE collection = ? AND substr(key, 1, ?) = ?"
+            " ORDER BY key",
+            (collection, len(prefix), prefix),
+        )
+        return [(key, json.loads(value)) for key, value in rows]
+
+    def delete_record(self, collection: str, key: str) -> bool:
+        with self._write() as db:
+            gone = db.execute(
+                "DELETE FROM records WHERE collection = ? AND key = ? RETURNING key",
+                (collection, key),
+            ).fetchall()
+        return bool(gone)
 
     # -- kinds, workers, stats, retention --------------------------------------------------
 
@@ -597,6 +647,12 @@ class SqliteStore:
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         self._waker.wait(timeout)
+
+
+def _event_model(row: Sequence[Any]) -> JobEvent:
+    return JobEvent.model_construct(
+        seq=row[0], job_id=row[1], at=_ts(row[2]), type=row[3], data=json.loads(row[4])
+    )
 
 
 def _state_data(decision: rules.Decision) -> dict[str, Any]:

@@ -63,4 +63,12 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen REAL NOT NULL
 ) WITHOUT ROWID;
 
+CREATE TABLE IF NOT EXISTS records (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+
 PRAGMA user_version = 1;

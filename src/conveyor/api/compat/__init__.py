@@ -1,0 +1,1 @@
+"""The seed systems' own APIs, mapped onto conveyor jobs."""

@@ -1,0 +1,103 @@
+"""RFC 9457 problem+json answers with stable `type`s, for every error the API can give."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conveyor import errors
+
+log = logging.getLogger("conveyor.api")
+
+TYPE_BASE = "https://conveyor.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+HTTP_TYPES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    416: "range-not-satisfiable",
+    422: "invalid-request",
+    429: "too-many-requests",
+    503: "unavailable",
+}
+
+
+def problem(
+    status: int,
+    type_: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem+json response; `type_` is the stable short name (e.g. `job-not-found`)."""
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + type_,
+        "title": title or type_.replace("-", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+async def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.ConveyorError)
+    if exc.status >= 500 and exc.status != 503:
+        log.error("internal error on %s %s: %s", request.method, request.url.path, exc)
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return problem(
+        exc.status, exc.type, exc.message, instance=request.url.path, headers=headers,
+        **exc.details,
+    )  # fmt: skip
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields)
+    return problem(
+        422, "invalid-request", f"the request is invalid: {summary}", instance=request.url.path,
+        errors=fields,
+    )  # fmt: skip
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = HTTP_TYPES.get(exc.status_code, "error")
+    return problem(
+        exc.status_code, type_, str(exc.detail), instance=request.url.path,
+        headers=getattr(exc, "headers", None),
+    )  # fmt: skip
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(500, "internal", "an unexpected error happened; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    """Make every error the app can raise answer as problem+json."""
+    app.add_exception_handler(errors.ConveyorError, _conveyor_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
