@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from conveyor import errors
-from conveyor.cli import output
+from conveyor.cli import keys, output
 from conveyor.cli.output import console, err
 from conveyor.kinds.registry import import_kinds
 from conveyor.models import JobFilter, JobState, NewJob
@@ -32,6 +32,7 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(help="List, inspect, cancel, retry and delete jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys.app, name="keys")
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")

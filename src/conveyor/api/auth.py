@@ -1,0 +1,281 @@
+"""Bearer API keys with scopes, stored hashed in the store's `api_keys` records.
+
+A raw key looks like `cvk_<key_id>_<secret>`: the id finds the record in one lookup, and the
+sha256 of the whole key is compared in constant time with the stored hash. The raw key is shown
+once, at creation, and never stored.
+
+Scopes: `read` (see jobs, kinds, queues, files), `submit` (submit, cancel, retry, upload),
+`work` (the lease API for external workers) and `admin` (everything, including delete).
+
+When no key exists and the server listens on loopback only, auth is off: a local single-user
+service needs no token. `conveyor api` refuses to listen elsewhere until a key exists; a request
+reaching a non-loopback listener in that state is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from conveyor.store import Store
+
+COLLECTION = "api_keys"
+PREFIX = "cvk_"
+Scope = Literal["read", "submit", "work", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "submit", "work", "admin")
+
+#: Bad keys tolerated per client address within the window before 429.
+MAX_FAILURES = 10
+FAILURE_WINDOW_S = 60.0
+
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="conveyor"'}
+
+
+def unauthorized(detail: str) -> HTTPException:
+    """401: no usable credentials (problem type `unauthorized`), with the Bearer challenge."""
+    return HTTPException(401, detail, headers=CHALLENGE)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key as stored (without the secret)."""
+
+    id: str
+    name: str
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def public(self) -> dict[str, Any]:
+        """What `keys list` and the API show: never the hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a key, or the local user when auth is off."""
+
+    key_id: str | None
+    name: str
+    scopes: frozenset[str] = field(default_factory=lambda: frozenset(SCOPES))
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+LOCAL = Principal(key_id=None, name="local")
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _record(key_id: str, value: dict[str, Any]) -> KeyRecord:
+    revoked = value.get("revoked_at")
+    return KeyRecord(
+        id=key_id,
+        name=str(value.get("name", "")),
+        scopes=frozenset(value.get("scopes", ())),
+        created_at=datetime.fromtimestamp(float(value.get("created_at", 0)), UTC),
+        revoked_at=datetime.fromtimestamp(float(revoked), UTC) if revoked is not None else None,
+    )
+
+
+def check_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes, validated and sorted; `ValueError` names the unknown ones."""
+    wanted = sorted(set(scopes))
+    unknown = [s for s in wanted if s not in SCOPES]
+    if unknown or not wanted:
+        raise ValueError(
+            f"unknown scopes {', '.join(unknown) or '(none given)'}; use {', '.join(SCOPES)}"
+        )
+    return wanted
+
+
+def create_key(store: Store, name: str, scopes: Sequence[str]) -> tuple[str, str]:
+    """Create a key; return `(key_id, raw_key)`. The raw key cannot be recovered later."""
+    wanted = check_scopes(scopes)
+    key_id = secrets.token_hex(6)
+    raw = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    store.put_record(
+        COLLECTION,
+        key_id,
+        {"name": name, "scopes": wanted, "hash": _hash(raw), "created_at": store.now()},
+    )
+    return key_id, raw
+
+
+def list_keys(store: Store) -> list[KeyRecord]:
+    return [_record(key_id, value) for key_id, value in store.list_records(COLLECTION)]
+
+
+def revoke_key(store: Store, key_id: str) -> KeyRecord:
+    """Revoke a key at once; `KeyError` if unknown. The record stays, marked revoked."""
+    value = store.get_record(COLLECTION, key_id)
+    if value is None:
+        raise KeyError(key_id)
+    if value.get("revoked_at") is None:
+        value["revoked_at"] = store.now()
+        store.put_record(COLLECTION, key_id, value)
+    return _record(key_id, value)
+
+
+def verify_key(store: Store, raw: str) -> KeyRecord | None:
+    """The key's record if `raw` is a valid, unrevoked key; else None."""
+    if not raw.startswith(PREFIX):
+        return None
+    key_id, sep, _ = raw[len(PREFIX) :].partition("_")
+    if not sep or not key_id.isalnum() or len(key_id) > 32:
+        return None
+    value = store.get_record(COLLECTION, key_id)
+    expected = str(value.get("hash", "")) if value else "0" * 64
+    # Compare even when the record is missing, so timing says nothing about which ids exist.
+    matches = hmac.compare_digest(_hash(raw), expected)
+    if value is None or not matches:
+        return None
+    record = _record(key_id, value)
+    return None if record.revoked else record
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and `localhost`."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class FailureLimiter:
+    """Counts bad keys per client address in a sliding window (bounded memory)."""
+
+    def __init__(
+        self, limit: int = MAX_FAILURES, window_s: float = FAILURE_WINDOW_S, size: int = 10_000
+    ) -> None:
+        self.limit, self.window_s, self.size = limit, window_s, size
+        self._hits: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        hits = [t for t in self._hits.get(client, ()) if now - t < self.window_s]
+        if hits:
+            self._hits[client] = hits
+        else:
+            self._hits.pop(client, None)
+        return hits
+
+    def blocked_for(self, client: str) -> float:
+        """Seconds until this client may try again (0 if it may now)."""
+        now = time.monotonic()
+        with self._lock:
+            hits = self._recent(client, now)
+            if len(hits) < self.limit:
+                return 0.0
+            return max(0.0, self.window_s - (now - hits[-self.limit]))
+
+    def fail(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            hits = self._recent(client, now)
+            hits.append(now)
+            self._hits[client] = hits[-self.limit :]
+            self._hits.move_to_end(client)
+            while len(self._hits) > self.size:
+                self._hits.popitem(last=False)
+
+
+class Authenticator:
+    """Resolves a request to a `Principal`; one per app (kept on `app.state.auth`)."""
+
+    def __init__(self, store: Store, bind_host: str | None = None) -> None:
+        self.store = store
+        self.bind_host = bind_host
+        self.limiter = FailureLimiter()
+        self._keys_exist = False  # once a key exists, auth stays on (revoked keys remain)
+
+    def keys_exist(self) -> bool:
+        if not self._keys_exist:
+            self._keys_exist = bool(self.store.list_records(COLLECTION))
+        return self._keys_exist
+
+    def _local_listener(self, request: Request) -> bool:
+        if self.bind_host is not None:
+            return is_loopback(self.bind_host)
+        server = request.scope.get("server")
+        return server is not None and is_loopback(str(server[0]))
+
+    def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            if not self.keys_exist() and self._local_listener(request):
+                return LOCAL
+            raise unauthorized(
+                "send an API key: `Authorization: Bearer <key>` (create one with"
+                " `conveyor keys create`)"
+            )
+        client = request.client.host if request.client else "?"
+        wait = self.limiter.blocked_for(client)
+        if wait > 0:
+            raise HTTPException(
+                429,
+                "too many requests with invalid API keys from this address; try again later",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        record = verify_key(self.store, token.strip()) if scheme.lower() == "bearer" else None
+        if record is None:
+            self.limiter.fail(client)
+            raise unauthorized("the API key is invalid or revoked")
+        return Principal(key_id=record.id, name=record.name, scopes=record.scopes)
+
+
+def authenticator(request: Request) -> Authenticator:
+    auth: Authenticator | None = getattr(request.app.state, "auth", None)
+    if auth is None:
+        auth = Authenticator(request.app.state.service.store)
+        request.app.state.auth = auth
+    return auth
+
+
+def require_scope(scope: Scope) -> Callable[[Request], Coroutine[Any, Any, Principal]]:
+    """A FastAPI dependency: the caller's `Principal`, or 401/403/429 problem+json."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    async def dependency(request: Request) -> Principal:
+        principal = await run_in_threadpool(authenticator(request).authenticate, request)
+        if not principal.allows(scope):
+            raise HTTPException(403, f"the API key {principal.name!r} lacks the {scope!r} scope")
+        request.state.principal = principal
+        return principal
+
+    return dependency

@@ -1,0 +1,93 @@
+"""`conveyor keys create|list|revoke`: the API keys the HTTP API accepts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from conveyor.api import auth
+from conveyor.cli import output
+from conveyor.cli.output import console, err
+from conveyor.settings import Settings
+from conveyor.store import Store, open_store
+
+app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")
+]
+
+
+def _store(url: str | None) -> Store:
+    settings = Settings(store=url) if url else Settings()
+    return open_store(settings.store_url)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="What the key is for, e.g. ci or billing-svc.")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", "-s", help="read, submit, work or admin (repeatable)."),
+    ] = None,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a key and print it once; it is stored hashed and cannot be shown again."""
+    try:
+        scopes = auth.check_scopes(scope or ["read", "submit"])
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    opened = _store(store)
+    try:
+        key_id, raw = auth.create_key(opened, name, scopes)
+    finally:
+        opened.close()
+    if as_json:
+        output.print_json({"id": key_id, "name": name, "scopes": scopes, "key": raw})
+        return
+    err.print(f"created key [bold]{key_id}[/] ({', '.join(scopes)}); store it now:")
+    console.print(raw)
+
+
+@app.command("list")
+def list_(
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List keys (never their secrets)."""
+    opened = _store(store)
+    try:
+        found = auth.list_keys(opened)
+    finally:
+        opened.close()
+    if as_json:
+        output.print_json([k.public() for k in found])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "NAME", "SCOPES", "CREATED", "STATUS"):
+        table.add_column(column)
+    for k in found:
+        status = f"[red]revoked {output.ago(k.revoked_at)}[/]" if k.revoked else "[green]active[/]"
+        table.add_row(k.id, k.name, ",".join(sorted(k.scopes)), output.ago(k.created_at), status)
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `conveyor keys list`.")],
+    store: StoreOpt = None,
+) -> None:
+    """Revoke a key; requests using it are refused at once."""
+    opened = _store(store)
+    try:
+        auth.revoke_key(opened, key_id)
+    except KeyError:
+        err.print(f"[red]error:[/] no API key with id {key_id!r}")
+        raise typer.Exit(1) from None
+    finally:
+        opened.close()
+    console.print(f"{key_id} revoked")
