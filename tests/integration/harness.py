@@ -1,0 +1,89 @@
+"""Run real `conveyor worker` processes against a store and wait on job states."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from conveyor.models import Job, JobState
+from conveyor.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02) -> T:
+    """Poll until `predicate()` is truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def wait_state(store: Store, job_id: str, states: Iterable[JobState], timeout: float = 30) -> Job:
+    wanted = set(states)
+    return wait_for(lambda: (j := store.get(job_id)).state in wanted and j, timeout)
+
+
+def worker_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(
+        CONVEYOR_HOME=str(home),
+        CONVEYOR_IMPORTS="conveyor.kinds.demo,tests.testkinds",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    store_url: str, home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "worker", "--store", store_url, "--log-level",
+         "warning", *args],
+        env=env or worker_env(home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )  # fmt: skip
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(5)
+
+
+def children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (the supervisor's worker children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if b"resource_tracker" not in cmdline:
+                found.append(int(entry))
+    return found
