@@ -43,4 +43,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api.routes import health
 
     app.include_router(health.router)
+    from conveyor.api import routes
+
+    routes.install(app)
     return app

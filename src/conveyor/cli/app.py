@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from conveyor import errors
-from conveyor.cli import keys, output
+from conveyor.cli import keys, output, serve
 from conveyor.cli.output import console, err
 from conveyor.kinds.registry import import_kinds
 from conveyor.models import JobFilter, JobState, NewJob
@@ -369,19 +369,8 @@ def worker(
     store_obj.close()
 
 
-@app.command()
-def up(
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, max=256)] = None,
-    store: StoreOpt = None,
-    imports: ImportOpt = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
-) -> None:
-    """Run the whole service on this machine: workers and the lease sweeper."""
-    settings = settings_for(store, imports)
-    err.print(
-        f"conveyor: store [bold]{settings.store_url}[/], files [bold]{settings.storage_url}[/]"
-    )
-    worker(None, concurrency, False, 1, settings.store, imports, log_level)
+app.command()(serve.api)
+app.command()(serve.up)
 
 
 def main() -> None:

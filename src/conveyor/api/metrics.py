@@ -1,0 +1,142 @@
+"""Prometheus metrics: HTTP requests, queues, and job timings read from the event feed.
+
+Job counters and histograms are computed at scrape time by reading the store's event feed from
+where the last scrape stopped, so they cover every process that works on the store (not just
+this API), cost nothing between scrapes, and survive without any per-request bookkeeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.models import Job, JobEvent, JobFilter
+from conveyor.store import Store
+
+FINAL = {"succeeded", "failed", "cancelled"}
+TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+MAX_EVENTS_PER_SCRAPE = 50_000
+
+
+class QueueCollector(Collector):
+    """Queue depth by state, oldest waiting age, live workers: read from the store at scrape."""
+
+    def __init__(self) -> None:
+        self.store: Store | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("conveyor_queue_jobs", "Jobs per queue and state.",
+                                 labels=["queue", "state"])  # fmt: skip
+        if self.store is None:
+            return
+        age = GaugeMetricFamily("conveyor_queue_oldest_age_seconds",
+                                "Age of the oldest queued job.", labels=["queue"])  # fmt: skip
+        for s in self.store.queue_stats():
+            for state in ("scheduled", "queued", "running", "succeeded", "failed", "cancelled"):
+                jobs.add_metric([s.name, state], getattr(s, state))
+            age.add_metric([s.name], s.oldest_queued_age_s or 0.0)
+        workers = GaugeMetricFamily("conveyor_workers", "Live worker supervisors.")
+        workers.add_metric([], len(self.store.workers()))
+        yield from (jobs, age, workers)
+
+
+class Metrics:
+    """One registry per app; `render()` produces the exposition text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.queues = QueueCollector()
+        self.registry.register(self.queues)
+        self.requests = Counter("conveyor_http_requests", "HTTP requests.",
+                                ["method", "route", "status"], registry=self.registry)  # fmt: skip
+        self.latency = Histogram("conveyor_http_request_duration_seconds",
+                                 "HTTP request latency.", ["method", "route"],
+                                 buckets=TIME_BUCKETS, registry=self.registry)  # fmt: skip
+        self.transitions = Counter("conveyor_job_transitions", "Jobs entering a state, by kind.",
+                                   ["kind", "state"], registry=self.registry)  # fmt: skip
+        self.duration = Histogram("conveyor_job_duration_seconds",
+                                  "Start to finish of finished jobs.", ["kind", "state"],
+                                  buckets=TIME_BUCKETS, registry=self.registry)  # fmt: skip
+        self.wait = Histogram("conveyor_job_wait_seconds", "Due (run_at) to started.", ["kind"],
+                              buckets=TIME_BUCKETS, registry=self.registry)  # fmt: skip
+        self._cursor = 0
+        self._lock = threading.Lock()
+
+    def render(self, store: Store) -> bytes:
+        """Catch up with the store's feed, then the exposition text."""
+        with self._lock:
+            self.queues.store = store
+            self._read_feed(store)
+        return generate_latest(self.registry)
+
+    def _read_feed(self, store: Store) -> None:
+        read = 0
+        while read < MAX_EVENTS_PER_SCRAPE:
+            events = store.feed(self._cursor, 1000)
+            if not events:
+                return
+            self._account(store, [e for e in events if e.type == "state"])
+            self._cursor = events[-1].seq
+            read += len(events)
+
+    def _account(self, store: Store, events: list[JobEvent]) -> None:
+        jobs = _jobs(store, (e.job_id for e in events))
+        for event in events:
+            job, state = jobs.get(event.job_id), str(event.data.get("state", ""))
+            if job is None or event.data.get("cancel_requested"):
+                continue
+            self.transitions.labels(job.kind, state).inc()
+            if state == "running" and job.started_at:
+                self.wait.labels(job.kind).observe(
+                    max(0.0, (job.started_at - job.run_at).total_seconds())
+                )
+            elif state in FINAL and job.started_at and job.finished_at:
+                self.duration.labels(job.kind, state).observe(
+                    max(0.0, (job.finished_at - job.started_at).total_seconds())
+                )
+
+
+def _jobs(store: Store, ids: Iterable[str]) -> dict[str, Job]:
+    wanted = list(dict.fromkeys(ids))
+    found: dict[str, Job] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        page = store.list_jobs(JobFilter(ids=chunk), None, len(chunk))
+        found.update((j.id, j) for j in page.jobs)
+    return found
+
+
+class MetricsMiddleware:
+    """Counts requests and their latency by route template (not raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, path, str(status)).inc()
+            self.metrics.latency.labels(method, path).observe(time.perf_counter() - start)

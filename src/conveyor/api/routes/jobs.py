@@ -1,0 +1,200 @@
+"""/v1/jobs: submit (one or a batch, idempotent), list, get, cancel, retry, delete."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from conveyor import errors
+from conveyor.api.auth import Principal, require_scope
+from conveyor.api.deps import ServiceDep
+from conveyor.api.schemas import BatchResult, BatchSubmit, problems
+from conveyor.models import Job, JobFilter, JobPage, JobState, NewJob
+from conveyor.service import Service
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MAX_BODY_BYTES = 16 << 20
+JOB_ID = "The job id (a UUIDv7)."
+
+Reader = Annotated[Principal, Depends(require_scope("read"))]
+Submitter = Annotated[Principal, Depends(require_scope("submit"))]
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Same key and body: the original job(s), not new ones (kept 24 h).",
+    ),
+]
+
+SUBMIT_EXAMPLES = {
+    "one": {"summary": "One job", "value": {"kind": "demo.count", "input": {"n": 5}}},
+    "batch": {
+        "summary": "A batch",
+        "value": {"jobs": [{"kind": "noop"}, {"kind": "demo.sleep", "input": {"seconds": 1}}]},
+    },
+}
+
+
+def too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"the request body is larger than {limit} bytes")
+
+
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
+    """The request body as JSON, refusing (413) before reading past `limit` bytes."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large(limit)
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestValidationError(
+            [{"loc": ["body"], "msg": f"the body is not valid JSON: {exc}", "type": "json"}]
+        ) from None
+
+
+def parse_submit(body: Any, key: str | None) -> tuple[list[NewJob], bool]:
+    """The jobs asked for, with the Idempotency-Key applied, and whether it was a batch."""
+    try:
+        if isinstance(body, dict) and "jobs" in body:
+            jobs, batch = BatchSubmit.model_validate(body).jobs, True
+        else:
+            jobs, batch = [NewJob.model_validate(body)], False
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False)]
+        ) from None
+    if key is not None:
+        for index, job in enumerate(jobs):
+            wanted = f"{key}:{index}" if batch else key
+            if job.idempotency_key not in (None, wanted):
+                raise errors.InvalidInputError(
+                    "the Idempotency-Key header and the body's idempotency_key differ"
+                )
+            job.idempotency_key = wanted
+    return jobs, batch
+
+
+def submit_jobs(service: Service, jobs: list[NewJob]) -> tuple[list[Job], bool]:
+    """Enqueue; also say whether every job already existed (an idempotent replay)."""
+    before = service.store.now()
+    created = service.submit_many(jobs)
+    replay = all(
+        j.idempotency_key is not None and j.created_at.timestamp() < before for j in created
+    )
+    return created, replay
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Submit a job, or a batch of up to 1,000",
+    response_model=Job | BatchResult,
+    responses={
+        200: {
+            "model": Job | BatchResult,
+            "description": "Idempotent replay: the job(s) first created with this key.",
+        },
+        **problems(401, 403, 404, 413, 422),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/SubmitBody"},
+                    "examples": SUBMIT_EXAMPLES,
+                }
+            },
+        }
+    },
+)
+async def submit(
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    principal: Submitter,
+    idempotency_key: IdempotencyKey = None,
+) -> Job | BatchResult:
+    """Validate the input against the kind's schema and enqueue; the job is durable on 201.
+
+    Send `{"jobs": [...]}` to submit up to 1,000 jobs atomically (all or none). With an
+    `Idempotency-Key`, a repeated request returns the original job(s) with 200, and the same key
+    with a different body is refused with 422.
+    """
+    jobs, batch = parse_submit(await read_json(request), idempotency_key)
+    created, replay = await run_in_threadpool(submit_jobs, service, jobs)
+    if replay:
+        response.status_code = 200
+    if batch:
+        return BatchResult(jobs=created)
+    response.headers["Location"] = f"/v1/jobs/{created[0].id}"
+    return created[0]
+
+
+@router.get("", summary="List jobs, newest first", responses=problems(401, 403, 422))
+async def list_jobs(
+    service: ServiceDep,
+    principal: Reader,
+    state: Annotated[list[JobState] | None, Query(description="Repeatable.")] = None,
+    kind: Annotated[str | None, Query(max_length=200)] = None,
+    queue: Annotated[str | None, Query(max_length=100)] = None,
+    tag: Annotated[str | None, Query(max_length=200)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=100, description="`next_cursor`.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JobPage:
+    """Filter by state, kind, queue, tag and creation time; follow `next_cursor` for more."""
+    flt = JobFilter(
+        state=state, kind=kind, queue=queue, tag=tag,
+        created_after=created_after, created_before=created_before,
+    )  # fmt: skip
+    return await run_in_threadpool(service.list_jobs, flt, cursor, limit)
+
+
+@router.get("/{job_id}", summary="Get a job", responses=problems(401, 403, 404))
+async def get_job(job_id: str, service: ServiceDep, principal: Reader) -> Job:
+    """State, progress, result or error, attempts and timestamps."""
+    return await run_in_threadpool(service.get, job_id)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job", responses=problems(401, 403, 404, 409))
+async def cancel_job(job_id: str, service: ServiceDep, principal: Submitter) -> Job:
+    """A waiting job is cancelled at once; a running one gets `cancel_requested` and its worker
+    stops it. Finished jobs answer 409."""
+    return await run_in_threadpool(service.cancel, job_id)
+
+
+@router.post(
+    "/{job_id}/retry", summary="Retry a failed job", responses=problems(401, 403, 404, 409)
+)
+async def retry_job(job_id: str, service: ServiceDep, principal: Submitter) -> Job:
+    """Queue a failed or cancelled job again with a fresh attempt budget."""
+    return await run_in_threadpool(service.retry, job_id)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    summary="Delete a finished job",
+    responses=problems(401, 403, 404, 409),
+)
+async def delete_job(job_id: str, service: ServiceDep, principal: Admin) -> Response:
+    """Delete a finished job, its events and its files. Waiting or running jobs answer 409."""
+    await run_in_threadpool(service.delete, job_id)
+    return Response(status_code=204)

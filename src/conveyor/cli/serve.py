@@ -1,0 +1,162 @@
+"""`conveyor api` (the HTTP API) and `conveyor up` (API + workers + sweeper in one command)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from conveyor.api import auth
+from conveyor.api.app import create_app
+from conveyor.cli.output import err
+from conveyor.kinds.registry import import_kinds
+from conveyor.settings import Settings
+from conveyor.store import Store, open_store
+
+log = logging.getLogger("conveyor.cli")
+
+HostOpt = Annotated[
+    str, typer.Option(help="Address to listen on; other than loopback needs an API key.")
+]
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")
+]
+ImportOpt = Annotated[
+    list[str] | None,
+    typer.Option("--import", "-i", help="Module declaring kinds (repeatable; CONVEYOR_IMPORTS)."),
+]
+LogOpt = Annotated[str, typer.Option(help="debug, info, warning, error.")]
+
+
+def _settings(store: str | None, imports: list[str] | None, demo: bool = False) -> Settings:
+    overrides: dict[str, Any] = {}
+    if store:
+        overrides["store"] = store
+    if imports:
+        overrides["imports"] = ",".join(imports)
+    settings = Settings(**overrides)
+    if demo and "conveyor.kinds.demo" not in settings.import_list:
+        settings = settings.model_copy(
+            update={"imports": ",".join([*settings.import_list, "conveyor.kinds.demo"])}
+        )
+    return settings
+
+
+def check_bind(store: Store, host: str) -> None:
+    """Refuse to listen beyond loopback while no API key exists (anyone could submit)."""
+    if auth.is_loopback(host) or auth.list_keys(store):
+        return
+    err.print(
+        f"[red]error:[/] refusing to listen on {host}: no API key exists, so anyone who can reach"
+        " this address could use the API.\n  Create one first:  [bold]conveyor keys create"
+        " admin --scope admin[/]\n  or listen on loopback only:  [bold]--host 127.0.0.1[/]"
+    )
+    raise typer.Exit(2)
+
+
+def register_kinds(store: Store, settings: Settings) -> None:
+    """Register the kinds this process can import, so the API accepts them before a worker
+    has started. Modules that only exist on worker machines are skipped with a warning."""
+    for module in settings.import_list:
+        try:
+            store.register_kinds(import_kinds([module]).infos())
+        except Exception as exc:  # a bad module must not stop the API from serving
+            log.warning("cannot import kinds from %s: %s", module, exc)
+
+
+def _server(settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Server:
+    app = create_app(settings)
+    app.state.bind_host = host
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level.lower(), access_log=False,
+        timeout_graceful_shutdown=5, lifespan="on",
+    )  # fmt: skip
+    return uvicorn.Server(config)
+
+
+def _url(server: uvicorn.Server, host: str) -> str:
+    port = server.config.port
+    if server.started and server.servers and server.servers[0].sockets:
+        port = server.servers[0].sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def api(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    store: StoreOpt = None,
+    imports: ImportOpt = None,
+    log_level: LogOpt = "info",
+) -> None:
+    """Serve the HTTP API (docs at /docs). Workers run separately: `conveyor worker`."""
+    settings = _settings(store, imports)
+    opened = open_store(settings.store_url)
+    try:
+        check_bind(opened, host)
+        register_kinds(opened, settings)
+    finally:
+        opened.close()
+    server = _server(settings, host, port, log_level)
+    err.print(f"conveyor API on [bold]http://{host}:{port}[/] (docs: /docs)")
+    server.run()
+
+
+def up(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Child processes.")
+    ] = None,
+    demo: Annotated[bool, typer.Option(help="Also load the demo kinds.")] = False,
+    store: StoreOpt = None,
+    imports: ImportOpt = None,
+    log_level: LogOpt = "info",
+) -> None:
+    """Run everything on this machine: the API, a worker supervisor and the lease sweeper.
+
+    Ctrl-C drains: running jobs get the grace period to finish, then the API stops.
+    """
+    from conveyor.cli.app import setup_logging
+    from conveyor.worker.supervisor import Supervisor
+
+    setup_logging(log_level)
+    settings = _settings(store, imports, demo)
+    worker_store = open_store(settings.store_url)
+    check_bind(worker_store, host)
+    worker_store.register_kinds(import_kinds(settings.import_list).infos())
+    supervisor = Supervisor(worker_store, settings, concurrency=concurrency)
+    server = _server(settings, host, port, log_level)
+    thread = threading.Thread(target=server.run, name="conveyor-api", daemon=True)
+    thread.start()
+    ready = threading.Event()
+
+    def announce() -> None:
+        while thread.is_alive() and not server.started:
+            ready.wait(0.05)
+        if not server.started:  # e.g. the port is taken: stop the workers the usual way
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        url = _url(server, host)
+        err.print(
+            f"conveyor is up\n  API   [bold]{url}[/]\n  docs  [bold]{url}/docs[/]\n"
+            f"  store [bold]{settings.store_url}[/]\n  files [bold]{settings.storage_url}[/]\n"
+            f"  kinds {', '.join(settings.import_list)}\n  Ctrl-C drains and stops."
+        )
+
+    threading.Thread(target=announce, name="conveyor-announce", daemon=True).start()
+    supervisor.install_signal_handlers()
+    try:
+        supervisor.run()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        worker_store.close()
+    if not server.started:
+        raise typer.Exit(1)
