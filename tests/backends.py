@@ -43,4 +43,5 @@ class Backend:
 BACKENDS = [
     Backend("sqlite"),
     Backend("memory", shared=False),
+    Backend("redis", marks=(pytest.mark.redis,)),
 ]

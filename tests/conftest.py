@@ -12,6 +12,8 @@ from conveyor.clock import FakeClock
 from conveyor.store import Store
 from tests.backends import BACKENDS, Backend
 
+pytest_plugins = ["tests.servers.redis"]
+
 
 @pytest.fixture
 def clock() -> FakeClock:

@@ -1,0 +1,41 @@
+-- User operations on one job, applied only if its state is still the one Python decided on.
+-- ARGV: prefix, now|"", op ("cancel" | "retry" | "delete"), id, expected state.
+-- Returns {"missing"} | {"changed", state} | {"ok", HGETALL...} ({"ok"} after a delete).
+local now, nowstr = clock(ARGV[2])
+local op, id, expected = ARGV[3], ARGV[4], ARGV[5]
+local jk = k_job(id)
+local f = redis.call('HMGET', jk, 'state', 'queue', 'run_at', 'priority')
+if not f[1] then return {'missing'} end
+if f[1] ~= expected then return {'changed', f[1]} end
+local state, queue, run_at = f[1], f[2], f[3]
+
+if op == 'delete' then
+  delete_job(id)
+  return {'ok'}
+elseif op == 'cancel' and state == 'running' then
+  redis.call('HSET', jk, 'cancel_requested', '1', 'updated_at', nowstr)
+  event(id, nowstr, 'state', '{"state":"running","cancel_requested":true}')
+elseif op == 'cancel' then
+  if state == 'queued' then unready(id, queue, run_at) else redis.call('ZREM', k_sched(queue), id) end
+  redis.call('HSET', jk, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', nowstr,
+    'updated_at', nowstr)
+  redis.call('ZADD', k_done(queue), nowstr, id)
+  count(queue, state, -1)
+  count(queue, 'cancelled', 1)
+  event(id, nowstr, 'state', '{"state":"cancelled"}')
+elseif op == 'retry' then
+  redis.call('ZREM', k_done(queue), id)
+  redis.call('HDEL', jk, 'finished_at', 'result', 'progress')
+  redis.call('HSET', jk, 'state', 'queued', 'attempt', '0', 'run_at', nowstr,
+    'cancel_requested', '0', 'updated_at', nowstr)
+  make_ready(id, queue, f[4], nowstr)
+  count(queue, state, -1)
+  count(queue, 'queued', 1)
+  event(id, nowstr, 'state', '{"state":"queued","retried":true}')
+  wake({[queue] = true})
+else
+  return redis.error_reply('unknown operation ' .. op)
+end
+local out = redis.call('HGETALL', jk)
+table.insert(out, 1, 'ok')
+return out

@@ -1,0 +1,84 @@
+-- Lease up to n due jobs from the named queues, best first (priority DESC, run_at, id).
+-- ARGV: prefix, now|"", owner, n, lease_s, kinds JSON|"", tag ("="..tag | ""), scan limit,
+--   number of queues, queues..., then n fresh lease tokens.
+-- Returns one HGETALL array per claimed job.
+local now, nowstr = clock(ARGV[2])
+local owner, n, lease_s = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local kinds = nil
+if ARGV[6] ~= '' then
+  kinds = {}
+  for _, name in ipairs(cjson.decode(ARGV[6])) do kinds[name] = true end
+end
+local tag = nil
+if ARGV[7] ~= '' then tag = string.sub(ARGV[7], 2) end
+local scan_limit = tonumber(ARGV[8])
+local nq = tonumber(ARGV[9])
+local queues = {}
+for i = 1, nq do queues[i] = ARGV[9 + i] end
+local token_base = 9 + nq
+
+local function matches(id)
+  if not kinds and not tag then return true end
+  local f = redis.call('HMGET', k_job(id), 'kind', 'tags')
+  if kinds and not kinds[f[1]] then return false end
+  if tag then
+    for _, t in ipairs(cjson.decode(f[2])) do
+      if t == tag then return true end
+    end
+    return false
+  end
+  return true
+end
+
+-- Due retries and delayed jobs join the ready sets first, so they compete by priority.
+for _, queue in ipairs(queues) do promote(queue, now, nowstr, math.max(n, 1000)) end
+
+local candidates = {}
+local filtered = kinds ~= nil or tag ~= nil
+for _, queue in ipairs(queues) do
+  local rk = k_ready(queue)
+  local found, offset = 0, 0
+  local page_size = n
+  if filtered then page_size = math.max(n, 200) end
+  while found < n and offset < scan_limit do
+    local page = redis.call('ZRANGE', rk, offset, offset + page_size - 1, 'WITHSCORES')
+    if #page == 0 then break end
+    for i = 1, #page, 2 do
+      local member = page[i]
+      local id = string.sub(member, 18)
+      if matches(id) then
+        candidates[#candidates + 1] = {tonumber(page[i + 1]), member, id, queue}
+        found = found + 1
+        if found >= n then break end
+      end
+    end
+    if not filtered then break end
+    offset = offset + page_size
+  end
+end
+if nq > 1 then
+  table.sort(candidates, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+end
+
+local out = {}
+local expires = fmt(now + lease_s)
+for i = 1, math.min(n, #candidates) do
+  local c = candidates[i]
+  local id, queue = c[3], c[4]
+  local jk = k_job(id)
+  redis.call('ZREM', k_ready(queue), c[2])
+  local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+  redis.call('HSET', jk, 'state', 'running', 'lease_owner', owner,
+    'lease_token', ARGV[token_base + i], 'lease_expires_at', expires,
+    'started_at', nowstr, 'updated_at', nowstr)
+  redis.call('ZADD', K_LEASES, expires, id)
+  count(queue, 'queued', -1)
+  count(queue, 'running', 1)
+  event(id, nowstr, 'state', '{"state":"running","attempt":' .. attempt .. ',"worker":'
+    .. cjson.encode(owner) .. '}')
+  out[i] = redis.call('HGETALL', jk)
+end
+return out

@@ -1,0 +1,52 @@
+-- Apply settlements decided in Python (store/rules.py), each fenced by its lease token.
+-- ARGV: prefix, now (the time the decisions were made at), count, then per settlement 11 fields:
+--   id, token, cancel_requested the decision assumed ("0"|"1"), new state, run_at|"",
+--   attempt, result ("="..JSON | ""), error JSON|"", finished "1"|"0", reset progress "1"|"0",
+--   state event data JSON.
+-- Returns per item "ok" | "stale" (token no longer current: nothing changed) | "retry" (a cancel
+-- was requested since the decision was made: decide again).
+local now, nowstr = clock(ARGV[2])
+local n = tonumber(ARGV[3])
+local W = 11
+local out = {}
+local woke = {}
+for i = 0, n - 1 do
+  local b = 4 + i * W
+  local id, token = ARGV[b], ARGV[b + 1]
+  local jk = k_job(id)
+  local f = redis.call('HMGET', jk, 'state', 'lease_token', 'cancel_requested', 'queue',
+    'run_at', 'priority')
+  if f[1] ~= 'running' or f[2] ~= token then
+    out[i + 1] = 'stale'
+  elseif f[3] ~= ARGV[b + 2] then
+    out[i + 1] = 'retry'
+  else
+    local queue, state = f[4], ARGV[b + 3]
+    local run_at = f[5]
+    if ARGV[b + 4] ~= '' then run_at = ARGV[b + 4] end
+    redis.call('ZREM', K_LEASES, id)
+    redis.call('HDEL', jk, 'lease_owner', 'lease_token', 'lease_expires_at', 'result')
+    redis.call('HSET', jk, 'state', state, 'run_at', run_at, 'attempt', ARGV[b + 5],
+      'updated_at', nowstr)
+    local result = ARGV[b + 6]
+    if result ~= '' then redis.call('HSET', jk, 'result', string.sub(result, 2)) end
+    if ARGV[b + 7] ~= '' then redis.call('HSET', jk, 'error', ARGV[b + 7]) end
+    if ARGV[b + 8] == '1' then
+      redis.call('HSET', jk, 'finished_at', nowstr)
+      redis.call('ZADD', k_done(queue), nowstr, id)
+    end
+    if ARGV[b + 9] == '1' then redis.call('HDEL', jk, 'progress') end
+    count(queue, 'running', -1)
+    count(queue, state, 1)
+    if state == 'queued' then
+      make_ready(id, queue, f[6], run_at)
+      woke[queue] = true
+    elseif state == 'scheduled' then
+      redis.call('ZADD', k_sched(queue), run_at, id)
+    end
+    event(id, nowstr, 'state', ARGV[b + 10])
+    out[i + 1] = 'ok'
+  end
+end
+wake(woke)
+return out

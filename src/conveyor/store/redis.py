@@ -1,0 +1,673 @@
+"""Redis store: many machines on one Redis server, every state change one atomic Lua script.
+
+Each job is a hash; ready jobs sit in a sorted set per queue (claim order), delayed jobs and
+retries in a sorted set per queue by run_at, live leases in one sorted set by deadline. Every
+script that changes a job's state also appends its events (to the job's log and to the
+store-wide feed, under one `INCR`ed sequence), so no state change is ever missing its event.
+Decisions (what a settled or lost job becomes) are made in Python by `store/rules.py`; the
+script applies them only if the lease token is still current (fencing).
+
+Durability is Redis's: the store refuses to start unless the append-only file is on (see
+docs/stores.md for what `appendfsync everysec` and `always` give), unless explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.client import PubSub
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from conveyor import errors
+from conveyor.clock import Clock
+from conveyor.ids import new_token
+from conveyor.models import (
+    Job,
+    JobError,
+    JobEvent,
+    JobFilter,
+    JobPage,
+    JobState,
+    KindInfo,
+    Lease,
+    Progress,
+    QueueStats,
+    WorkerInfo,
+    from_ts,
+)
+from conveyor.store import rules
+from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement
+from conveyor.store.rules import Outcome
+
+log = logging.getLogger("conveyor.store.redis")
+
+IDEMPOTENCY_WINDOW_S = 24 * 3600.0
+ALLOW_VOLATILE_ENV = "CONVEYOR_REDIS_ALLOW_VOLATILE"
+SETTLE_CHUNK = 1_000  # settlements per script call: bounds how long one call blocks Redis
+RESCUE_LIMIT = 100_000  # leases looked at per rescue sweep
+PRUNE_CHUNK = 1_000
+CLAIM_SCAN_LIMIT = 50_000  # ready jobs a filtered (kind/tag) claim looks at per queue
+LIST_PAGE = 200
+SCRIPTS = ("enqueue", "claim", "heartbeat", "settle", "rescue", "change", "prune", "stats")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def _opt_float(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def hash_to_job(h: dict[str, str]) -> Job:
+    """Build a Job from its hash (no validation: the store wrote it)."""
+    state = JobState(h["state"])
+    lease = None
+    if state is JobState.RUNNING and "lease_token" in h:
+        lease = Lease.model_construct(
+            owner=h["lease_owner"], token=h["lease_token"], expires_at=_ts(h["lease_expires_at"])
+        )
+    progress = h.get("progress")
+    error = h.get("error")
+    result = h.get("result")
+    webhook = h.get("webhook")
+    return Job.model_construct(
+        id=h["id"],
+        kind=h["kind"],
+        queue=h["queue"],
+        state=state,
+        input=json.loads(h["input"]),
+        priority=int(h["priority"]),
+        run_at=_ts(h["run_at"]),
+        attempt=int(h["attempt"]),
+        max_attempts=int(h["max_attempts"]),
+        timeout_s=_opt_float(h.get("timeout_s")),
+        backoff_s=float(h["backoff_s"]),
+        progress=None if progress is None else Progress.model_construct(**json.loads(progress)),
+        result=None if result is None else json.loads(result),
+        error=None if error is None else JobError.model_construct(**json.loads(error)),
+        tags=json.loads(h["tags"]),
+        idempotency_key=h.get("idempotency_key"),
+        webhook=None if webhook is None else json.loads(webhook),
+        lease=lease,
+        cancel_requested=h.get("cancel_requested") == "1",
+        created_at=_ts(h["created_at"]),
+        started_at=from_ts(_opt_float(h.get("started_at"))),
+        finished_at=from_ts(_opt_float(h.get("finished_at"))),
+        updated_at=_ts(h["updated_at"]),
+    )
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _event_model(text: str) -> JobEvent:
+    raw = json.loads(text)
+    return JobEvent.model_construct(
+        seq=raw["seq"], job_id=raw["job_id"], at=datetime.fromtimestamp(raw["at"], UTC),
+        type=raw["type"], data=raw["data"],
+    )  # fmt: skip
+
+
+def _script_source(name: str) -> str:
+    lua = resources.files("conveyor.store").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+def _state_data(decision: rules.Decision) -> dict[str, Any]:
+    data: dict[str, Any] = {"state": decision.state.value, "attempt": decision.attempt}
+    if decision.error is not None:
+        data["error"] = decision.error.model_dump(exclude={"traceback"})
+    if decision.state is JobState.SCHEDULED and decision.run_at is not None:
+        data["run_at"] = decision.run_at
+    return data
+
+
+class RedisStore:
+    """A `Store` on a Redis server (5.0 or newer), keys under one prefix."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "conveyor:",
+        clock: Clock | None = None,
+        allow_volatile: bool = False,
+        where: str = "redis",
+    ) -> None:
+        self._r = client
+        self.prefix = prefix
+        self.clock = clock
+        self._where = where
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(_script_source(name)) for name in SCRIPTS
+        }
+        self._pubsub: PubSub | None = None
+        self._channels: set[str] = set()
+        self._wait_lock = threading.Lock()
+        with self._errors():
+            self._check_persistence(allow_volatile)
+            for script in self._scripts.values():  # load once; EVALSHA from here on (redis-py
+                client.script_load(script.script)  # reloads them if a restarted Redis forgot)
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None) -> RedisStore:
+        """`redis://[user:pass@]host:port/db`, `rediss://…` (TLS), `unix:///path.sock?db=0`.
+
+        Query options of our own: `prefix` (default `conveyor:`), `allow_no_persistence=1`
+        (start even when the append-only file is off; also `CONVEYOR_REDIS_ALLOW_VOLATILE=1`).
+        Others (e.g. `socket_timeout`) go to redis-py.
+        """
+        parts = urlsplit(url)
+        ours: dict[str, str] = {}
+        theirs: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in ("prefix", "allow_no_persistence"):
+                ours[name] = value
+            else:
+                theirs.append((name, value))
+        clean = urlunsplit(parts._replace(query=urlencode(theirs)))
+        allow = ours.get("allow_no_persistence", "").lower() in _TRUE
+        allow = allow or os.environ.get(ALLOW_VOLATILE_ENV, "").lower() in _TRUE
+        prefix = ours.get("prefix", "conveyor:")
+        if not prefix:
+            raise errors.ConfigurationError("the Redis key prefix must not be empty")
+        try:
+            client = redis.Redis.from_url(
+                clean,
+                decode_responses=True,
+                socket_connect_timeout=5.0,
+                socket_timeout=30.0,
+                # No silent retries: a script whose reply was lost may have run; the caller
+                # (worker loop, API client) decides, and fencing makes a repeat harmless.
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise errors.ConfigurationError(f"cannot read the Redis URL: {exc}") from exc
+        where = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+        return cls(client, prefix=prefix, clock=clock, allow_volatile=allow, where=where)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise errors.StoreUnavailableError(
+                f"Redis at {self._where} is unavailable: {exc}"
+            ) from exc
+        except redis.ResponseError as exc:
+            text = str(exc)
+            if text.startswith(("MISCONF", "READONLY", "LOADING", "MASTERDOWN", "BUSY")):
+                raise errors.StoreUnavailableError(
+                    f"Redis at {self._where} cannot take writes now: {text}"
+                ) from exc
+            raise
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a redis-py command (typed loosely there: replies are str, we decode them)."""
+        with self._errors():
+            return fn(*args)
+
+    def _run(self, name: str, args: Sequence[Any]) -> Any:
+        with self._errors():
+            return self._scripts[name](args=[self.prefix, self._now_arg(), *args])
+
+    def _now_arg(self) -> str:
+        return "" if self.clock is None else repr(float(self.clock()))
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _check_persistence(self, allow_volatile: bool) -> None:
+        info = self._r.info("persistence")
+        if int(info.get("aof_enabled", 0)):
+            fsync = "unknown"
+            with suppress(redis.ResponseError):  # CONFIG is disabled on some managed services
+                fsync = str(self._r.config_get("appendfsync").get("appendfsync", fsync))
+            log.info("Redis at %s: append-only file on (appendfsync %s)", self._where, fsync)
+            return
+        if not allow_volatile:
+            raise errors.ConfigurationError(
+                f"Redis at {self._where} has persistence off (appendonly no): a restart would"
+                " lose accepted jobs. Turn it on (CONFIG SET appendonly yes, or appendonly yes"
+                " in redis.conf), or, for throwaway setups only, add ?allow_no_persistence=1 to"
+                f" the store URL or set {ALLOW_VOLATILE_ENV}=1"
+            )
+        log.warning(
+            "!!! Redis at %s has persistence OFF (appendonly no): every job is lost if Redis"
+            " restarts. Allowed by allow_no_persistence / %s; never do this in production !!!",
+            self._where,
+            ALLOW_VOLATILE_ENV,
+        )
+
+    def _fetch(self, ids: Sequence[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            with self._errors():
+                pipe = self._r.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.hgetall(self._key("job", job_id))
+                hashes: list[dict[str, str]] = pipe.execute()
+            found.update(
+                (job_id, hash_to_job(h)) for job_id, h in zip(chunk, hashes, strict=True) if h
+            )
+        return found
+
+    def now(self) -> float:
+        if self.clock is not None:
+            return self.clock()
+        seconds, micros = self._call(self._r.time)
+        return float(seconds + micros / 1e6)
+
+    def ping(self) -> None:
+        self._call(self._r.ping)
+
+    def close(self) -> None:
+        with self._wait_lock:
+            self._drop_pubsub()
+        self._r.close()
+        self._r.connection_pool.disconnect()
+
+    # -- enqueue ------------------------------------------------------------------------------
+
+    def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        if not specs:
+            return []
+        _check_batch_keys(specs)
+        args: list[Any] = [repr(IDEMPOTENCY_WINDOW_S), len(specs)]
+        for s in specs:
+            args += [
+                s.id, s.kind, s.queue, _dumps(s.input), s.priority, repr(float(s.run_at)),
+                s.max_attempts, "" if s.timeout_s is None else repr(float(s.timeout_s)),
+                repr(float(s.backoff_s)), _dumps(list(s.tags)),
+                "" if s.idempotency_key is None else "k:" + s.idempotency_key,
+                "" if s.request_hash is None else "h:" + s.request_hash,
+                "" if s.webhook is None else _dumps(s.webhook),
+            ]  # fmt: skip
+        reply = self._run("enqueue", args)
+        if reply[0] == "conflict":
+            raise errors.IdempotencyConflictError(idempotency_key=reply[1], job_id=reply[2])
+        now = float(reply[0])
+        known = [r[1:] for r in reply[1:] if r.startswith("=")]
+        existing = self._fetch(known) if known else {}
+        return [
+            existing[r[1:]] if r.startswith("=") else _new_job(s, JobState(r), now)
+            for s, r in zip(specs, reply[1:], strict=True)
+        ]
+
+    # -- the lease life cycle ---------------------------------------------------------------
+
+    def claim(
+        self,
+        queues: Sequence[str],
+        owner: str,
+        n: int,
+        lease_s: float,
+        *,
+        kinds: Sequence[str] | None = None,
+        tag: str | None = None,
+    ) -> list[Job]:
+        if n <= 0 or not queues or kinds == []:
+            return []
+        queues = list(dict.fromkeys(queues))
+        args: list[Any] = [
+            owner, n, repr(float(lease_s)), "" if kinds is None else _dumps(list(kinds)),
+            "" if tag is None else "=" + tag, CLAIM_SCAN_LIMIT, len(queues), *queues,
+            *(new_token() for _ in range(n)),
+        ]  # fmt: skip
+        return [hash_to_job(_pairs(flat)) for flat in self._run("claim", args)]
+
+    def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
+        if not beats:
+            return {}
+        args: list[Any] = [repr(float(lease_s)), len(beats)]
+        for beat in beats:
+            progress = "" if beat.progress is None else beat.progress.model_dump_json()
+            args += [beat.job_id, beat.token, progress, len(beat.logs)]
+            args += [_dumps({"line": line}) for line in beat.logs]
+        reply = self._run("heartbeat", args)
+        return {b.job_id: BeatStatus(s) for b, s in zip(beats, reply, strict=True)}
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        applied: list[bool] = []
+        for start in range(0, len(settlements), SETTLE_CHUNK):
+            applied += self._settle_chunk(settlements[start : start + SETTLE_CHUNK])
+        return applied
+
+    def _settle_chunk(self, settlements: Sequence[Settlement]) -> list[bool]:
+        result: list[bool | None] = [None] * len(settlements)
+        todo = list(range(len(settlements)))
+        # A cancel request may land between our read and the write; the script then says
+        # "retry" and we decide again. Each round needs a new request, so this ends quickly.
+        while todo:
+            now, current = self._read_running([settlements[i].job_id for i in todo])
+            args: list[Any] = [0]
+            sent: list[int] = []
+            for i in todo:
+                s = settlements[i]
+                row = current.get(s.job_id)
+                if row is None or row["lease_token"] != s.token:
+                    result[i] = False
+                    continue
+                sent.append(i)
+                args += _settle_args(s, row, now)
+            if not sent:
+                break
+            args[0] = len(sent)
+            with self._errors():
+                reply = self._scripts["settle"](args=[self.prefix, repr(now), *args])
+            todo = []
+            for i, status in zip(sent, reply, strict=True):
+                if status == "retry":
+                    todo.append(i)
+                else:
+                    result[i] = status == "ok"
+        return [bool(r) for r in result]
+
+    def _read_running(self, ids: Sequence[str]) -> tuple[float, dict[str, dict[str, str]]]:
+        fields = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_requested")
+        with self._errors():
+            pipe = self._r.pipeline(transaction=False)
+            if self.clock is None:
+                pipe.time()
+            for job_id in ids:
+                pipe.hmget(self._key("job", job_id), fields)
+            replies = pipe.execute()
+        if self.clock is None:
+            seconds, micros = replies.pop(0)
+            now = seconds + micros / 1e6
+        else:
+            now = self.clock()
+        current = {}
+        for job_id, values in zip(ids, replies, strict=True):
+            if values[0] is not None:
+                current[job_id] = dict(zip(fields, values, strict=True))
+        return now, current
+
+    def rescue(self, owner: str | None = None) -> list[str]:
+        reply = self._run("rescue", ["" if owner is None else "=" + owner, RESCUE_LIMIT])
+        leases = list(zip(reply[1::2], reply[2::2], strict=True))
+        lost = [Settlement(job_id, token, Outcome.LOST) for job_id, token in leases]
+        settled = self.settle(lost)
+        return [s.job_id for s, ok in zip(lost, settled, strict=True) if ok]
+
+    # -- user operations ----------------------------------------------------------------------
+
+    def _change(self, op: str, job_id: str, allowed: Callable[[JobState], bool], what: str) -> Any:
+        """Check `allowed` (a rule) on the current state, then apply `op` if it still holds."""
+        for _ in range(100):
+            state: str | None = self._call(self._r.hget, self._key("job", job_id), "state")
+            if state is None:
+                raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+            if not allowed(JobState(state)):
+                raise errors.InvalidStateError(f"job {job_id} is {state}; {what}", state=state)
+            reply = self._run("change", [op, job_id, state])
+            if reply[0] == "ok":
+                return reply[1:]
+            if reply[0] == "missing":
+                raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+        raise errors.StoreUnavailableError(f"job {job_id} kept changing; try again")
+
+    def cancel(self, job_id: str) -> Job:
+        flat = self._change(
+            "cancel", job_id, rules.check_cancellable,
+            "only waiting or running jobs can be cancelled",
+        )  # fmt: skip
+        return hash_to_job(_pairs(flat))
+
+    def retry(self, job_id: str) -> Job:
+        flat = self._change(
+            "retry", job_id, rules.check_retryable, "only failed or cancelled jobs can be retried"
+        )
+        return hash_to_job(_pairs(flat))
+
+    def delete(self, job_id: str) -> None:
+        self._change(
+            "delete", job_id, rules.check_deletable,
+            "cancel it first, only finished jobs can be deleted",
+        )  # fmt: skip
+
+    def get(self, job_id: str) -> Job:
+        h: dict[str, str] = self._call(self._r.hgetall, self._key("job", job_id))
+        if not h:
+            raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+        return hash_to_job(h)
+
+    def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+        matches: list[Job] = []
+        for job in self._scan_newest_first(filter, cursor):
+            if _matches(job, filter):
+                matches.append(job)
+                if len(matches) > limit:
+                    break
+        jobs = matches[:limit]
+        next_cursor = jobs[-1].id if len(matches) > limit else None
+        return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    def _scan_newest_first(self, f: JobFilter, cursor: str | None) -> Iterator[Job]:
+        if f.ids is not None:
+            wanted = sorted({i for i in f.ids if cursor is None or i < cursor}, reverse=True)
+            found = self._fetch(wanted)
+            yield from (found[i] for i in wanted if i in found)
+            return
+        top = "(" + cursor if cursor else "+"
+        while True:
+            ids: list[str] = self._call(
+                self._r.zrevrangebylex, self._key("all"), top, "-", 0, LIST_PAGE
+            )
+            if not ids:
+                return
+            found = self._fetch(ids)
+            yield from (found[i] for i in ids if i in found)
+            top = "(" + ids[-1]
+
+    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        raw: list[str] = self._call(
+            self._r.zrangebyscore, self._key("ev", job_id), f"({after}", "+inf", 0, limit
+        )
+        return [_event_model(text) for text in raw]
+
+    def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        raw: list[str] = self._call(
+            self._r.zrangebyscore, self._key("feed"), f"({after}", "+inf", 0, limit
+        )
+        return [_event_model(text) for text in raw]
+
+    # -- records ------------------------------------------------------------------------------
+
+    def put_record(self, collection: str, key: str, value: dict[str, Any]) -> None:
+        self._call(self._r.hset, self._key("rec", collection), key, _dumps(value))
+
+    def get_record(self, collection: str, key: str) -> dict[str, Any] | None:
+        text = self._call(self._r.hget, self._key("rec", collection), key)
+        return None if text is None else dict(json.loads(text))
+
+    def list_records(self, collection: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        found: dict[str, str] = self._call(self._r.hgetall, self._key("rec", collection))
+        return [(k, json.loads(found[k])) for k in sorted(found) if k.startswith(prefix)]
+
+    def delete_record(self, collection: str, key: str) -> bool:
+        return bool(self._call(self._r.hdel, self._key("rec", collection), key))
+
+    # -- kinds, workers, stats, retention --------------------------------------------------
+
+    def register_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        if not kinds:
+            return
+        now = self.now()
+        mapping = {
+            k.name: _dumps({"info": k.model_dump(mode="json", exclude={"updated_at"}), "at": now})
+            for k in kinds
+        }
+        self._call(self._r.hset, self._key("kinds"), None, None, mapping)
+
+    def kinds(self) -> list[KindInfo]:
+        found: dict[str, str] = self._call(self._r.hgetall, self._key("kinds"))
+        out = []
+        for name in sorted(found):
+            raw = json.loads(found[name])
+            out.append(KindInfo.model_validate({**raw["info"], "updated_at": from_ts(raw["at"])}))
+        return out
+
+    def worker_beat(self, info: WorkerInfo) -> None:
+        if info.state == "stopped":
+            self._call(self._r.hdel, self._key("workers"), info.id)
+            return
+        raw = {"info": info.model_dump(mode="json"), "at": self.now()}
+        self._call(self._r.hset, self._key("workers"), info.id, _dumps(raw))
+
+    def workers(self) -> list[WorkerInfo]:
+        found: dict[str, str] = self._call(self._r.hgetall, self._key("workers"))
+        out = []
+        for worker_id in sorted(found):
+            raw = json.loads(found[worker_id])
+            out.append(WorkerInfo.model_validate({**raw["info"], "last_seen": from_ts(raw["at"])}))
+        return out
+
+    def queue_stats(self) -> list[QueueStats]:
+        reply = self._run("stats", [])
+        now = float(reply[0])
+        stats = []
+        for i in range(1, len(reply), 4):
+            name, counts_json, oldest, last_minute = reply[i : i + 4]
+            counts = {k: int(v) for k, v in _pairs(json.loads(counts_json)).items() if int(v)}
+            if not counts:
+                continue  # every job of this queue was pruned or deleted
+            stats.append(
+                QueueStats(
+                    name=name,
+                    **counts,
+                    oldest_queued_age_s=max(0.0, now - float(oldest)) if oldest else None,
+                    finished_last_minute=int(last_minute),
+                )
+            )
+        return sorted(stats, key=lambda s: s.name)
+
+    def prune(self, finished_before: float, limit: int = 10_000) -> list[str]:
+        deleted: list[str] = []
+        while len(deleted) < limit:
+            chunk = min(PRUNE_CHUNK, limit - len(deleted))
+            ids = self._run("prune", [repr(float(finished_before)), chunk])
+            deleted += ids
+            if len(ids) < chunk:
+                break
+        return deleted
+
+    # -- waking -------------------------------------------------------------------------------
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Wait for a publish on a queue's wake channel (sent by the scripts that make work)."""
+        with self._wait_lock:
+            deadline = time.monotonic() + timeout
+            try:
+                pubsub = self._subscribe(queues)
+                while (remaining := deadline - time.monotonic()) > 0:
+                    message = pubsub.get_message(timeout=remaining)
+                    if message is not None and message["type"] == "message":
+                        # one burst of publishes costs one wake-up
+                        while pubsub.get_message(timeout=0) is not None:
+                            pass
+                        return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self._drop_pubsub()
+                raise errors.StoreUnavailableError(
+                    f"Redis at {self._where} is unavailable: {exc}"
+                ) from exc
+
+    def _subscribe(self, queues: Sequence[str]) -> PubSub:
+        wanted = {self._key("wake", q) for q in queues}
+        if self._pubsub is None:
+            self._pubsub = self._r.pubsub()  # type: ignore[no-untyped-call]
+            self._channels = set()
+        if wanted != self._channels:
+            if self._channels - wanted:
+                self._pubsub.unsubscribe(*(self._channels - wanted))
+            if wanted - self._channels:
+                self._pubsub.subscribe(*(wanted - self._channels))
+            self._channels = wanted
+        return self._pubsub
+
+    def _drop_pubsub(self) -> None:
+        if self._pubsub is not None:
+            with suppress(redis.RedisError):
+                self._pubsub.close()
+            self._pubsub = None
+            self._channels = set()
+
+
+def _check_batch_keys(specs: Sequence[JobSpec]) -> None:
+    seen: dict[str, str | None] = {}
+    for spec in specs:
+        key = spec.idempotency_key
+        if key is None:
+            continue
+        if key in seen:
+            if seen[key] != spec.request_hash:
+                raise errors.IdempotencyConflictError(idempotency_key=key)
+            raise errors.InvalidInputError(
+                f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
+            )
+        seen[key] = spec.request_hash
+
+
+def _settle_args(s: Settlement, row: dict[str, str], now: float) -> list[Any]:
+    decision = rules.decide(
+        outcome=s.outcome, attempt=int(row["attempt"]), max_attempts=int(row["max_attempts"]),
+        backoff_s=float(row["backoff_s"]), cancel_requested=row["cancel_requested"] == "1",
+        now=now, error=s.error, retry=s.retry,
+    )  # fmt: skip
+    result = "=" + _dumps(s.result) if decision.state is JobState.SUCCEEDED else ""
+    return [
+        s.job_id, s.token, row["cancel_requested"], decision.state.value,
+        "" if decision.run_at is None else repr(float(decision.run_at)), decision.attempt,
+        result, "" if decision.error is None else decision.error.model_dump_json(),
+        "1" if decision.finished else "0", "1" if decision.state is JobState.QUEUED else "0",
+        _dumps(_state_data(decision)),
+    ]  # fmt: skip
+
+
+def _new_job(spec: JobSpec, state: JobState, now: float) -> Job:
+    at = datetime.fromtimestamp(now, UTC)
+    return Job.model_construct(
+        id=spec.id, kind=spec.kind, queue=spec.queue, state=state, input=spec.input,
+        priority=spec.priority, run_at=datetime.fromtimestamp(spec.run_at, UTC), attempt=0,
+        max_attempts=spec.max_attempts, timeout_s=spec.timeout_s, backoff_s=spec.backoff_s,
+        progress=None, result=None, error=None, tags=list(spec.tags),
+        idempotency_key=spec.idempotency_key, webhook=spec.webhook, lease=None,
+        cancel_requested=False, created_at=at, started_at=None, finished_at=None, updated_at=at,
+    )  # fmt: skip
+
+
+def _matches(job: Job, f: JobFilter) -> bool:
+    checks = (
+        not f.state or job.state in f.state,
+        f.kind is None or job.kind == f.kind,
+        f.queue is None or job.queue == f.queue,
+        f.tag is None or f.tag in job.tags,
+        f.created_after is None or job.created_at >= f.created_after,
+        f.created_before is None or job.created_at < f.created_before,
+    )
+    return all(checks)
