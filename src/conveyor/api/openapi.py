@@ -64,6 +64,11 @@ def _typed_body(kinds: list[KindInfo], schemas: dict[str, Any]) -> None:
     new_job = NewJob.model_json_schema(ref_template=REF)
     for def_name, definition in new_job.pop("$defs", {}).items():
         schemas.setdefault(def_name, definition)
+    new_job["properties"]["files"] = {
+        "type": "object",
+        "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+        "description": "Input files staged with PUT /v1/uploads/{name}: name -> upload id.",
+    }
     schemas["NewJob"] = new_job
     if kinds:
         names = {k.name: _kind_schema(k, new_job, schemas) for k in kinds}

@@ -30,6 +30,14 @@ class FileInfo(Body):
     size: int
 
 
+class Upload(Body):
+    """A staged file: name it in a submit's `files` as `{"<name>": "<id>"}`."""
+
+    id: str
+    name: str
+    size: int
+
+
 class FileList(Body):
     files: list[FileInfo]
 

@@ -44,6 +44,7 @@ async def job_events(
     service: ServiceDep,
     principal: Annotated[Principal, Depends(require_scope("read"))],
     after: Annotated[int, Query(ge=0, description="Only events after this seq.")] = 0,
+    follow: Annotated[bool, Query(description="false: send the events so far and close.")] = True,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """State changes, progress and log lines as they happen, from the start (or after
@@ -51,7 +52,7 @@ async def job_events(
     job = await run_in_threadpool(service.get, job_id)
     start = max(after, sse.parse_last_event_id(last_event_id))
     return StreamingResponse(
-        sse.stream(hub(request), job_id, start, job.state.is_final),
+        sse.stream(hub(request), job_id, start, job.state.is_final or not follow),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -31,6 +31,31 @@ RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 PRESIGN_EXPIRES_S = 300
 
 
+def check_upload(request: Request, limit: int) -> int:
+    """Refuse (before reading) bodies declared too large (413) or sent as forms (415)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise TooLargeError(f"the file is larger than the limit of {limit} bytes", limit=limit)
+    ctype = request.headers.get("content-type", "application/octet-stream")
+    if ctype.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        raise HTTPException(415, "send the file as the raw request body, not as a form")
+    return limit
+
+
+def body_chunks(request: Request) -> Iterator[bytes]:
+    """The request body as a blocking iterator, for storage code running in a worker thread."""
+    stream = request.stream().__aiter__()
+
+    async def next_chunk() -> bytes:
+        return await stream.__anext__()
+
+    while True:
+        try:
+            yield anyio.from_thread.run(next_chunk)
+        except StopAsyncIteration:
+            return
+
+
 @router.get("/{job_id}/files", summary="List a job's files", responses=problems(401, 403, 404))
 async def list_files(job_id: str, service: ServiceDep, principal: Reader) -> FileList:
     found = await run_in_threadpool(service.files, job_id)
@@ -77,32 +102,14 @@ async def upload_file(
     before the rest is read.
     """
     check_name(name)
-    limit = settings.max_upload_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise TooLargeError(f"the file is larger than the limit of {limit} bytes", limit=limit)
-    ctype = request.headers.get("content-type", "application/octet-stream")
-    if ctype.startswith(("multipart/", "application/x-www-form-urlencoded")):
-        raise HTTPException(415, "send the file as the raw request body, not as a form")
-
-    def chunks() -> Iterator[bytes]:
-        stream = request.stream().__aiter__()
-
-        async def next_chunk() -> bytes:
-            return await stream.__anext__()
-
-        while True:
-            try:
-                yield anyio.from_thread.run(next_chunk)
-            except StopAsyncIteration:
-                return
+    limit = check_upload(request, settings.max_upload_bytes)
 
     def store_it() -> BlobInfo:
         if direction == "in":
-            return service.upload(job_id, name, chunks(), limit)
+            return service.upload(job_id, name, body_chunks(request), limit)
         _check_output_lease(service, job_id, token)
         key = job_key(job_id, "out", name)
-        service.storage.write(key, chunks(), limit)
+        service.storage.write(key, body_chunks(request), limit)
         return service.storage.stat(key)
 
     info = await run_in_threadpool(store_it)

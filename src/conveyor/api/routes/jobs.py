@@ -14,9 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from conveyor import errors
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.deps import ServiceDep
+from conveyor.api.routes.uploads import upload_key, upload_prefix
 from conveyor.api.schemas import BatchResult, BatchSubmit, problems
 from conveyor.models import Job, JobFilter, JobPage, JobState, NewJob
 from conveyor.service import Service
+from conveyor.storage import job_key, job_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -67,13 +69,43 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
         ) from None
 
 
-def parse_submit(body: Any, key: str | None) -> tuple[list[NewJob], bool]:
-    """The jobs asked for, with the Idempotency-Key applied, and whether it was a batch."""
+Staged = dict[str, str]
+
+
+def _split_files(item: Any, index: int | None) -> tuple[Any, Staged]:
+    """Take the `files` map (name -> upload id) off one job body."""
+    if not isinstance(item, dict) or "files" not in item:
+        return item, {}
+    item = dict(item)
+    files = item.pop("files")
+    loc = ["body", *(["jobs", index] if index is not None else []), "files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise RequestValidationError(
+            [{"loc": loc, "msg": "files maps input names to upload ids", "type": "dict_type"}]
+        )
+    return item, files
+
+
+def parse_submit(body: Any, key: str | None) -> tuple[list[NewJob], list[Staged], bool]:
+    """The jobs asked for (Idempotency-Key applied), their staged files, and if a batch."""
+    batch = isinstance(body, dict) and "jobs" in body
     try:
-        if isinstance(body, dict) and "jobs" in body:
-            jobs, batch = BatchSubmit.model_validate(body).jobs, True
+        if batch:
+            raw = body.get("jobs")
+            pairs = (
+                [_split_files(item, i) for i, item in enumerate(raw)]
+                if isinstance(raw, list)
+                else []
+            )
+            jobs = BatchSubmit.model_validate(
+                {**body, "jobs": [p[0] for p in pairs] if pairs else raw}
+            ).jobs
+            files = [p[1] for p in pairs] or [{} for _ in jobs]
         else:
-            jobs, batch = [NewJob.model_validate(body)], False
+            item, staged = _split_files(body, None)
+            jobs, files = [NewJob.model_validate(item)], [staged]
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors(include_url=False)]
@@ -86,16 +118,54 @@ def parse_submit(body: Any, key: str | None) -> tuple[list[NewJob], bool]:
                     "the Idempotency-Key header and the body's idempotency_key differ"
                 )
             job.idempotency_key = wanted
-    return jobs, batch
+    return jobs, files, batch
 
 
-def submit_jobs(service: Service, jobs: list[NewJob]) -> tuple[list[Job], bool]:
+def submit_jobs(
+    service: Service, jobs: list[NewJob], files: list[Staged]
+) -> tuple[list[Job], bool]:
     """Enqueue; also say whether every job already existed (an idempotent replay)."""
+    if any(files):
+        return submit_with_files(service, jobs, files)
     before = service.store.now()
     created = service.submit_many(jobs)
     replay = all(
         j.idempotency_key is not None and j.created_at.timestamp() < before for j in created
     )
+    return created, replay
+
+
+def submit_with_files(
+    service: Service, jobs: list[NewJob], files: list[Staged]
+) -> tuple[list[Job], bool]:
+    """Move staged uploads into each job's inputs *before* enqueueing, so no worker can claim
+    a job whose files are not there yet."""
+    now = service.store.now()
+    specs = []
+    for new in jobs:
+        kind = service.kind(new.kind)
+        service.validate(kind, new.input)
+        specs.append(Service._spec(new, kind, now))
+    for spec, staged in zip(specs, files, strict=True):
+        for name, upload_id in staged.items():
+            source = upload_key(upload_id, name)
+            service.storage.stat(source)  # 404 names the missing upload
+            service.storage.write(job_key(spec.id, "in", name), service.storage.read(source))
+    try:
+        created = service.store.enqueue(specs)
+    except BaseException:
+        for spec in specs:
+            service.storage.delete_prefix(job_prefix(spec.id))
+        raise
+    replay = True
+    for spec, job in zip(specs, created, strict=True):
+        if job.id != spec.id:  # an idempotent replay: the original job has its files
+            service.storage.delete_prefix(job_prefix(spec.id))
+        else:
+            replay = False
+    for staged in files:
+        for upload_id in set(staged.values()):
+            service.storage.delete_prefix(upload_prefix(upload_id))
     return created, replay
 
 
@@ -134,10 +204,11 @@ async def submit(
 
     Send `{"jobs": [...]}` to submit up to 1,000 jobs atomically (all or none). With an
     `Idempotency-Key`, a repeated request returns the original job(s) with 200, and the same key
-    with a different body is refused with 422.
+    with a different body is refused with 422. `files` (`{"name": "<upload id>"}`) attaches
+    files staged with `PUT /v1/uploads/{name}` before the job can start.
     """
-    jobs, batch = parse_submit(await read_json(request), idempotency_key)
-    created, replay = await run_in_threadpool(submit_jobs, service, jobs)
+    jobs, files, batch = parse_submit(await read_json(request), idempotency_key)
+    created, replay = await run_in_threadpool(submit_jobs, service, jobs, files)
     if replay:
         response.status_code = 200
     if batch:

@@ -1,0 +1,84 @@
+"""A real `conveyor api` process on a free loopback port, over a fresh SQLite store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conveyor.store import Store, open_store
+from tests.integration.harness import ROOT, start_worker, stop, worker_env
+from tests.servers.http import free_port
+
+
+@dataclass
+class ApiServer:
+    url: str
+    home: Path
+    store_url: str
+    process: subprocess.Popen[bytes]
+
+    def open_store(self) -> Store:
+        return open_store(self.store_url)
+
+    def run_worker(self, *args: str, timeout: float = 60) -> None:
+        """Run a burst worker until no job is waiting."""
+        worker = start_worker(self.store_url, self.home, "--burst", "-c", "1", *args)
+        try:
+            worker.wait(timeout)
+        finally:
+            stop(worker)
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+
+def start_api(home: Path, *extra: str, env_extra: dict[str, str] | None = None) -> ApiServer:
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    store_url = f"sqlite:///{home / 'conveyor.db'}"
+    env = worker_env(home, **(env_extra or {}))
+    log = open(home / "api.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "api", "--port", str(port), "--store", store_url,
+         "--log-level", "warning", *extra],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise RuntimeError((home / "api.log").read_text())
+        time.sleep(0.05)
+    return ApiServer(url, home, store_url, process)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One API server per test module (tests use their own jobs, not a clean store)."""
+    server = start_api(tmp_path_factory.mktemp("api"))
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+@pytest.fixture
+def http(api: ApiServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        yield client
