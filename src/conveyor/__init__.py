@@ -4,12 +4,16 @@ Declare a kind with `@conveyor.task`, run `conveyor up`, submit jobs over the CL
 or `conveyor.Client`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from conveyor.errors import ConveyorError
 from conveyor.kinds.registry import task
 from conveyor.models import Job, JobState, NewJob, Progress
 from conveyor.worker.context import Context, JobCancelled, PermanentError
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "Context",
     "ConveyorError",
     "Job",
@@ -20,3 +24,15 @@ __all__ = [
     "Progress",
     "task",
 ]
+
+if TYPE_CHECKING:
+    from conveyor.client import AsyncClient, Client
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP clients load httpx; import them only when asked, not in every worker child.
+    if name in ("Client", "AsyncClient"):
+        from conveyor import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'conveyor' has no attribute {name!r}")

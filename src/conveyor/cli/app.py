@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,13 +15,12 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from conveyor import errors
-from conveyor.cli import keys, output, serve
+from conveyor.cli import keys, output, remote, serve
 from conveyor.cli.output import console, err
 from conveyor.kinds.registry import import_kinds
 from conveyor.models import JobFilter, JobState, NewJob
 from conveyor.service import Service
 from conveyor.settings import Settings
-from conveyor.storage import open_storage
 from conveyor.store import open_store
 
 app = typer.Typer(
@@ -53,12 +53,41 @@ def settings_for(store: str | None = None, imports: list[str] | None = None) -> 
     return Settings(**overrides)
 
 
-def local_service(settings: Settings) -> Service:
-    return Service(open_store(settings.store_url), open_storage(settings.storage_url))
+def local_service(settings: Settings) -> remote.Backend:
+    """The local store, or the API at `--url` / `CONVEYOR_URL` (same methods either way)."""
+    return remote.backend(settings)
 
 
-def register_local_kinds(service: Service, settings: Settings) -> None:
+@app.callback()
+def main_options(
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="CONVEYOR_URL", help="Talk to this conveyor API."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="CONVEYOR_TOKEN", help="API key for --url."),
+    ] = None,
+) -> None:
+    """A self-hosted job service: submit work, watch it run, get results."""
+    # Commands read their settings from the environment; flags win over it.
+    if url:
+        os.environ["CONVEYOR_URL"] = url
+    if token:
+        os.environ["CONVEYOR_TOKEN"] = token
+
+
+def follower(service: remote.Backend, job_id: str) -> Any:
+    """How `output.follow` gets updates: the SSE stream remotely, the store locally."""
+    if not isinstance(service, Service):
+        return remote.StreamPoller(service, job_id)
+    return lambda after: (service.get(job_id), service.events(job_id, after))
+
+
+def register_local_kinds(service: remote.Backend, settings: Settings) -> None:
     """Register the kinds this process can import, so submits work before any worker ran."""
+    if not isinstance(service, Service):
+        return  # a remote API knows the kinds its workers registered
     service.store.register_kinds(import_kinds(settings.import_list).infos())
     service.kinds(refresh=True)
 
@@ -119,12 +148,20 @@ def submit(
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Show progress until it ends.")
     ] = False,
+    file: Annotated[
+        list[str] | None,
+        typer.Option("--file", "-f", help="Input file: name=path or path (repeatable)."),
+    ] = None,
     store: StoreOpt = None,
     imports: ImportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a job. Prints its id at once; with --wait, follows it and prints the result."""
     settings = settings_for(store, imports)
+    try:
+        files = remote.parse_files(file)
+    except ValueError as exc:
+        fail(str(exc), 2)
     try:
         new = NewJob(
             kind=kind, input=parse_input(input), queue=queue, priority=priority, delay_s=delay,
@@ -135,10 +172,12 @@ def submit(
         fail(str(exc).replace("\n", " "), 2)
     service = local_service(settings)
     try:
-        job = service.submit(new)
+        job = service.submit(new, files=files)
     except errors.KindNotFoundError:
+        if not isinstance(service, Service):
+            raise
         register_local_kinds(service, settings)
-        job = service.submit(new)
+        job = service.submit(new, files=files)
     if not wait:
         if as_json:
             output.print_json(job.model_dump(mode="json"))
@@ -146,9 +185,7 @@ def submit(
             console.print(job.id)
         return
     err.print(f"submitted [bold]{job.id}[/]")
-    final = output.follow(
-        job.id, lambda after: (service.get(job.id), service.events(job.id, after))
-    )
+    final = output.follow(job.id, follower(service, job.id))
     finish(final, as_json)
 
 
@@ -225,9 +262,7 @@ def jobs_wait(
 ) -> None:
     """Follow a job with a live progress bar until it ends; exit 1 unless it succeeded."""
     service = local_service(settings_for(store))
-    final = output.follow(
-        job_id, lambda after: (service.get(job_id), service.events(job_id, after))
-    )
+    final = output.follow(job_id, follower(service, job_id))
     finish(final, as_json)
 
 
@@ -253,6 +288,26 @@ def jobs_delete(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None
     """Delete a finished job and its files."""
     local_service(settings_for(store)).delete(job_id)
     console.print(f"{job_id} deleted")
+
+
+@jobs_app.command("download")
+def jobs_download(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    name: Annotated[str | None, typer.Argument(help="File name (default: every output).")] = None,
+    dest: Annotated[Path, typer.Option("--dest", "-o", help="File or directory.")] = Path("."),
+    store: StoreOpt = None,
+) -> None:
+    """Download a job's output files."""
+    service = local_service(settings_for(store))
+    names = (
+        [name] if name else [f["name"] for f in service.files(job_id) if f["direction"] == "out"]
+    )
+    if not names:
+        fail(f"job {job_id} has no output files")
+    if len(names) > 1 and not dest.is_dir():
+        fail(f"{dest} is not a directory; several files to save", 2)
+    for each in names:
+        console.print(str(remote.save(service, job_id, each, dest)))
 
 
 # -- kinds, queues, workers, maintenance -------------------------------------------------------
@@ -299,7 +354,7 @@ def queues(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def workers(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Show the worker processes that are alive and what they run."""
-    found = local_service(settings_for(store)).store.workers()
+    found = local_service(settings_for(store)).workers()
     if as_json:
         output.print_json([w.model_dump(mode="json") for w in found])
         return
@@ -321,7 +376,10 @@ def prune(
 ) -> None:
     """Delete finished jobs (and their files) older than a given age."""
     seconds = parse_duration(older_than)
-    count = local_service(settings_for(store)).prune(seconds)
+    service = local_service(settings_for(store))
+    if not isinstance(service, Service):
+        fail("prune runs against the store, not an API URL; run it where the store is", 2)
+    count = service.prune(seconds)
     console.print(f"deleted {count} finished jobs older than {older_than}")
 
 

@@ -14,11 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from conveyor import errors
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.deps import ServiceDep
-from conveyor.api.routes.uploads import upload_key, upload_prefix
 from conveyor.api.schemas import BatchResult, BatchSubmit, problems
+from conveyor.api.staging import submit_with_files
 from conveyor.models import Job, JobFilter, JobPage, JobState, NewJob
 from conveyor.service import Service
-from conveyor.storage import job_key, job_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -132,40 +131,6 @@ def submit_jobs(
     replay = all(
         j.idempotency_key is not None and j.created_at.timestamp() < before for j in created
     )
-    return created, replay
-
-
-def submit_with_files(
-    service: Service, jobs: list[NewJob], files: list[Staged]
-) -> tuple[list[Job], bool]:
-    """Move staged uploads into each job's inputs *before* enqueueing, so no worker can claim
-    a job whose files are not there yet."""
-    now = service.store.now()
-    specs = []
-    for new in jobs:
-        kind = service.kind(new.kind)
-        service.validate(kind, new.input)
-        specs.append(Service._spec(new, kind, now))
-    for spec, staged in zip(specs, files, strict=True):
-        for name, upload_id in staged.items():
-            source = upload_key(upload_id, name)
-            service.storage.stat(source)  # 404 names the missing upload
-            service.storage.write(job_key(spec.id, "in", name), service.storage.read(source))
-    try:
-        created = service.store.enqueue(specs)
-    except BaseException:
-        for spec in specs:
-            service.storage.delete_prefix(job_prefix(spec.id))
-        raise
-    replay = True
-    for spec, job in zip(specs, created, strict=True):
-        if job.id != spec.id:  # an idempotent replay: the original job has its files
-            service.storage.delete_prefix(job_prefix(spec.id))
-        else:
-            replay = False
-    for staged in files:
-        for upload_id in set(staged.values()):
-            service.storage.delete_prefix(upload_prefix(upload_id))
     return created, replay
 
 

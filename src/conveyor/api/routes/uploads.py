@@ -6,33 +6,20 @@ job's inputs before the job becomes visible to workers, so it can never start wi
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from conveyor import errors
+from conveyor.api import staging
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.deps import ServiceDep, SettingsDep
 from conveyor.api.routes.files import body_chunks, check_upload
 from conveyor.api.schemas import Upload, problems
+from conveyor.api.staging import upload_key
 from conveyor.storage import check_name
 
 router = APIRouter(prefix="/v1/uploads", tags=["files"])
-
-UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def upload_key(upload_id: str, name: str) -> str:
-    if not UPLOAD_ID.match(upload_id):
-        raise errors.InvalidInputError(f"invalid upload id {upload_id!r}", upload_id=upload_id)
-    return f"uploads/{upload_id}/{check_name(name)}"
-
-
-def upload_prefix(upload_id: str) -> str:
-    return f"uploads/{upload_id}/"
 
 
 @router.put(
@@ -57,7 +44,6 @@ async def stage(
     """Stream the body into staging; pass the returned `id` in the submit body's `files`."""
     check_name(name)
     limit = check_upload(request, settings.max_upload_bytes)
-    upload_id = uuid.uuid4().hex
-    key = upload_key(upload_id, name)
-    size = await run_in_threadpool(service.storage.write, key, body_chunks(request), limit)
+    upload_id = await run_in_threadpool(staging.stage, service, name, body_chunks(request), limit)
+    size = await run_in_threadpool(lambda: service.storage.stat(upload_key(upload_id, name)).size)
     return Upload(id=upload_id, name=name, size=size)
