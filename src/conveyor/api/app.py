@@ -46,10 +46,4 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api import routes
 
     routes.install(app)
-    from conveyor.api.compat import taskqueue
-
-    app.include_router(taskqueue.router)
-    from conveyor.dashboard.routes import router as dashboard
-
-    app.include_router(dashboard)
     return app
