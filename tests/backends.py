@@ -44,4 +44,5 @@ BACKENDS = [
     Backend("sqlite"),
     Backend("memory", shared=False),
     Backend("redis", marks=(pytest.mark.redis,)),
+    Backend("postgres", marks=(pytest.mark.postgres,)),
 ]

@@ -12,7 +12,7 @@ from conveyor.clock import FakeClock
 from conveyor.store import Store
 from tests.backends import BACKENDS, Backend
 
-pytest_plugins = ["tests.servers.redis"]
+pytest_plugins = ["tests.servers.redis", "tests.servers.postgres"]
 
 
 @pytest.fixture

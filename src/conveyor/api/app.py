@@ -46,4 +46,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api import routes
 
     routes.install(app)
+    from conveyor.api.routes import deliveries
+
+    app.include_router(deliveries.router)
     return app

@@ -1,0 +1,900 @@
+"""PostgreSQL store: many machines share one database.
+
+Semantics mirror the SQLite reference store exactly (the decisions come from `store.rules`);
+what differs is how concurrency is handled:
+
+- Claims pick rows with `FOR UPDATE SKIP LOCKED` inside a materialized CTE, so concurrent
+  workers never wait on each other and `LIMIT` is honoured (the planner cannot turn the pick
+  into a nested loop that updates more rows than asked).
+- Every transaction that writes events takes one transaction-level advisory lock right before
+  its events, after any row locks it needs, and holds it to commit. Event sequence numbers
+  therefore become visible in increasing order, so `feed(after=seq)` is a gap-free outbox.
+  Statements are pipelined, so the lock is held for server time only, never a network wait,
+  except in the second half of settle/cancel/retry (after a `FOR UPDATE` read).
+- Time is the database server's clock (`statement_timestamp()`), never a worker's, unless a
+  clock is injected (tests); then every timestamp comes from it.
+- A lost connection raises `StoreUnavailableError` (callers retry); the pool replaces broken
+  connections in the background with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from conveyor import errors
+from conveyor.clock import Clock
+from conveyor.models import (
+    Job,
+    JobError,
+    JobEvent,
+    JobFilter,
+    JobPage,
+    JobState,
+    KindInfo,
+    Lease,
+    Progress,
+    QueueStats,
+    WorkerInfo,
+)
+from conveyor.store import pg_migrations, rules
+from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement
+from conveyor.store.pg_listen import CHANNEL, Listener
+from conveyor.store.rules import Outcome
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[Any]
+Row = tuple[Any, ...]
+
+JOB_COLUMNS = (
+    "id, kind, queue, state, input, priority, run_at, attempt, max_attempts, timeout_s, "
+    "backoff_s, progress, result, error, tags, idempotency_key, webhook, lease_owner, "
+    "lease_token, lease_expires_at, cancel_requested, created_at, started_at, finished_at, "
+    "updated_at"
+)
+IDEMPOTENCY_WINDOW_S = 24 * 3600.0
+#: The clock of every statement: the injected one if any, else the server's.
+NOW = "coalesce(%(now)s::timestamptz, statement_timestamp())"
+#: Serializes event writers so event seqs commit in order (see the module docstring).
+EVENTS_LOCK = f"SELECT pg_advisory_xact_lock({pg_migrations.LOCK_KEY + 1})"
+NOTIFY = f"SELECT pg_notify('{CHANNEL}', q) FROM unnest(%(queues)s::text[]) AS q"
+INSERT_EVENTS = (
+    "INSERT INTO conveyor_events (job_id, at, type, data)"
+    " SELECT e.job_id, e.at, e.type, e.data::json FROM unnest(%(ev_job)s::text[],"
+    " %(ev_at)s::timestamptz[], %(ev_type)s::text[], %(ev_data)s::text[])"
+    " WITH ORDINALITY AS e(job_id, at, type, data, ord) ORDER BY e.ord"
+)
+_OPTIONS = {"pool_size", "migrate"}  # conveyor's own URL options, not libpq's
+_DEFAULTS = {
+    "connect_timeout": "5",
+    # Notice a dead server or a silent network cut within seconds, not hours.
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+    "application_name": "conveyor",
+}
+_SESSION_SETUP = (
+    "SET TIME ZONE 'UTC'; SET idle_in_transaction_session_timeout = '60s'; SET lock_timeout = '30s'"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def row_to_job(row: Sequence[Any]) -> Job:
+    """Build a Job from a row selected with JOB_COLUMNS (no validation: the store wrote it)."""
+    lease = None
+    if row[18] is not None and row[3] == "running":
+        lease = Lease.model_construct(owner=row[17], token=row[18], expires_at=row[19])
+    progress, error = row[11], row[13]
+    return Job.model_construct(
+        id=row[0],
+        kind=row[1],
+        queue=row[2],
+        state=JobState(row[3]),
+        input=row[4],
+        priority=row[5],
+        run_at=row[6],
+        attempt=row[7],
+        max_attempts=row[8],
+        timeout_s=row[9],
+        backoff_s=row[10],
+        progress=None if progress is None else Progress.model_construct(**progress),
+        result=row[12],
+        error=None if error is None else JobError.model_construct(**error),
+        tags=row[14],
+        idempotency_key=row[15],
+        webhook=row[16],
+        lease=lease,
+        cancel_requested=row[20],
+        created_at=row[21],
+        started_at=row[22],
+        finished_at=row[23],
+        updated_at=row[24],
+    )
+
+
+class _Events:
+    """Event rows collected in Python, inserted with one statement (`INSERT_EVENTS`)."""
+
+    def __init__(self) -> None:
+        self.job: list[str] = []
+        self.at: list[datetime | None] = []
+        self.type: list[str] = []
+        self.data: list[str] = []
+
+    def add(self, job_id: str, at: datetime | None, type_: str, data: dict[str, Any]) -> None:
+        self.job.append(job_id)
+        self.at.append(at)
+        self.type.append(type_)
+        self.data.append(_dumps(data))
+
+    def params(self) -> dict[str, Any]:
+        return {"ev_job": self.job, "ev_at": self.at, "ev_type": self.type, "ev_data": self.data}
+
+
+class PostgresStore:
+    """A `Store` on a PostgreSQL database, shared by any number of processes and hosts."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        clock: Clock | None = None,
+        pool_size: int = 10,
+        migrate: bool = True,
+    ) -> None:
+        self.clock = clock
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise errors.ConfigurationError(f"invalid PostgreSQL URL: {exc}") from exc
+        for key, value in _DEFAULTS.items():
+            params.setdefault(key, value)
+        self.conninfo = make_conninfo("", **params)
+        self.where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+        if migrate:
+            self.migrate()
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            self.conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=max(1, pool_size),
+            configure=_configure,
+            timeout=10.0,
+            reconnect_timeout=10.0,  # then the pool regrows on demand, starting afresh
+            name="conveyor",
+            open=True,
+        )
+        self._listener = Listener(self.conninfo, {})
+
+    @classmethod
+    def from_url(cls, url: str, clock: Clock | None = None) -> PostgresStore:
+        """`postgresql://user:pass@host:port/db?sslmode=…`; conveyor options: `pool_size=10`,
+        `migrate=false` (do not apply pending migrations on open; use `conveyor db migrate`).
+        """
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = {k: v for k, v in query if k in _OPTIONS}
+        rest = [(k, v) for k, v in query if k not in _OPTIONS]
+        conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(rest)))
+        try:
+            pool_size = int(ours.get("pool_size", "10"))
+        except ValueError as exc:
+            raise errors.ConfigurationError("pool_size must be a whole number") from exc
+        migrate = ours.get("migrate", "true").lower() not in {"0", "false", "no", "off"}
+        return cls(conninfo, clock=clock, pool_size=pool_size, migrate=migrate)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def migrate(self) -> list[pg_migrations.Migration]:
+        """Apply pending schema migrations (safe while other processes do the same)."""
+        try:
+            with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                applied = pg_migrations.migrate(conn)
+                _warn_if_not_durable(conn)
+                return applied
+        except psycopg.OperationalError as exc:
+            raise errors.StoreUnavailableError(
+                f"cannot reach PostgreSQL at {self.where}: {_first_line(exc)}"
+            ) from exc
+
+    def schema_version(self) -> tuple[int, int]:
+        """(the database's schema version, the newest this conveyor knows)."""
+        with self._conn() as conn:
+            return pg_migrations.current_version(conn), pg_migrations.latest_version()
+
+    @contextmanager
+    def _conn(self) -> Iterator[Conn]:
+        """A pooled connection; driver and connection errors become conveyor errors."""
+        try:
+            with self._pool.connection() as conn:
+                try:
+                    yield conn
+                except BaseException:
+                    _rollback(conn)
+                    raise
+        except PoolTimeout as exc:
+            raise errors.StoreUnavailableError(
+                f"no connection to PostgreSQL at {self.where} (is it running?)"
+            ) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise errors.StoreUnavailableError(
+                f"PostgreSQL at {self.where}: {_first_line(exc)}; try again"
+            ) from exc
+        except psycopg.DataError as exc:
+            raise errors.InvalidInputError(f"the database refused a value: {exc}") from exc
+        except psycopg.IntegrityError as exc:
+            raise errors.InvalidInputError(f"conflicting write: {_first_line(exc)}") from exc
+
+    def _now_param(self) -> datetime | None:
+        return None if self.clock is None else _dt(self.clock())
+
+    @staticmethod
+    def _pipeline(
+        conn: Conn, statements: Sequence[tuple[str, dict[str, Any] | None]], *, begin: bool
+    ) -> list[list[Row]]:
+        """Run statements (and COMMIT) in one round trip; the rows each returned."""
+        with conn.pipeline():
+            if begin:
+                conn.execute("BEGIN")
+            cursors = [conn.execute(sql.encode(), params) for sql, params in statements]
+            conn.execute("COMMIT")
+        return [cur.fetchall() if cur.description else [] for cur in cursors]
+
+    def _read(self, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
+        with self._conn() as conn:
+            return conn.execute(sql.encode(), params).fetchall()
+
+    def now(self) -> float:
+        if self.clock is not None:
+            return self.clock()
+        row = self._read("SELECT extract(epoch FROM statement_timestamp())::float8")
+        return float(row[0][0])
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
+    def close(self) -> None:
+        self._listener.close()
+        self._pool.close()
+
+    # -- enqueue ------------------------------------------------------------------------------
+
+    def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
+        if not specs:
+            return []
+        keys = _batch_keys(specs)
+        now = self._now_param()
+        with self._conn() as conn:
+            existing: dict[str | None, str] = {}
+            if keys:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute(EVENTS_LOCK.encode())
+                    cur = conn.execute(
+                        "SELECT key, job_id, request_hash FROM conveyor_idempotency"
+                        f" WHERE key = ANY(%(keys)s::text[]) AND expires_at > {NOW}".encode(),
+                        {"keys": list(keys), "now": now},
+                    )
+                for key, job_id, request_hash in cur.fetchall():
+                    if request_hash != keys[key]:
+                        raise errors.IdempotencyConflictError(idempotency_key=key, job_id=job_id)
+                    existing[key] = job_id
+            new = [s for s in specs if s.idempotency_key not in existing]
+            statements: list[tuple[str, dict[str, Any] | None]] = []
+            if not keys:
+                statements.append((EVENTS_LOCK, None))
+            statements.append((_INSERT_JOBS, _insert_params(new, now)))
+            statements.append((NOTIFY, {"queues": sorted({s.queue for s in new})}))
+            if existing:
+                statements.append(
+                    (f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])",
+                     {"ids": list(existing.values())})
+                )  # fmt: skip
+            results = self._pipeline(conn, statements, begin=not keys)
+        jobs = {row[0]: row_to_job(row) for rows in results for row in rows if len(row) > 20}
+        return [jobs[existing.get(s.idempotency_key, s.id)] for s in specs]
+
+    # -- the lease life cycle ---------------------------------------------------------------
+
+    def claim(
+        self,
+        queues: Sequence[str],
+        owner: str,
+        n: int,
+        lease_s: float,
+        *,
+        kinds: Sequence[str] | None = None,
+        tag: str | None = None,
+    ) -> list[Job]:
+        if n <= 0 or not queues or kinds == []:
+            return []
+        params: dict[str, Any] = {"now": self._now_param(), "owner": owner, "n": n,
+                                  "lease": lease_s}  # fmt: skip
+        if len(queues) == 1:  # an equality keeps the ready index's order: no sort at all
+            where = "queue = %(queue)s"
+            params["queue"] = queues[0]
+        else:
+            where = "queue = ANY(%(queues)s::text[])"
+            params["queues"] = list(queues)
+        if kinds:
+            where += " AND kind = ANY(%(kinds)s::text[])"
+            params["kinds"] = list(kinds)
+        if tag is not None:
+            where += " AND tags ? %(tag)s"
+            params["tag"] = tag
+        sql = (
+            "WITH picked AS MATERIALIZED ("
+            " SELECT id FROM conveyor_jobs"
+            f" WHERE state IN ('queued', 'scheduled') AND {where} AND run_at <= {NOW}"
+            " ORDER BY priority DESC, run_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+            "), claimed AS ("
+            " UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1,"
+            "  lease_owner = %(owner)s, lease_token = replace(gen_random_uuid()::text, '-', ''),"
+            f"  lease_expires_at = {NOW} + make_interval(secs => %(lease)s),"
+            f"  started_at = {NOW}, updated_at = {NOW}"
+            " FROM picked WHERE j.id = picked.id"
+            f" RETURNING {', '.join('j.' + c.strip() for c in JOB_COLUMNS.split(','))}"
+            "), events AS ("
+            " INSERT INTO conveyor_events (job_id, at, type, data)"
+            " SELECT id, started_at, 'state', json_build_object('state', 'running',"
+            "  'attempt', attempt, 'worker', lease_owner)"
+            " FROM claimed ORDER BY priority DESC, run_at, id"
+            f") SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id"
+        )
+        with self._conn() as conn:
+            [_, rows] = self._pipeline(conn, [(EVENTS_LOCK, None), (sql, params)], begin=True)
+        return [row_to_job(r) for r in rows]
+
+    def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
+        if not beats:
+            return {}
+        beats = sorted(beats, key=lambda b: b.job_id)  # lock rows in one order everywhere
+        now = self._now_param()
+        events = _Events()
+        tokens: list[str] = []
+        for beat in beats:
+            if beat.progress is not None:
+                events.add(beat.job_id, now, "progress", beat.progress.model_dump())
+                tokens.append(beat.token)
+            for line in beat.logs:
+                events.add(beat.job_id, now, "log", {"line": line})
+                tokens.append(beat.token)
+        update = (
+            "UPDATE conveyor_jobs j SET"
+            f" lease_expires_at = {NOW} + make_interval(secs => %(lease)s), updated_at = {NOW},"
+            " progress = coalesce(b.progress::json, j.progress)"
+            " FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(progress)s::text[])"
+            "  AS b(id, token, progress)"
+            " WHERE j.id = b.id AND j.lease_token = b.token AND j.state = 'running'"
+            " RETURNING j.id, j.cancel_requested"
+        )
+        statements: list[tuple[str, dict[str, Any] | None]] = [(update, {
+            "now": now, "lease": lease_s, "ids": [b.job_id for b in beats],
+            "tokens": [b.token for b in beats],
+            "progress": [None if b.progress is None else b.progress.model_dump_json()
+                         for b in beats],
+        })]  # fmt: skip
+        if events.job:
+            # Events only for leases that matched: join on the (unchanged) token.
+            statements.append((EVENTS_LOCK, None))
+            statements.append((
+                "INSERT INTO conveyor_events (job_id, at, type, data)"
+                f" SELECT e.job_id, {NOW}, e.type, e.data::json FROM unnest(%(ev_job)s::text[],"
+                " %(ev_token)s::text[], %(ev_type)s::text[], %(ev_data)s::text[])"
+                "  WITH ORDINALITY AS e(job_id, token, type, data, ord)"
+                " JOIN conveyor_jobs j ON j.id = e.job_id AND j.lease_token = e.token"
+                "  AND j.state = 'running' ORDER BY e.ord",
+                {**events.params(), "ev_token": tokens, "now": now},
+            ))  # fmt: skip
+        with self._conn() as conn:
+            rows = self._pipeline(conn, statements, begin=True)[0]
+        alive = {job_id: cancel for job_id, cancel in rows}
+        return {
+            b.job_id: (BeatStatus.LOST if b.job_id not in alive
+                       else BeatStatus.CANCEL if alive[b.job_id] else BeatStatus.OK)
+            for b in beats
+        }  # fmt: skip
+
+    def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        if not settlements:
+            return []
+        ids = sorted({s.job_id for s in settlements})
+        with self._conn() as conn:
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                now_cur = conn.execute(f"SELECT {NOW}".encode(), {"now": self._now_param()})
+                cur = conn.execute(
+                    b"SELECT id, lease_token, attempt, max_attempts, backoff_s, cancel_requested,"
+                    b" queue FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])"
+                    b" AND state = 'running' ORDER BY id FOR UPDATE",
+                    {"ids": ids},
+                )
+            [(now,)] = now_cur.fetchall()
+            current = {row[0]: row[1:] for row in cur.fetchall()}
+            applied, update, events, wake = _decide_all(settlements, current, now)
+            if not update["id"]:
+                conn.execute("ROLLBACK")
+                return applied
+            self._pipeline(
+                conn,
+                [(EVENTS_LOCK, None), (_SETTLE, {**update, "now": now}),
+                 (INSERT_EVENTS, events.params()), (NOTIFY, {"queues": sorted(wake)})],
+                begin=False,
+            )  # fmt: skip
+        return applied
+
+    def rescue(self, owner: str | None = None) -> list[str]:
+        params = {"now": self._now_param(), "owner": owner}
+        find = f"lease_expires_at < {NOW}" if owner is None else "lease_owner = %(owner)s"
+        promote = (
+            "WITH due AS ("
+            f" UPDATE conveyor_jobs SET state = 'queued', updated_at = {NOW}"
+            " WHERE id IN (SELECT id FROM conveyor_jobs WHERE state = 'scheduled'"
+            f"  AND run_at <= {NOW} ORDER BY run_at LIMIT 10000 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, queue, updated_at"
+            "), events AS ("
+            " INSERT INTO conveyor_events (job_id, at, type, data)"
+            " SELECT id, updated_at, 'state', '{\"state\":\"queued\"}'::json FROM due ORDER BY id"
+            f") SELECT q, pg_notify('{CHANNEL}', q) FROM (SELECT DISTINCT queue AS q FROM due) s"
+        )
+        with self._conn() as conn:
+            leases = conn.execute(
+                f"SELECT id, lease_token FROM conveyor_jobs WHERE state = 'running'"
+                f" AND {find}".encode(),
+                params,
+            ).fetchall()
+            self._pipeline(conn, [(EVENTS_LOCK, None), (promote, params)], begin=True)
+        lost = [Settlement(job_id, token, Outcome.LOST) for job_id, token in leases]
+        settled = self.settle(lost)
+        return [s.job_id for s, ok in zip(lost, settled, strict=True) if ok]
+
+    # -- user operations ----------------------------------------------------------------------
+
+    def _locked_job(self, conn: Conn, job_id: str) -> Job:
+        """Begin a transaction and lock the job's row (phase one of a read-decide-write)."""
+        conn.execute("BEGIN")
+        row = conn.execute(
+            f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = %s FOR UPDATE".encode(),
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+        return row_to_job(row)
+
+    def cancel(self, job_id: str) -> Job:
+        params = {"now": self._now_param(), "id": job_id}
+        with self._conn() as conn:
+            job = self._locked_job(conn, job_id)
+            if not rules.check_cancellable(job.state):
+                raise errors.InvalidStateError(
+                    f"job {job_id} is {job.state.value}; only waiting or running jobs can be"
+                    " cancelled",
+                    state=job.state.value,
+                )
+            if job.state is JobState.RUNNING:
+                change = "cancel_requested = true"
+                event = {"state": "running", "cancel_requested": True}
+            else:
+                change = f"state = 'cancelled', cancel_requested = true, finished_at = {NOW}"
+                event = {"state": "cancelled"}
+            update = (
+                f"UPDATE conveyor_jobs SET {change}, updated_at = {NOW} WHERE id = %(id)s"
+                f" RETURNING {JOB_COLUMNS}"
+            )
+            [_, [row], _] = self._pipeline(
+                conn, [(EVENTS_LOCK, None), (update, params), _one_event(job_id, event, params)],
+                begin=False,
+            )  # fmt: skip
+        return row_to_job(row)
+
+    def retry(self, job_id: str) -> Job:
+        params = {"now": self._now_param(), "id": job_id}
+        with self._conn() as conn:
+            job = self._locked_job(conn, job_id)
+            if not rules.check_retryable(job.state):
+                raise errors.InvalidStateError(
+                    f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be"
+                    " retried",
+                    state=job.state.value,
+                )
+            update = (
+                f"UPDATE conveyor_jobs SET state = 'queued', attempt = 0, run_at = {NOW},"
+                " cancel_requested = false, finished_at = NULL, result = NULL, progress = NULL,"
+                f" updated_at = {NOW} WHERE id = %(id)s RETURNING {JOB_COLUMNS}"
+            )
+            [_, [row], _, _] = self._pipeline(
+                conn,
+                [(EVENTS_LOCK, None), (update, params),
+                 _one_event(job_id, {"state": "queued", "retried": True}, params),
+                 (NOTIFY, {"queues": [job.queue]})],
+                begin=False,
+            )  # fmt: skip
+        return row_to_job(row)
+
+    def delete(self, job_id: str) -> None:
+        with self._conn() as conn:
+            job = self._locked_job(conn, job_id)
+            if not rules.check_deletable(job.state):
+                raise errors.InvalidStateError(
+                    f"job {job_id} is {job.state.value}; cancel it first, only finished jobs"
+                    " can be deleted",
+                    state=job.state.value,
+                )
+            self._pipeline(
+                conn,
+                [("DELETE FROM conveyor_events WHERE job_id = %(id)s", {"id": job_id}),
+                 ("DELETE FROM conveyor_jobs WHERE id = %(id)s", {"id": job_id})],
+                begin=False,
+            )  # fmt: skip
+
+    def get(self, job_id: str) -> Job:
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = %(id)s",
+                          {"id": job_id})  # fmt: skip
+        if not rows:
+            raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+        return row_to_job(rows[0])
+
+    def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
+        where, params = _filter_sql(filter)
+        if cursor:
+            where.append("id < %(cursor)s")
+            params["cursor"] = cursor
+        sql = f"SELECT {JOB_COLUMNS} FROM conveyor_jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT %(limit)s"
+        rows = self._read(sql, {**params, "limit": limit + 1})
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        next_cursor = jobs[-1].id if len(rows) > limit else None
+        return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        rows = self._read(
+            "SELECT seq, job_id, at, type, data FROM conveyor_events"
+            " WHERE job_id = %(id)s AND seq > %(after)s ORDER BY seq LIMIT %(limit)s",
+            {"id": job_id, "after": after, "limit": limit},
+        )
+        return [_event_model(r) for r in rows]
+
+    def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
+        rows = self._read(
+            "SELECT seq, job_id, at, type, data FROM conveyor_events WHERE seq > %(after)s"
+            " ORDER BY seq LIMIT %(limit)s",
+            {"after": after, "limit": limit},
+        )
+        return [_event_model(r) for r in rows]
+
+    # -- records ------------------------------------------------------------------------------
+
+    def put_record(self, collection: str, key: str, value: dict[str, Any]) -> None:
+        self._read(
+            "INSERT INTO conveyor_records (collection, key, value, updated_at)"
+            f" VALUES (%(c)s, %(k)s, %(v)s::json, {NOW}) ON CONFLICT (collection, key)"
+            " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+            " RETURNING key",
+            {"c": collection, "k": key, "v": _dumps(value), "now": self._now_param()},
+        )
+
+    def get_record(self, collection: str, key: str) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT value FROM conveyor_records WHERE collection = %(c)s AND key = %(k)s",
+            {"c": collection, "k": key},
+        )
+        return dict(rows[0][0]) if rows else None
+
+    def list_records(self, collection: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        rows = self._read(
+            "SELECT key, value FROM conveyor_records WHERE collection = %(c)s"
+            " AND starts_with(key, %(p)s) ORDER BY key",
+            {"c": collection, "p": prefix},
+        )
+        return [(key, value) for key, value in rows]
+
+    def delete_record(self, collection: str, key: str) -> bool:
+        rows = self._read(
+            "DELETE FROM conveyor_records WHERE collection = %(c)s AND key = %(k)s RETURNING key",
+            {"c": collection, "k": key},
+        )
+        return bool(rows)
+
+    # -- kinds, workers, stats, retention --------------------------------------------------
+
+    def register_kinds(self, kinds: Sequence[KindInfo]) -> None:
+        if not kinds:
+            return
+        self._read(
+            "INSERT INTO conveyor_kinds (name, info, updated_at)"
+            f" SELECT n, i::json, {NOW} FROM unnest(%(names)s::text[], %(infos)s::text[])"
+            " AS k(n, i) ON CONFLICT (name) DO UPDATE SET info = excluded.info,"
+            " updated_at = excluded.updated_at RETURNING name",
+            {"names": [k.name for k in kinds], "now": self._now_param(),
+             "infos": [k.model_dump_json(exclude={"updated_at"}) for k in kinds]},
+        )  # fmt: skip
+
+    def kinds(self) -> list[KindInfo]:
+        rows = self._read("SELECT info, updated_at FROM conveyor_kinds ORDER BY name")
+        return [KindInfo.model_validate({**info, "updated_at": at}) for info, at in rows]
+
+    def worker_beat(self, info: WorkerInfo) -> None:
+        if info.state == "stopped":
+            self._read("DELETE FROM conveyor_workers WHERE id = %(id)s RETURNING id",
+                       {"id": info.id})  # fmt: skip
+            return
+        self._read(
+            "INSERT INTO conveyor_workers (id, info, last_seen)"
+            f" VALUES (%(id)s, %(info)s::json, {NOW}) ON CONFLICT (id) DO UPDATE"
+            " SET info = excluded.info, last_seen = excluded.last_seen RETURNING id",
+            {"id": info.id, "info": info.model_dump_json(), "now": self._now_param()},
+        )
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._read("SELECT info, last_seen FROM conveyor_workers ORDER BY id")
+        return [WorkerInfo.model_validate({**info, "last_seen": seen}) for info, seen in rows]
+
+    def queue_stats(self) -> list[QueueStats]:
+        params = {"now": self._now_param()}
+        stats: dict[str, QueueStats] = {}
+        with self._conn() as conn, conn.pipeline():
+            counts = conn.execute(
+                b"SELECT queue, state, count(*) FROM conveyor_jobs GROUP BY queue, state"
+            )
+            oldest = conn.execute(
+                "SELECT queue, extract(epoch FROM max(age))::float8 FROM (SELECT queue,"
+                f" {NOW} - min(run_at) AS age FROM conveyor_jobs WHERE state IN"
+                f" ('queued', 'scheduled') AND run_at <= {NOW} GROUP BY queue) a"
+                " GROUP BY queue".encode(),
+                params,
+            )
+            recent = conn.execute(
+                "SELECT queue, count(*) FROM conveyor_jobs WHERE finished_at IS NOT NULL"
+                f" AND finished_at > {NOW} - interval '60 seconds' GROUP BY queue".encode(),
+                params,
+            )
+            rows = counts.fetchall(), oldest.fetchall(), recent.fetchall()
+        for queue, state, count in rows[0]:
+            setattr(stats.setdefault(queue, QueueStats(name=queue)), state, count)
+        for queue, age in rows[1]:
+            stats[queue].oldest_queued_age_s = max(0.0, age)
+        for queue, count in rows[2]:
+            stats[queue].finished_last_minute = count
+        return [stats[name] for name in sorted(stats)]
+
+    def prune(self, finished_before: float, limit: int = 10_000) -> list[str]:
+        params = {"before": _dt(finished_before), "limit": limit, "now": self._now_param()}
+        with self._conn() as conn:
+            [rows, _] = self._pipeline(
+                conn,
+                [("WITH gone AS MATERIALIZED (SELECT id FROM conveyor_jobs"
+                  " WHERE finished_at IS NOT NULL AND finished_at < %(before)s"
+                  " AND state IN ('succeeded', 'failed', 'cancelled')"
+                  " LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+                  " events AS (DELETE FROM conveyor_events WHERE job_id IN (SELECT id FROM gone))"
+                  " DELETE FROM conveyor_jobs WHERE id IN (SELECT id FROM gone) RETURNING id",
+                  params),
+                 (f"DELETE FROM conveyor_idempotency WHERE expires_at < {NOW}", params)],
+                begin=True,
+            )  # fmt: skip
+        return [r[0] for r in rows]
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        self._listener.wait(queues, timeout)
+
+
+# -- SQL built once ----------------------------------------------------------------------------
+
+_INSERT_JOBS = (
+    "WITH new AS ("
+    " SELECT * FROM unnest(%(id)s::text[], %(kind)s::text[], %(queue)s::text[],"
+    "  %(input)s::text[], %(priority)s::int[], %(run_at)s::timestamptz[],"
+    "  %(max_attempts)s::int[], %(timeout_s)s::float8[], %(backoff_s)s::float8[],"
+    "  %(tags)s::text[], %(ikey)s::text[], %(webhook)s::text[])"
+    " WITH ORDINALITY AS n(id, kind, queue, input, priority, run_at, max_attempts, timeout_s,"
+    "  backoff_s, tags, ikey, webhook, ord)"
+    "), ins AS ("
+    " INSERT INTO conveyor_jobs (id, kind, queue, state, input, priority, run_at,"
+    "  max_attempts, timeout_s, backoff_s, tags, idempotency_key, webhook, created_at,"
+    "  updated_at)"
+    f" SELECT id, kind, queue, CASE WHEN run_at > {NOW} THEN 'scheduled' ELSE 'queued' END,"
+    "  input::json, priority, run_at, max_attempts, timeout_s, backoff_s, tags::jsonb, ikey,"
+    f"  webhook::json, {NOW}, {NOW} FROM new ORDER BY ord"
+    f" RETURNING {JOB_COLUMNS}"
+    "), events AS ("
+    " INSERT INTO conveyor_events (job_id, at, type, data)"
+    " SELECT ins.id, ins.created_at, 'state', json_build_object('state', ins.state)"
+    " FROM ins JOIN new ON new.id = ins.id ORDER BY new.ord"
+    "), keys AS ("
+    " INSERT INTO conveyor_idempotency (key, job_id, request_hash, expires_at)"
+    f" SELECT k, j, h, {NOW} + make_interval(secs => %(window)s)"
+    " FROM unnest(%(k_key)s::text[], %(k_job)s::text[], %(k_hash)s::text[]) AS k(k, j, h)"
+    " ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id,"
+    "  request_hash = excluded.request_hash, expires_at = excluded.expires_at"
+    f") SELECT {JOB_COLUMNS} FROM ins"
+)
+
+_SETTLE = (
+    "UPDATE conveyor_jobs j SET state = u.state, run_at = coalesce(u.run_at, j.run_at),"
+    " attempt = u.attempt, result = u.result::json, error = coalesce(u.error::json, j.error),"
+    " finished_at = u.finished_at, updated_at = %(now)s, lease_owner = NULL,"
+    " lease_token = NULL, lease_expires_at = NULL,"
+    " progress = CASE WHEN u.reset THEN NULL ELSE j.progress END"
+    " FROM unnest(%(id)s::text[], %(token)s::text[], %(state)s::text[],"
+    "  %(run_at)s::timestamptz[], %(attempt)s::int[], %(result)s::text[], %(error)s::text[],"
+    "  %(finished)s::timestamptz[], %(reset)s::bool[])"
+    " AS u(id, token, state, run_at, attempt, result, error, finished_at, reset)"
+    " WHERE j.id = u.id AND j.lease_token = u.token"
+)
+
+
+def _insert_params(specs: Sequence[JobSpec], now: datetime | None) -> dict[str, Any]:
+    keyed = [s for s in specs if s.idempotency_key is not None]
+    return {
+        "now": now,
+        "window": IDEMPOTENCY_WINDOW_S,
+        "id": [s.id for s in specs],
+        "kind": [s.kind for s in specs],
+        "queue": [s.queue for s in specs],
+        "input": [_dumps(s.input) for s in specs],
+        "priority": [s.priority for s in specs],
+        "run_at": [_dt(s.run_at) for s in specs],
+        "max_attempts": [s.max_attempts for s in specs],
+        "timeout_s": [s.timeout_s for s in specs],
+        "backoff_s": [s.backoff_s for s in specs],
+        "tags": [_dumps(list(s.tags)) for s in specs],
+        "ikey": [s.idempotency_key for s in specs],
+        "webhook": [None if s.webhook is None else _dumps(s.webhook) for s in specs],
+        "k_key": [s.idempotency_key for s in keyed],
+        "k_job": [s.id for s in keyed],
+        "k_hash": [s.request_hash for s in keyed],
+    }
+
+
+def _batch_keys(specs: Sequence[JobSpec]) -> dict[str, str | None]:
+    """The batch's idempotency keys and request hashes; a key used twice is refused."""
+    seen: dict[str, str | None] = {}
+    for spec in specs:
+        key = spec.idempotency_key
+        if key is None:
+            continue
+        if key in seen:
+            if seen[key] != spec.request_hash:
+                raise errors.IdempotencyConflictError(idempotency_key=key)
+            raise errors.InvalidInputError(
+                f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
+            )
+        seen[key] = spec.request_hash
+    return seen
+
+
+def _decide_all(
+    settlements: Sequence[Settlement], current: dict[str, Row], now: datetime
+) -> tuple[list[bool], dict[str, list[Any]], _Events, set[str]]:
+    """Apply the rules to each settlement whose token is current (phase two's parameters)."""
+    applied: list[bool] = []
+    columns = ("id", "token", "state", "run_at", "attempt", "result", "error", "finished", "reset")
+    update: dict[str, list[Any]] = {k: [] for k in columns}
+    events = _Events()
+    wake: set[str] = set()
+    now_s = now.timestamp()
+    for s in settlements:
+        row = current.get(s.job_id)
+        if row is None or row[0] != s.token:
+            applied.append(False)
+            continue
+        current.pop(s.job_id)  # a second settlement of the same lease is stale
+        d = rules.decide(
+            outcome=s.outcome, attempt=row[1], max_attempts=row[2], backoff_s=row[3],
+            cancel_requested=bool(row[4]), now=now_s, error=s.error, retry=s.retry,
+        )  # fmt: skip
+        if d.state is JobState.QUEUED or (d.state is JobState.SCHEDULED and d.run_at == now_s):
+            wake.add(row[5])
+        for key, value in (
+            ("id", s.job_id), ("token", s.token), ("state", d.state.value),
+            ("run_at", None if d.run_at is None else _dt(d.run_at)), ("attempt", d.attempt),
+            ("result", _dumps(s.result) if d.state is JobState.SUCCEEDED else None),
+            ("error", None if d.error is None else d.error.model_dump_json()),
+            ("finished", now if d.finished else None), ("reset", d.state is JobState.QUEUED),
+        ):  # fmt: skip
+            update[key].append(value)
+        events.add(s.job_id, now, "state", _state_data(d))
+        applied.append(True)
+    return applied, update, events, wake
+
+
+def _one_event(
+    job_id: str, data: dict[str, Any], params: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    return (
+        "INSERT INTO conveyor_events (job_id, at, type, data)"
+        f" VALUES (%(id)s, {NOW}, 'state', %(data)s::json)",
+        {**params, "data": _dumps(data)},
+    )
+
+
+def _event_model(row: Sequence[Any]) -> JobEvent:
+    return JobEvent.model_construct(seq=row[0], job_id=row[1], at=row[2], type=row[3],
+                                    data=row[4])  # fmt: skip
+
+
+def _state_data(decision: rules.Decision) -> dict[str, Any]:
+    data: dict[str, Any] = {"state": decision.state.value, "attempt": decision.attempt}
+    if decision.error is not None:
+        data["error"] = decision.error.model_dump(exclude={"traceback"})
+    if decision.state is JobState.SCHEDULED and decision.run_at is not None:
+        data["run_at"] = decision.run_at
+    return data
+
+
+def _filter_sql(f: JobFilter) -> tuple[list[str], dict[str, Any]]:
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    if f.state:
+        where.append("state = ANY(%(states)s::text[])")
+        params["states"] = [s.value for s in f.state]
+    for column, value in (("kind", f.kind), ("queue", f.queue)):
+        if value is not None:
+            where.append(f"{column} = %({column})s")
+            params[column] = value
+    if f.tag is not None:
+        where.append("tags ? %(tag)s")
+        params["tag"] = f.tag
+    if f.created_after is not None:
+        where.append("created_at >= %(after)s")
+        params["after"] = f.created_after
+    if f.created_before is not None:
+        where.append("created_at < %(before)s")
+        params["before"] = f.created_before
+    if f.ids is not None:
+        where.append("id = ANY(%(ids)s::text[])")
+        params["ids"] = list(f.ids)
+    return where, params
+
+
+def _configure(conn: Conn) -> None:
+    conn.execute(_SESSION_SETUP.encode())
+
+
+def _rollback(conn: Conn) -> None:
+    """Leave the connection idle after an error (the pool discards it if it is broken)."""
+    if conn.closed:
+        return
+    with suppress(psycopg.Error):
+        if conn.info.transaction_status in (pq.TransactionStatus.INTRANS,
+                                            pq.TransactionStatus.INERROR):  # fmt: skip
+            conn.execute("ROLLBACK")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _warn_if_not_durable(conn: Conn) -> None:
+    rows = conn.execute(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit')"
+    ).fetchall()
+    for name, setting in rows:
+        if setting == "off":
+            log.warning(
+                "PostgreSQL has %s=off: acknowledged jobs may be lost if the server crashes;"
+                " turn it on for the durability conveyor promises",
+                name,
+            )

@@ -1,0 +1,1 @@
+"""Private throwaway servers for tests: started on free ports in temp dirs, stopped by PID."""
