@@ -1,0 +1,367 @@
+"""The webhook dispatcher: follows the store's event feed (the durable outbox) and delivers.
+
+Every state change is written to the event log in the same transaction as the change itself,
+so the feed is an outbox nothing can slip past. The dispatcher:
+
+1. reads the feed after its cursor (`webhooks/cursor` record);
+2. for each event and each endpoint that wants it (the job's webhook, else its queue's default)
+   writes a delivery record (`webhook_deliveries/<job>/<seq>-<n>`, the body frozen, a stable
+   `webhook-id`) and a pending entry (`webhook_pending/<same key>`) — and only then advances
+   the cursor, so a crash re-reads the events and finds the deliveries already there;
+3. sends due pending deliveries, signed (Standard Webhooks), through the SSRF-guarded sender;
+   records each attempt; on failure schedules the next one with exponential backoff and
+   jitter until the horizon passes; a 410 answer disables the endpoint.
+
+Killed at any point it loses nothing: a delivery is deleted from `webhook_pending` only after
+its final outcome is recorded, so at worst one message is sent twice, with the same
+`webhook-id` (receivers deduplicate on it). One dispatcher per store is active at a time
+(a lease record); others wait.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from conveyor import errors
+from conveyor.ids import uuid7
+from conveyor.models import Job, JobEvent, JobFilter
+from conveyor.store.base import Store
+from conveyor.webhooks import endpoints
+from conveyor.webhooks.config import WebhookSettings, WebhookSpec, event_type, parse_spec
+from conveyor.webhooks.sender import Outcome, Sender
+from conveyor.webhooks.signing import sign_headers
+from conveyor.webhooks.ssrf import CallbackPolicy
+
+log = logging.getLogger("conveyor.webhooks")
+
+STATE = "webhooks"
+DELIVERIES = "webhook_deliveries"
+PENDING = "webhook_pending"
+FEED_BATCH = 500
+MAX_LOGGED_ATTEMPTS = 50
+RESPONSE_LOGGED = 512
+
+
+def deliveries_of(store: Store, job_id: str) -> list[dict[str, Any]]:
+    """The delivery log of one job, oldest first (what `GET /v1/jobs/{id}/deliveries` shows)."""
+    return [value for _, value in store.list_records(DELIVERIES, prefix=f"{job_id}/")]
+
+
+class Dispatcher:
+    """Delivers webhooks from one store. Call `run(stop)` in a thread or process."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: WebhookSettings | None = None,
+        policy: CallbackPolicy | None = None,
+        *,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or WebhookSettings()
+        self.policy = policy or CallbackPolicy.from_env()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid7()[-8:]}"
+        self.rng = rng or random.Random()
+        self.sender = Sender(self.policy, self.settings.timeout_s, self.settings.max_response_bytes)
+        self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="webhook")
+        self.wake = threading.Event()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.sender.close()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
+        """Poll and deliver until `stop` is set."""
+        log.info("webhook dispatcher %s started", self.owner)
+        if on_ready:
+            on_ready()
+        try:
+            while not stop.is_set():
+                busy = False
+                try:
+                    busy = self.step()
+                except errors.StoreUnavailableError as exc:
+                    log.warning("store unavailable (%s); webhook delivery retries", exc)
+                except Exception:
+                    log.exception("webhook dispatcher step failed; retrying")
+                if not busy:
+                    self.wake.wait(self.settings.poll_s)
+                    self.wake.clear()
+        finally:
+            self._release_lease()
+            self.close()
+
+    def step(self) -> bool:
+        """One pass: take the lease, turn new events into deliveries, send what is due.
+
+        Returns True if there may be more work right away.
+        """
+        if not self._take_lease():
+            return False
+        more = self.collect()
+        sent = self.deliver_due()
+        return more or sent > 0
+
+    # -- lease: one active dispatcher per store -------------------------------------------------
+
+    def _take_lease(self) -> bool:
+        now = self.store.now()
+        lease = self.store.get_record(STATE, "lease")
+        if lease and lease.get("owner") != self.owner and lease.get("expires_at", 0) > now:
+            return False
+        self.store.put_record(
+            STATE, "lease", {"owner": self.owner, "expires_at": now + self.settings.lease_s}
+        )
+        # Two dispatchers racing for an expired lease: the last write wins, the other backs off.
+        lease = self.store.get_record(STATE, "lease")
+        return bool(lease and lease.get("owner") == self.owner)
+
+    def _release_lease(self) -> None:
+        with contextlib.suppress(Exception):
+            lease = self.store.get_record(STATE, "lease")
+            if lease and lease.get("owner") == self.owner:
+                self.store.delete_record(STATE, "lease")
+
+    # -- outbox → deliveries ------------------------------------------------------------------
+
+    def cursor(self) -> int:
+        record = self.store.get_record(STATE, "cursor")
+        return int(record["seq"]) if record else 0
+
+    def collect(self) -> bool:
+        """Create deliveries for new events; True if the feed had a full batch."""
+        after = self.cursor()
+        events = self.store.feed(after, FEED_BATCH)
+        if not events:
+            return False
+        jobs = self._jobs({e.job_id for e in events})
+        queue_specs: dict[str, WebhookSpec | None] = {}
+        for event in events:
+            job = jobs.get(event.job_id)
+            if job is not None:
+                for index, spec in enumerate(self._specs(job, queue_specs)):
+                    if spec.wants(event_type(event)):
+                        self._create(job, event, index, spec)
+        self.store.put_record(STATE, "cursor", {"seq": events[-1].seq})
+        return len(events) == FEED_BATCH
+
+    def _jobs(self, ids: set[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        chunk = sorted(ids)
+        for start in range(0, len(chunk), 200):
+            part = chunk[start : start + 200]
+            page = self.store.list_jobs(JobFilter(ids=part), None, len(part))
+            found.update((job.id, job) for job in page.jobs)
+        return found
+
+    def _specs(self, job: Job, cache: dict[str, WebhookSpec | None]) -> list[WebhookSpec]:
+        if job.webhook:
+            try:
+                return [parse_spec(job.webhook)]
+            except errors.InvalidInputError as exc:
+                log.warning("job %s has an invalid webhook (%s); skipping it", job.id, exc)
+                return []
+        if job.queue not in cache:
+            cache[job.queue] = endpoints.queue_default(self.store, job.queue)
+        default = cache[job.queue]
+        return [] if default is None else [default]
+
+    def _create(self, job: Job, event: JobEvent, index: int, spec: WebhookSpec) -> None:
+        key = f"{job.id}/{event.seq:012d}-{index}"
+        existing = self.store.get_record(DELIVERIES, key)
+        if existing is not None:
+            if existing.get("status") == "pending":  # crashed between the two writes
+                self.store.put_record(PENDING, key, {"next_at": existing["next_at"]})
+            return
+        kind = event_type(event)
+        method, body = _render(job, event, kind, spec)
+        now = self.store.now()
+        delivery = {
+            "id": f"msg_{event.seq}_{index}",
+            "job_id": job.id,
+            "seq": event.seq,
+            "event": kind,
+            "url": spec.url,
+            "method": method,
+            "format": spec.format,
+            "secret_id": spec.secret_id,
+            "body": body,
+            "status": "pending",
+            "attempts": [],
+            "attempt_count": 0,
+            "created_at": now,
+            "next_at": now,
+        }
+        self.store.put_record(DELIVERIES, key, delivery)
+        self.store.put_record(PENDING, key, {"next_at": now})
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def due(self, limit: int) -> list[str]:
+        now = self.store.now()
+        pending = self.store.list_records(PENDING)
+        ready = sorted((v.get("next_at", 0), k) for k, v in pending if v.get("next_at", 0) <= now)
+        return [key for _, key in ready[:limit]]
+
+    def deliver_due(self) -> int:
+        keys = self.due(self.settings.concurrency * 4)
+        if not keys:
+            return 0
+        list(self.pool.map(self._deliver_key, keys))
+        return len(keys)
+
+    def _deliver_key(self, key: str) -> None:
+        try:
+            delivery = self.store.get_record(DELIVERIES, key)
+            if delivery is None or delivery.get("status") != "pending":
+                self.store.delete_record(PENDING, key)
+                return
+            self.attempt(key, delivery)
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly; it stays pending", key)
+
+    def attempt(self, key: str, delivery: dict[str, Any]) -> None:
+        """Send one delivery once and record the outcome."""
+        url = delivery["url"]
+        if endpoints.disabled(self.store, url):
+            self._finish(key, delivery, "disabled")
+            return
+        outcome = self._send(delivery)
+        now = self.store.now()
+        entry = {
+            "at": now,
+            "status_code": outcome.status_code,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+            "response": outcome.body[:RESPONSE_LOGGED].decode("utf-8", "replace"),
+        }
+        delivery["attempt_count"] = delivery.get("attempt_count", 0) + 1
+        delivery["attempts"] = [*delivery.get("attempts", []), entry][-MAX_LOGGED_ATTEMPTS:]
+        if outcome.ok:
+            delivery["delivered_at"] = now
+            self._finish(key, delivery, "delivered")
+        elif outcome.status_code == 410:
+            endpoints.disable(self.store, url, now, "410 Gone")
+            log.warning("webhook endpoint %s answered 410 Gone: disabled", url)
+            self._finish(key, delivery, "disabled")
+        else:
+            self._retry_later(key, delivery, now)
+
+    def _send(self, delivery: dict[str, Any]) -> Outcome:
+        body = delivery["body"].encode()
+        try:
+            secrets = endpoints.secrets_for(self.store, delivery.get("secret_id"), self.settings)
+        except errors.ConfigurationError as exc:
+            return Outcome(None, error=str(exc))
+        headers = sign_headers(secrets, delivery["id"], int(time.time()), body)
+        headers["content-type"] = "application/json"
+        return self.sender.send(delivery["method"], delivery["url"], headers, body)
+
+    def _retry_later(self, key: str, delivery: dict[str, Any], now: float) -> None:
+        n = delivery["attempt_count"]
+        delay = min(self.settings.backoff_max_s, self.settings.backoff_s * 2 ** (n - 1))
+        next_at = now + delay * self.rng.uniform(0.5, 1.0)  # jitter: spread a herd of retries
+        if next_at > delivery["created_at"] + self.settings.horizon_s:
+            log.warning("webhook %s to %s: giving up after %d attempts", delivery["id"],
+                        delivery["url"], n)  # fmt: skip
+            self._finish(key, delivery, "failed")
+            return
+        delivery["next_at"] = next_at
+        self.store.put_record(DELIVERIES, key, delivery)
+        self.store.put_record(PENDING, key, {"next_at": next_at})
+
+    def _finish(self, key: str, delivery: dict[str, Any], status: str) -> None:
+        delivery["status"] = status
+        delivery.pop("next_at", None)
+        self.store.put_record(DELIVERIES, key, delivery)
+        self.store.delete_record(PENDING, key)
+
+
+def _render(job: Job, event: JobEvent, kind: str, spec: WebhookSpec) -> tuple[str, str]:
+    """The method and exact body of a delivery (frozen: every retry sends the same bytes)."""
+    if spec.format == "swissai":
+        return "PATCH", _dumps(swissai_update(job, kind, spec))
+    data: dict[str, Any] = {"job_id": job.id, "kind": job.kind, "queue": job.queue,
+                            **event.data}  # fmt: skip
+    if kind == "job.succeeded":
+        data["result"] = job.result
+    payload = {"type": kind, "timestamp": _iso(event.at), "data": data}
+    return "POST", _dumps(payload)
+
+
+def swissai_update(job: Job, kind: str, spec: WebhookSpec) -> dict[str, Any]:
+    """The Swiss AI `TaskUpdate` a finished job reports to its `callback_url`."""
+    result = job.result if isinstance(job.result, dict) else {}
+    finished = kind == "job.succeeded"
+    message = None
+    if not finished:
+        message = job.error.message if job.error is not None else "the task was cancelled"
+    return {
+        "service": spec.service,
+        "url": spec.service_url,
+        "data_out": result.get("data_out") if finished else None,
+        "status": "finished" if finished else "error",
+        "error_message": message,
+    }
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def run_forever(
+    store: Store, settings: WebhookSettings | None = None, stop: threading.Event | None = None
+) -> None:
+    """Run a dispatcher until `stop` is set (or forever)."""
+    Dispatcher(store, settings).run(stop or threading.Event())
+
+
+@contextlib.contextmanager
+def background(store_url: str, store: Store | None = None) -> Iterator[Dispatcher | None]:
+    """Run a dispatcher in a daemon thread for the duration of the block (`conveyor worker`).
+
+    It opens its own store connection (unless the store is in-memory and must be shared) and is
+    off when `CONVEYOR_WEBHOOK_DISPATCHER=0`.
+    """
+    settings = WebhookSettings()
+    if not settings.dispatcher:
+        yield None
+        return
+    from conveyor.store import open_store
+
+    own = store if store is not None and store_url.startswith("memory") else open_store(store_url)
+    dispatcher = Dispatcher(own, settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True,
+                              name="webhook-dispatcher")  # fmt: skip
+    thread.start()
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        dispatcher.wake.set()
+        thread.join(timeout=settings.timeout_s + 5)
+        if own is not store:
+            own.close()
+
+
+__all__: Sequence[str] = ("Dispatcher", "background", "deliveries_of", "run_forever")
