@@ -1,0 +1,188 @@
+"""Redis-only guarantees the shared conformance suite cannot see.
+
+- Durability guard (reliability-plan S8): with the append-only file off the store refuses to
+  start, unless explicitly allowed, and then warns loudly.
+- Rescue of >= 20,000 expired leases in one sweep (no Lua `unpack` limits on the way).
+- Retention keeps memory bounded: pruned jobs leave no keys, events or feed entries behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from conveyor import errors
+from conveyor.clock import FakeClock
+from conveyor.models import JobState
+from conveyor.store import Settlement, open_store
+from conveyor.store.redis import ALLOW_VOLATILE_ENV, RedisStore
+from conveyor.store.rules import Outcome
+from tests.conformance.helpers import spec
+from tests.integration.harness import ROOT
+from tests.servers.redis import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
+
+
+# -- durability guard -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def volatile(redis_factory: Callable[..., RedisServer]) -> RedisServer:
+    return redis_factory(appendonly=False)
+
+
+def test_refuses_to_start_without_persistence(
+    volatile: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ALLOW_VOLATILE_ENV, raising=False)
+    with pytest.raises(errors.ConfigurationError, match="appendonly"):
+        open_store(volatile.url)
+
+
+def test_cli_refusal_is_one_clear_line(volatile: RedisServer) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "queues", "--store", volatile.url],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "persistence off" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("how", ["url", "env"])
+def test_override_starts_with_a_loud_warning(
+    volatile: RedisServer,
+    how: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = volatile.url
+    if how == "url":
+        url += "?allow_no_persistence=1"
+    else:
+        monkeypatch.setenv(ALLOW_VOLATILE_ENV, "1")
+    with caplog.at_level(logging.WARNING, logger="conveyor.store.redis"):
+        store = open_store(url)
+    try:
+        assert any("persistence OFF" in r.getMessage() for r in caplog.records)
+        store.ping()
+    finally:
+        store.close()
+
+
+def test_persistent_server_starts_without_warning(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="conveyor.store.redis"):
+        open_store(redis_url).close()
+    assert not caplog.records
+
+
+def test_unreachable_server_is_unavailable_not_a_crash() -> None:
+    from tests.servers.redis import free_port
+
+    with pytest.raises(errors.StoreUnavailableError):
+        open_store(f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_prefix_namespaces_keys(redis_url: str, redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    a = open_store(redis_url + "?prefix=app1:", clock=clock)
+    b = open_store(redis_url + "?prefix=app2:", clock=clock)
+    try:
+        [job] = a.enqueue([spec(clock)])
+        assert b.claim(["default"], "w", 10, 30) == []
+        assert [j.id for j in a.claim(["default"], "w", 10, 30)] == [job.id]
+        client = redis_server.client()
+        assert all(key.startswith("app1:") for key in client.keys("*"))
+        client.close()
+    finally:
+        a.close()
+        b.close()
+
+
+# -- rescue at scale ------------------------------------------------------------------------------
+
+LEASES = 20_000
+
+
+def test_rescue_of_20k_expired_leases_in_one_sweep(redis_url: str) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    try:
+        for _ in range(0, LEASES, 5000):
+            store.enqueue([spec(clock, backoff_s=0.0) for _ in range(5000)])
+        claimed = store.claim(["default"], "w1", LEASES, 30.0)
+        assert len(claimed) == LEASES
+        clock.advance(31)
+        started = time.perf_counter()
+        rescued = store.rescue()
+        took = time.perf_counter() - started
+        print(f"\nrescued {len(rescued)} expired leases in one sweep in {took:.2f}s")
+        assert sorted(rescued) == sorted(j.id for j in claimed)
+        [stats] = store.queue_stats()
+        assert stats.running == 0
+        assert stats.queued + stats.scheduled == LEASES
+        # Every old token is fenced off; the jobs run again as attempt 2.
+        stale = [
+            Settlement(j.id, j.lease.token, Outcome.SUCCEEDED) for j in claimed[:100] if j.lease
+        ]
+        assert store.settle(stale) == [False] * 100
+        clock.advance(1)
+        again = store.claim(["default"], "w2", 10, 30.0)
+        assert {j.attempt for j in again} == {2}
+    finally:
+        store.close()
+
+
+def test_rescue_by_owner_with_20k_leases(redis_url: str) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    try:
+        store.enqueue([spec(clock) for _ in range(LEASES)])
+        mine = store.claim(["default"], "gone", LEASES // 2, 30.0)
+        others = store.claim(["default"], "alive", LEASES, 30.0)
+        started = time.perf_counter()
+        rescued = store.rescue(owner="gone")
+        took = time.perf_counter() - started
+        print(f"\nrescued {len(rescued)} leases of one owner in {took:.2f}s")
+        assert sorted(rescued) == sorted(j.id for j in mine)
+        assert store.get(others[0].id).state is JobState.RUNNING
+    finally:
+        store.close()
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+
+def test_prune_leaves_nothing_behind(redis_url: str, redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    assert isinstance(store, RedisStore)
+    client = redis_server.client()
+    try:
+        store.register_kinds([])
+        baseline = set(client.keys("*"))
+        for _ in range(3):
+            store.enqueue([spec(clock) for _ in range(500)])
+            jobs = store.claim(["default"], "w", 500, 30.0)
+            assert all(store.settle([Settlement(j.id, j.lease.token, Outcome.SUCCEEDED)
+                                     for j in jobs if j.lease]))  # fmt: skip
+            clock.advance(10)
+            assert len(store.prune(clock() - 5)) == 500
+        left = set(client.keys("*")) - baseline
+        # Only fixed-size bookkeeping remains: counters, the sequence, the queue list.
+        assert left <= {"conveyor:seq", "conveyor:queues", "conveyor:counts:default"}
+        assert client.zcard("conveyor:feed") == 0
+        assert store.queue_stats() == []
+        assert store.feed() == []
+    finally:
+        client.close()
+        store.close()
