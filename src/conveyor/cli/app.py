@@ -14,6 +14,8 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
+import conveyor.cli.swissai as swissai_cli
+import conveyor.cli.webhooks as webhooks_cli
 from conveyor import errors
 from conveyor.cli import keys, output, remote, serve
 from conveyor.cli.output import console, err
@@ -33,6 +35,8 @@ app = typer.Typer(
 jobs_app = typer.Typer(help="List, inspect, cancel, retry and delete jobs.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys.app, name="keys")
+app.add_typer(webhooks_cli.app, name="webhooks")
+app.add_typer(swissai_cli.app, name="swissai")
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")
@@ -423,7 +427,10 @@ def worker(
         store_obj, settings, concurrency=concurrency, burst=burst, prefetch=prefetch
     )
     supervisor.install_signal_handlers()
-    supervisor.run()
+    from conveyor.webhooks.dispatcher import background
+
+    with background(settings.store_url, store_obj):  # delivers webhooks beside the jobs
+        supervisor.run()
     store_obj.close()
 
 

@@ -147,7 +147,8 @@ def up(
         err.print(
             f"conveyor is up\n  API   [bold]{url}[/]\n  docs  [bold]{url}/docs[/]\n"
             f"  store [bold]{settings.store_url}[/]\n  files [bold]{settings.storage_url}[/]\n"
-            f"  kinds {', '.join(settings.import_list)}\n  Ctrl-C drains and stops."
+            f"  kinds {', '.join(settings.import_list)}\n  Ctrl-C drains and stops.",
+            soft_wrap=True,
         )
 
     threading.Thread(target=announce, name="conveyor-announce", daemon=True).start()
