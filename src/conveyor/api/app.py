@@ -49,4 +49,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api.routes import deliveries
 
     app.include_router(deliveries.router)
+    from conveyor.dashboard.routes import router as dashboard
+
+    app.include_router(dashboard)
     return app

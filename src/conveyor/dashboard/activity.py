@@ -1,0 +1,178 @@
+"""The last hour of activity per queue, followed from the store's event feed.
+
+One background task per API process reads `Store.feed` in batches (the same durable event log
+the SSE streams and webhooks follow) and counts, per minute and queue, the attempts that ended:
+`succeeded`, `failed` (final), `retried` (an attempt failed, another follows) and `cancelled`.
+Each batch's job ids are mapped to queues with one `list_jobs(ids=…)` call. Queue depths seen
+by the overview's polls (`record`) make the depth chart.
+
+On start it seeks the feed to one hour ago by binary search over `seq` (about 2·log2(n) tiny
+reads), reading back at most `max_backfill` events so a busy store does not stall the overview.
+The task stops after `idle_s` without anyone looking at the overview and resumes on the next
+view, so an unwatched dashboard costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from starlette.concurrency import run_in_threadpool
+
+from conveyor.models import JobEvent, JobFilter, QueueStats
+from conveyor.store import Store
+
+log = logging.getLogger("conveyor.dashboard")
+
+WINDOW_MIN = 60
+OUTCOMES = ("succeeded", "failed", "retried", "cancelled")
+
+
+@dataclass
+class Minute:
+    """What happened in one queue during one minute."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    depth: int | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.counts["succeeded"] + self.counts["failed"] + self.counts["cancelled"]
+
+    @property
+    def failure_rate(self) -> float | None:
+        failed = self.counts["failed"] + self.counts["retried"]
+        attempts = failed + self.counts["succeeded"]
+        return None if attempts == 0 else round(failed / attempts * 100, 1)
+
+
+def outcome(event: JobEvent) -> str | None:
+    """Which ended attempt a state event records, if any."""
+    if event.type != "state":
+        return None
+    state = event.data.get("state")
+    if state in ("succeeded", "failed", "cancelled"):
+        return str(state)
+    if state == "scheduled" and "error" in event.data:
+        return "retried"
+    return None
+
+
+def _first_at(store: Store, after: int) -> float | None:
+    found = store.feed(after, 1)
+    return found[0].at.timestamp() if found else None
+
+
+def seek(store: Store, since: float, max_backfill: int) -> int:
+    """A feed cursor just before the first event at or after `since` (events are appended in
+    time order), but no more than `max_backfill` events before the end."""
+    hi = 1
+    while _first_at(store, hi) is not None:
+        hi *= 2
+    lo_end, hi_end = hi // 2, hi  # the last event's seq is in [lo_end, hi_end)
+    while lo_end + 1 < hi_end:
+        mid = (lo_end + hi_end) // 2
+        lo_end, hi_end = (mid, hi_end) if _first_at(store, mid) is not None else (lo_end, mid)
+    last = lo_end + 1 if _first_at(store, lo_end) is not None else lo_end
+    lo, hi = max(0, last - max_backfill), last
+    while lo < hi:  # smallest cursor whose next event is at or after `since`
+        mid = (lo + hi) // 2
+        at = _first_at(store, mid)
+        lo, hi = (mid + 1, hi) if at is not None and at < since else (lo, mid)
+    return lo
+
+
+class Activity:
+    """Per-minute counters for the last hour; `touch()` on each overview view keeps it going."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        interval: float = 1.0,
+        batch: int = 2000,
+        idle_s: float = 300.0,
+        max_backfill: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.interval, self.batch = interval, batch
+        self.idle_s, self.max_backfill = idle_s, max_backfill
+        self.minutes: dict[int, dict[str, Minute]] = defaultdict(dict)
+        self.cursor: int | None = None
+        self.last_view = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def touch(self) -> None:
+        """Note a view and make sure the follower runs."""
+        self.last_view = time.monotonic()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            if self.cursor is None:
+                since = time.time() - WINDOW_MIN * 60
+                self.cursor = await run_in_threadpool(seek, self.store, since, self.max_backfill)
+            while time.monotonic() - self.last_view < self.idle_s:
+                count = await run_in_threadpool(self.step)
+                if count < self.batch:
+                    await asyncio.sleep(self.interval)
+        except Exception:  # the overview must survive a store hiccup: log it, retry on view
+            log.warning("following the event feed for the overview failed", exc_info=True)
+
+    def step(self) -> int:
+        """Read one batch of the feed; return how many events it had."""
+        assert self.cursor is not None
+        events = self.store.feed(self.cursor, self.batch)
+        if not events:
+            return 0
+        self.cursor = events[-1].seq
+        ended = [(e, kind) for e in events if (kind := outcome(e)) is not None]
+        if ended:
+            ids = list({e.job_id for e, _ in ended})
+            page = self.store.list_jobs(JobFilter(ids=ids), None, len(ids))
+            queue_of = {job.id: job.queue for job in page.jobs}
+            for event, kind in ended:
+                minute = int(event.at.timestamp() // 60)
+                queue = queue_of.get(event.job_id, "(deleted)")
+                self.minutes[minute].setdefault(queue, Minute()).counts[kind] += 1
+        self._forget()
+        return len(events)
+
+    def record(self, queues: list[QueueStats]) -> None:
+        """Note each queue's depth (queued + scheduled) in the current minute."""
+        minute = int(time.time() // 60)
+        for stats in queues:
+            cell = self.minutes[minute].setdefault(stats.name, Minute())
+            cell.depth = stats.queued + stats.scheduled
+
+    def _forget(self) -> None:
+        oldest = int(time.time() // 60) - WINDOW_MIN
+        for minute in [m for m in self.minutes if m <= oldest]:
+            del self.minutes[minute]
+
+    def series(self, queue: str | None = None) -> list[Minute]:
+        """The last hour, one `Minute` per minute (oldest first), for a queue or all of them."""
+        now = int(time.time() // 60)
+        result = []
+        for minute in range(now - WINDOW_MIN + 1, now + 1):
+            cells = self.minutes.get(minute, {})
+            chosen = [c for q, c in cells.items() if queue is None or q == queue]
+            total = Minute()
+            for cell in chosen:
+                for key, value in cell.counts.items():
+                    total.counts[key] += value
+                if cell.depth is not None:
+                    total.depth = (total.depth or 0) + cell.depth
+            result.append(total)
+        return result
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,176 @@
+"""The jobs table: filters, search by id, cursor paging, live rows, bulk cancel/retry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from conveyor import errors
+from conveyor.dashboard import render
+from conveyor.dashboard.web import DashboardRoute, ServiceDep, ViewerDep, posted, see_other
+from conveyor.models import JobFilter, JobPage, JobState
+from conveyor.service import Service
+
+router = APIRouter(route_class=DashboardRoute)
+
+PAGE_SIZE = 50
+MAX_BULK = 500
+
+
+@dataclass
+class Filters:
+    """The jobs table's query string, parsed (and written back for links)."""
+
+    state: list[str] = field(default_factory=list)
+    kind: str = ""
+    queue: str = ""
+    tag: str = ""
+    since: str = ""
+    until: str = ""
+    id: str = ""
+    cursor: str = ""
+
+    def job_filter(self) -> JobFilter:
+        return JobFilter(
+            state=[JobState(s) for s in self.state] or None,
+            kind=self.kind or None,
+            queue=self.queue or None,
+            tag=self.tag or None,
+            created_after=_when(self.since),
+            created_before=_when(self.until),
+            ids=[self.id] if self.id else None,
+        )
+
+    def query(self, **override: str) -> str:
+        """The query string of these filters (for paging and polling links)."""
+        pairs = [("state", s) for s in self.state]
+        for name in ("kind", "queue", "tag", "since", "until", "id", "cursor"):
+            value = override.get(name, getattr(self, name))
+            if value:
+                pairs.append((name, value))
+        return urlencode(pairs)
+
+
+def _when(text: str) -> datetime | None:
+    """A `datetime-local` value (taken as UTC) or an ISO time."""
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise errors.InvalidInputError(
+            f"cannot read the time {text!r}; use 2026-01-31T12:00"
+        ) from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def parse(
+    state: list[str],
+    kind: str,
+    queue: str,
+    tag: str,
+    since: str,
+    until: str,
+    id: str,
+    cursor: str,
+) -> Filters:
+    known = {s.value for s in JobState}
+    bad = [s for s in state if s not in known]
+    if bad:
+        raise errors.InvalidInputError(f"unknown state {bad[0]!r}; use one of {', '.join(known)}")
+    return Filters(
+        state=state,
+        kind=kind.strip(),
+        queue=queue.strip(),
+        tag=tag.strip(),
+        since=since,
+        until=until,
+        id=id.strip(),
+        cursor=cursor,
+    )
+
+
+StateQ = Annotated[list[str], Query()]
+
+
+def _load(service: Service, filters: Filters) -> tuple[JobPage, list[str]]:
+    page = service.list_jobs(filters.job_filter(), filters.cursor or None, PAGE_SIZE)
+    return page, sorted(service.kinds())
+
+
+@router.get("/jobs", include_in_schema=False)
+async def jobs_page(
+    request: Request,
+    viewer: ViewerDep,
+    service: ServiceDep,
+    state: StateQ = [],  # noqa: B006
+    kind: str = "",
+    queue: str = "",
+    tag: str = "",
+    since: str = "",
+    until: str = "",
+    id: str = "",
+    cursor: str = "",
+    done: str = "",
+) -> Response:
+    """The table; with `HX-Request` (the live poll) only its rows."""
+    filters = parse(state, kind, queue, tag, since, until, id, cursor)
+    if filters.id and not filters.cursor:
+        try:  # an exact id goes straight to its page
+            await run_in_threadpool(service.get, filters.id)
+            return see_other(f"/ui/jobs/{filters.id}")
+        except errors.JobNotFoundError:
+            pass
+    page, kinds = await run_in_threadpool(_load, service, filters)
+    template = "_rows.html" if request.headers.get("hx-request") else "jobs.html"
+    return render.page(
+        request,
+        template,
+        page=page,
+        filters=filters,
+        kinds=kinds,
+        states=[s.value for s in JobState],
+        notice=_notice(done),
+    )
+
+
+def _notice(done: str) -> str | None:
+    """The result line of a bulk action, rebuilt from counts only (never echoed text)."""
+    action, _, counts = done.partition(":")
+    ok, _, skipped = counts.partition(":")
+    if action not in ("cancel", "retry") or not ok.isdigit():
+        return None
+    verb = "Cancelled" if action == "cancel" else "Retried"
+    extra = f"; {int(skipped)} could not be" if skipped.isdigit() and int(skipped) else ""
+    return f"{verb} {int(ok)} job{'s' if int(ok) != 1 else ''}{extra}."
+
+
+def bulk_apply(service: Service, action: str, ids: list[str]) -> tuple[int, int]:
+    """(applied, skipped): a job in the wrong state for the action is skipped, not an error."""
+    apply = service.cancel if action == "cancel" else service.retry
+    ok = skipped = 0
+    for job_id in ids:
+        try:
+            apply(job_id)
+            ok += 1
+        except (errors.InvalidStateError, errors.JobNotFoundError):
+            skipped += 1
+    return ok, skipped
+
+
+@router.post("/jobs/bulk", include_in_schema=False)
+async def bulk(request: Request, viewer: ViewerDep, service: ServiceDep) -> Response:
+    form = await posted(request, viewer, "submit")
+    action = str(form.get("action", ""))
+    if action not in ("cancel", "retry"):
+        raise errors.InvalidInputError("choose cancel or retry")
+    ids = [str(v) for v in form.getlist("ids")][:MAX_BULK]
+    ok, skipped = await run_in_threadpool(bulk_apply, service, action, ids)
+    back = str(form.get("back", ""))
+    query = back if back and "done=" not in back else ""
+    return see_other(f"/ui/jobs?{query}{'&' if query else ''}done={action}:{ok}:{skipped}")

@@ -1,0 +1,108 @@
+/* conveyor dashboard: the little that needs script. Pages work without it (for reading). */
+(function () {
+  "use strict";
+
+  function ready(fn) {
+    if (document.readyState !== "loading") fn();
+    else document.addEventListener("DOMContentLoaded", fn);
+  }
+
+  /* -- job page: progress, log lines and state changes from the job's SSE stream -------- */
+  function setProgress(data) {
+    var bar = document.getElementById("progress-bar");
+    var pct = document.getElementById("progress-pct");
+    var msg = document.getElementById("progress-message");
+    if (!bar) return;
+    if (data.total) {
+      var value = Math.max(0, Math.min(100, Math.floor((data.current * 100) / data.total)));
+      bar.value = value;
+      bar.setAttribute("value", String(value));
+      if (pct) pct.textContent = value + "%";
+    } else if (pct) {
+      pct.textContent = String(data.current);
+    }
+    if (msg) msg.textContent = data.message || "";
+  }
+
+  function addLog(event) {
+    var list = document.getElementById("log-lines");
+    if (!list) return;
+    var empty = document.getElementById("log-empty");
+    if (empty) empty.remove();
+    var item = document.createElement("li");
+    var time = document.createElement("time");
+    time.textContent = event.at.replace("T", " ").replace("+00:00", "Z");
+    var text = document.createElement("span");
+    text.textContent = String(event.data.line);
+    item.append(time, " ", text);
+    list.append(item);
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function follow(root) {
+    var url = root.dataset.stream;
+    if (!url || !window.EventSource) return;
+    var source = new EventSource(url);
+    var refreshing = null;
+    function refresh() {
+      if (refreshing) return;
+      refreshing = fetch(root.dataset.live, { headers: { "HX-Request": "true" }, credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var parsed = document.createElement("template");
+          parsed.innerHTML = html;
+          Array.prototype.forEach.call(parsed.content.children, function (fresh) {
+            var old = fresh.id && document.getElementById(fresh.id);
+            if (old) old.replaceWith(fresh);
+          });
+        })
+        .finally(function () { refreshing = null; });
+    }
+    source.addEventListener("progress", function (m) { setProgress(JSON.parse(m.data).data); });
+    source.addEventListener("log", function (m) { addLog(JSON.parse(m.data)); });
+    source.addEventListener("state", function (m) {
+      var state = JSON.parse(m.data).data.state;
+      refresh();
+      if (state === "succeeded" || state === "failed" || state === "cancelled") source.close();
+    });
+  }
+
+  /* -- copy buttons, select-all, JSON fields ------------------------------------------- */
+  function copy(button) {
+    var target = document.querySelector(button.dataset.copy);
+    if (!target) return;
+    var done = function () {
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = "Copy"; }, 1500);
+    };
+    if (navigator.clipboard) navigator.clipboard.writeText(target.textContent).then(done);
+  }
+
+  ready(function () {
+    var job = document.getElementById("job");
+    if (job) follow(job);
+    document.querySelectorAll("[data-copy]").forEach(function (b) {
+      b.hidden = false;
+      b.addEventListener("click", function () { copy(b); });
+    });
+    var all = document.getElementById("select-all");
+    if (all) {
+      all.hidden = false;
+      all.addEventListener("change", function () {
+        document.querySelectorAll('input[name="ids"]').forEach(function (box) { box.checked = all.checked; });
+      });
+    }
+    document.querySelectorAll("textarea[data-json]").forEach(function (area) {
+      area.addEventListener("input", function () {
+        var text = area.value.trim();
+        try {
+          if (text) JSON.parse(text);
+          area.setCustomValidity("");
+        } catch (e) {
+          area.setCustomValidity("Not valid JSON: " + e.message);
+        }
+      });
+    });
+  });
+})();
