@@ -12,6 +12,11 @@ $(STAMP): pyproject.toml
 	# The dashboard tests drive Debian's chromium through Playwright (never `playwright install`).
 	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q chromium)
+	# WeasyPrint (render kind) needs Pango, HarfBuzz and a font from Debian.
+	if command -v dpkg >/dev/null && ! dpkg -s libpango-1.0-0 libpangoft2-1.0-0 \
+	    libharfbuzz-subset0 fonts-dejavu-core >/dev/null 2>&1; then \
+	  apt-get update -q && apt-get install -y -q libpango-1.0-0 libpangoft2-1.0-0 \
+	    libharfbuzz-subset0 fonts-dejavu-core; fi
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 

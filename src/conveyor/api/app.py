@@ -46,6 +46,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api import routes
 
     routes.install(app)
+    from conveyor.api.compat import taskqueue
+
+    app.include_router(taskqueue.router)
     from conveyor.api.routes import deliveries
 
     app.include_router(deliveries.router)

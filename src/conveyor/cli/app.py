@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -436,6 +437,7 @@ def worker(
 
 app.command()(serve.api)
 app.command()(serve.up)
+app.command("render-daemon")(importlib.import_module("conveyor.cli.render_daemon").command)
 
 
 def main() -> None:

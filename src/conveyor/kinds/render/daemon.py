@@ -1,0 +1,111 @@
+"""The render daemon: lease `task`-tagged tasks through the v1beta2 API, render, reply.
+
+Run by `conveyor render-daemon` (see `conveyor.cli.render_daemon`).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.kinds.render.document import Document, render_document
+from conveyor.kinds.render.kind import RETRY_LIMIT
+from conveyor.kinds.render.payload import RenderInputError, RenderTask, decode_payload, parse_task
+from conveyor.taskqueue.client import TaskQueueClient
+from conveyor.taskqueue.replies import MAX_DOCUMENT_BYTES, RESULT_TAG, base64_size, failure
+
+log = logging.getLogger("conveyor.render_daemon")
+
+TASK_TAG = "task"
+TASK_SECONDS = 50  # the original's time budget per task; the lease covers the whole batch
+
+
+@dataclass
+class DaemonConfig:
+    tasks: int = 20
+    lease_s: float | None = None
+    sleep_s: float = 10.0
+    retry_limit: int = RETRY_LIMIT
+    max_document_bytes: int = MAX_DOCUMENT_BYTES
+
+    @property
+    def lease(self) -> float:
+        return self.lease_s if self.lease_s is not None else float(self.tasks * TASK_SECONDS)
+
+
+@dataclass
+class DaemonStats:
+    leased: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+
+
+class RenderDaemon:
+    """One render daemon; `render` is replaceable for tests."""
+
+    def __init__(
+        self, client: TaskQueueClient, config: DaemonConfig,
+        render: Callable[[RenderTask], Document] = render_document,
+    ) -> None:  # fmt: skip
+        self.client, self.config, self.render = client, config, render
+        self.stats = DaemonStats()
+
+    def run(self, burst: bool = False, max_loops: int | None = None) -> DaemonStats:
+        """Lease, process, sleep; with `burst`, stop once no `task` task is left."""
+        loops = 0
+        while max_loops is None or loops < max_loops:
+            loops += 1
+            if self.run_once() == 0:
+                if burst and not any(t.get("tag") == TASK_TAG for t in self.client.list()):
+                    break
+                time.sleep(self.config.sleep_s)
+        return self.stats
+
+    def run_once(self) -> int:
+        tasks = self.client.lease(self.config.tasks, self.config.lease, TASK_TAG)
+        self.stats.leased += len(tasks)
+        for task in tasks:
+            self.process(task)
+        return len(tasks)
+
+    def process(self, task: dict[str, Any]) -> None:
+        task_id = str(task["id"])
+        try:
+            result = self.result_for(task)
+            self.client.insert(result, RESULT_TAG)
+            self.client.delete(task_id)
+        except Exception:
+            # Anything unexpected (a render crash, the API going away): retry in a second.
+            log.exception("task %s failed; it will be retried", task_id)
+            self.stats.retried += 1
+            try:
+                self.client.patch(task_id, 1)
+            except Exception as exc:  # the lease then simply runs out
+                log.warning("could not shorten the lease of task %s: %s", task_id, exc)
+            return
+        if result["success"]:
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed += 1
+
+    def result_for(self, task: dict[str, Any]) -> dict[str, Any]:
+        task_id = str(task["id"])
+        if int(task.get("retry_count", 0)) >= self.config.retry_limit:
+            return failure(task_id, f"gave up after {self.config.retry_limit} retries")
+        try:
+            document = self.render(parse_task(decode_payload(str(task["payloadBase64"]))))
+        except RenderInputError as exc:
+            log.warning("task %s cannot be rendered: %s", task_id, exc)
+            return failure(task_id, str(exc))
+        if base64_size(len(document.pdf)) > self.config.max_document_bytes:
+            url = self.client.attach(task_id, document.file, document.pdf)
+            return {"kind": "result#link", "success": True, "url": url,
+                    "filename": document.filename, "task_id": task_id}  # fmt: skip
+        return {"kind": "result#document", "success": True, "filename": document.filename,
+                "document": base64.b64encode(document.pdf).decode("ascii"),
+                "task_id": task_id}  # fmt: skip
