@@ -82,6 +82,7 @@ class PostgresServer:
         self.log_path = root / "postgres.log"
         self.user = server_user()
         self._template_ready = False
+        self._shared_ready = False
 
     def _as_user(self) -> dict[str, int]:
         return {} if self.user is None else {"user": self.user[0], "group": self.user[1]}
@@ -105,7 +106,9 @@ class PostgresServer:
             [str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port),
              "-k", str(self.sockets), "-c", "listen_addresses=127.0.0.1",
              "-c", "max_connections=200", "-c", "shared_buffers=64MB",
-             "-c", "fsync=on", "-c", "synchronous_commit=on"],
+             "-c", "fsync=on", "-c", "synchronous_commit=on",
+             # Crash recovery starts by syncing the data dir: one syncfs, not an fsync per file.
+             "-c", "recovery_init_sync_method=syncfs"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_user(),
         )  # fmt: skip
         log.close()
@@ -148,6 +151,10 @@ class PostgresServer:
         at it: for a store it is as good as a new database, and far cheaper to make.
         """
         name = f"s{os.getpid()}_{next(_db_names)}"
+        if not self._shared_ready:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{SHARED_DB}" TEMPLATE template0')
+            self._shared_ready = True
         with psycopg.connect(self.url(SHARED_DB), autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{name}"')
         return f"{self.url(SHARED_DB)}?options=-csearch_path%3D{name}"
@@ -156,7 +163,6 @@ class PostgresServer:
         if not self._template_ready:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{TEMPLATE}" TEMPLATE template0')
-                conn.execute(f'CREATE DATABASE "{SHARED_DB}" TEMPLATE template0')
             with psycopg.connect(self.url(TEMPLATE), autocommit=True) as conn:
                 migrate(conn)
             self._template_ready = True
@@ -173,18 +179,20 @@ class PostgresServer:
 
     def _wait_backends_gone(self) -> None:
         # Backends of a killed postmaster may linger an instant; a new postmaster refuses to
-        # start while they still hold the old shared memory.
-        deadline = time.monotonic() + 10
+        # start while they still hold the old shared memory. Zombies (reparented to an init
+        # that may reap them late) hold nothing, so only live members of the group count.
         assert self.proc is not None
         pgid = self.proc.pid
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
+            alive = _live_group_members(pgid)
+            if not alive:
                 return
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            time.sleep(0.02)
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+        raise RuntimeError(f"PostgreSQL processes {alive} survived SIGKILL")
 
     def stop(self) -> None:
         """Immediate shutdown (SIGQUIT: no checkpoint, the data is thrown away), then SIGKILL
@@ -201,6 +209,22 @@ class PostgresServer:
     def restart_after_kill(self) -> None:
         self.kill()
         self.start()
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """PIDs in process group `pgid` that are not zombies (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
 
 
 @contextlib.contextmanager
@@ -231,7 +255,6 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh, empty store (its own schema) on the session's private server."""
-    postgres_server._template()
     return postgres_server.create_schema()
 
 

@@ -18,7 +18,7 @@ from rich.table import Table
 import conveyor.cli.swissai as swissai_cli
 import conveyor.cli.webhooks as webhooks_cli
 from conveyor import errors
-from conveyor.cli import keys, output, remote, serve
+from conveyor.cli import db, keys, output, remote, serve
 from conveyor.cli.output import console, err
 from conveyor.kinds.registry import import_kinds
 from conveyor.models import JobFilter, JobState, NewJob
@@ -38,6 +38,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(webhooks_cli.app, name="webhooks")
 app.add_typer(swissai_cli.app, name="swissai")
+app.add_typer(db.app, name="db")
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")

@@ -187,9 +187,12 @@ class PostgresStore:
         self._listener = Listener(self.conninfo, {})
 
     @classmethod
-    def from_url(cls, url: str, clock: Clock | None = None) -> PostgresStore:
+    def from_url(
+        cls, url: str, clock: Clock | None = None, *, migrate: bool | None = None
+    ) -> PostgresStore:
         """`postgresql://user:pass@host:port/db?sslmode=…`; conveyor options: `pool_size=10`,
         `migrate=false` (do not apply pending migrations on open; use `conveyor db migrate`).
+        The `migrate` argument, when given, overrides the URL option.
         """
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -200,7 +203,8 @@ class PostgresStore:
             pool_size = int(ours.get("pool_size", "10"))
         except ValueError as exc:
             raise errors.ConfigurationError("pool_size must be a whole number") from exc
-        migrate = ours.get("migrate", "true").lower() not in {"0", "false", "no", "off"}
+        if migrate is None:
+            migrate = ours.get("migrate", "true").lower() not in {"0", "false", "no", "off"}
         return cls(conninfo, clock=clock, pool_size=pool_size, migrate=migrate)
 
     # -- plumbing ---------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""`conveyor db migrate|status`: bring a store's schema up to date, or show where it is.
+
+PostgreSQL applies the versioned SQL files under `store/sql/postgres/` under an advisory lock
+(safe from many hosts at once); SQLite migrates when it is opened; Redis has no schema, so
+there it only checks the server answers. `conveyor up` and workers migrate on start as well.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from conveyor import errors
+from conveyor.cli.output import console, err
+from conveyor.settings import Settings
+from conveyor.store import open_store
+
+app = typer.Typer(help="Store schema: migrate it, show its version.", no_args_is_help=True)
+
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")
+]
+
+
+def _url(store: str | None) -> str:
+    return (Settings(store=store) if store else Settings()).store_url
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].lower() if "://" in url else url.partition(":")[0].lower()
+
+
+def _fail(exc: errors.ConveyorError) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+@app.command("migrate")
+def migrate(store: StoreOpt = None) -> None:
+    """Apply pending schema migrations (safe to run from several hosts at once)."""
+    url = _url(store)
+    try:
+        if _scheme(url) in ("postgres", "postgresql"):
+            from conveyor.store.postgres import PostgresStore
+
+            pg = PostgresStore.from_url(url, migrate=False)
+            try:
+                applied = pg.migrate()
+                version, _ = pg.schema_version()
+            finally:
+                pg.close()
+            for migration in applied:
+                console.print(f"applied {migration.version:04d}_{migration.name}")
+            state = "migrated" if applied else "already up to date"
+            console.print(f"PostgreSQL schema {state} (version {version})")
+            return
+        opened = open_store(url)  # SQLite migrates on open; Redis keeps no schema
+        try:
+            opened.ping()
+        finally:
+            opened.close()
+        console.print(f"{_scheme(url)} store ready: {url}")
+    except errors.ConveyorError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command("status")
+def status(store: StoreOpt = None) -> None:
+    """Show the store's schema version and whether migrations are pending."""
+    url = _url(store)
+    try:
+        if _scheme(url) in ("postgres", "postgresql"):
+            from conveyor.store.postgres import PostgresStore
+
+            pg = PostgresStore.from_url(url, migrate=False)
+            try:
+                version, latest = pg.schema_version()
+            finally:
+                pg.close()
+            pending = latest - version
+            console.print(f"PostgreSQL schema version {version} of {latest}"
+                          + (f" ({pending} pending: run `conveyor db migrate`)" if pending else
+                             " (up to date)"))  # fmt: skip
+            if pending:
+                raise typer.Exit(3)
+            return
+        opened = open_store(url)
+        try:
+            opened.ping()
+        finally:
+            opened.close()
+        console.print(f"{_scheme(url)} store up to date: {url}")
+    except errors.ConveyorError as exc:
+        raise _fail(exc) from exc
