@@ -1,0 +1,133 @@
+"""The dashboard's pure parts: schema → form, form → input, charts, activity counting,
+session signing."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from conveyor.dashboard import charts, forms, session
+from conveyor.dashboard.activity import Activity, seek
+from conveyor.errors import InvalidInputError
+from conveyor.kinds.demo import CountIn, FailIn
+from conveyor.kinds.registry import import_kinds
+from conveyor.models import JobError, NewJob
+from conveyor.service import Service
+from conveyor.storage import open_storage
+from conveyor.store import open_store
+from conveyor.store.base import complete, fail
+
+
+def demo_service(tmp_path: Path) -> Service:
+    store = open_store("memory://")
+    store.register_kinds(import_kinds(["conveyor.kinds.demo"]).infos())
+    return Service(store, open_storage(f"file://{tmp_path / 'files'}"))
+
+
+class Color(StrEnum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Everything(BaseModel):
+    name: str = Field(min_length=2, max_length=5, description="A name.")
+    color: Color = Color.BLUE
+    size: int | None = Field(None, ge=1)
+    ratio: float = 0.5
+    flags: list[str] = Field(default_factory=list)
+    upload: str = Field(json_schema_extra={"format": "file"})
+    on: bool = True
+
+
+def test_fields_follow_the_schema() -> None:
+    found = {f.name: f for f in forms.fields(Everything.model_json_schema())}
+    assert found["name"].widget == "text"
+    assert found["name"].required
+    assert found["name"].attrs == {"minlength": 2, "maxlength": 5}
+    assert found["color"].widget == "select"
+    assert found["color"].options == ["red", "blue"]
+    assert found["color"].default == "blue"
+    assert found["size"].widget == "integer"
+    assert found["size"].nullable
+    assert found["size"].attrs == {"min": 1, "step": "1"}
+    assert found["ratio"].widget == "number"
+    assert found["flags"].widget == "json"
+    assert found["upload"].widget == "file"
+    assert found["on"].widget == "checkbox"
+
+
+def test_read_converts_and_reports_per_field() -> None:
+    fields = forms.fields(Everything.model_json_schema())
+    data, problems = forms.read(
+        fields, {"name": "ab", "color": "red", "size": "x", "ratio": "0.25", "flags": "[1,"},
+        {"upload": "photo.png"},
+    )  # fmt: skip
+    assert data == {"name": "ab", "color": "red", "ratio": 0.25, "upload": "photo.png",
+                    "on": False}  # fmt: skip
+    assert problems == {"size": "enter a whole number",
+                        "flags": "not valid JSON: Expecting value (line 1, column 4)"}  # fmt: skip
+    _, missing = forms.read(fields, {}, {})
+    assert missing == {"name": "this field is required", "upload": "choose a file"}
+
+
+def test_schema_errors_land_on_their_fields(tmp_path: Path) -> None:
+    service = demo_service(tmp_path)
+    kind = service.kind("demo.count")
+    assert [f.name for f in forms.fields(kind.input_schema)] == list(CountIn.model_fields)
+    with pytest.raises(InvalidInputError) as caught:
+        service.validate(kind, {"to": 0, "delay": -1})
+    by_field, general = forms.schema_errors(caught.value.details["errors"])
+    assert set(by_field) == {"to", "delay"}
+    assert "minimum" in by_field["to"]
+    assert general == []
+    assert [f.name for f in forms.fields(FailIn.model_json_schema())][-1] == "succeed_on_attempt"
+
+
+def test_charts_escape_labels_and_scale() -> None:
+    svg = str(charts.bars([0, 5, 10], "<b>q</b>"))
+    assert "<b>" not in svg
+    assert "&lt;b&gt;q&lt;/b&gt;" in svg
+    assert 'height="46.0"' in svg  # the largest bar fills the chart
+    line = str(charts.line([None, 50, 100], "rate", top=100, unit="%"))
+    assert "latest 100%" in line
+    assert str(charts.line([None, None], "empty")).count("<polyline") == 0
+
+
+def test_activity_counts_outcomes_per_queue(tmp_path: Path) -> None:
+    service = demo_service(tmp_path)
+    store = service.store
+    jobs = service.submit_many([NewJob(kind="noop", queue=q) for q in ("a", "a", "b")])
+    claimed = {j.id: j for j in store.claim(["a", "b"], "w", 3, 30)}
+    ok = [complete(store, j.id, claimed[j.id].lease.token, {}) for j in jobs[:2]]  # type: ignore[union-attr]
+    failed = fail(store, jobs[2].id, claimed[jobs[2].id].lease.token,  # type: ignore[union-attr]
+                  JobError(type="E", message="m"), retry=False)  # fmt: skip
+    assert all(ok) and failed
+    activity = Activity(store, batch=2)
+    activity.cursor = seek(store, time.time() - 3600, 100_000)
+    assert activity.cursor == 0
+    while activity.step():
+        pass
+    a, b = activity.series("a")[-1], activity.series("b")[-1]
+    assert (a.counts["succeeded"], a.finished, a.failure_rate) == (2, 2, 0.0)
+    assert (b.counts["failed"], b.failure_rate) == (1, 100.0)
+    assert activity.series()[-1].finished == 3
+    # Seeking to now skips everything already read; the backfill cap bounds it too.
+    assert seek(store, time.time() + 1, 100_000) == activity.cursor
+    assert seek(store, time.time() - 3600, 2) == activity.cursor - 2
+
+
+def test_session_signing() -> None:
+    secret = b"k" * 32
+    issued = time.time()
+    cookie = session.sign(secret, {"k": "id", "n": "nonce", "t": issued})
+    assert session.unsign(secret, cookie) == {"k": "id", "n": "nonce", "t": issued}
+    assert session.unsign(b"x" * 32, cookie) is None
+    assert session.unsign(secret, cookie + "x") is None
+    assert session.unsign(secret, "garbage") is None
+    old = session.sign(secret, {"k": None, "n": "n", "t": issued - session.MAX_AGE_S - 1})
+    assert session.unsign(secret, old) is None
+    assert session.csrf_token(secret, "a") != session.csrf_token(secret, "b")
