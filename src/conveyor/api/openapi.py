@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from conveyor.api.schemas import Problem
 from conveyor.models import KindInfo, NewJob
 from conveyor.service import MAX_BATCH
+from conveyor.storage.base import SAFE_NAME
 
 REF = "#/components/schemas/{model}"
 
@@ -54,7 +55,10 @@ def _kind_schema(kind: KindInfo, new_job: dict[str, Any], schemas: dict[str, Any
     member["description"] = kind.description or f"A `{kind.name}` job."
     member["properties"]["kind"] = {"type": "string", "const": kind.name, "title": "Kind"}
     member["properties"]["input"] = body or {"type": "object"}
-    member["required"] = sorted({*member.get("required", []), "kind"})
+    required = {*member.get("required", []), "kind"}
+    if body.get("required"):  # the default `{}` input would be refused
+        required.add("input")
+    member["required"] = sorted(required)
     name = f"NewJob_{_safe(kind.name)}"
     schemas[name] = member
     return name
@@ -66,6 +70,7 @@ def _typed_body(kinds: list[KindInfo], schemas: dict[str, Any]) -> None:
         schemas.setdefault(def_name, definition)
     new_job["properties"]["files"] = {
         "type": "object",
+        "propertyNames": {"pattern": SAFE_NAME.pattern},
         "additionalProperties": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
         "description": "Input files staged with PUT /v1/uploads/{name}: name -> upload id.",
     }

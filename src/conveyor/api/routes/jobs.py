@@ -18,6 +18,7 @@ from conveyor.api.schemas import BatchResult, BatchSubmit, problems
 from conveyor.api.staging import submit_with_files
 from conveyor.models import Job, JobFilter, JobPage, JobState, NewJob
 from conveyor.service import Service
+from conveyor.storage.base import SAFE_NAME
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -79,10 +80,11 @@ def _split_files(item: Any, index: int | None) -> tuple[Any, Staged]:
     files = item.pop("files")
     loc = ["body", *(["jobs", index] if index is not None else []), "files"]
     if not isinstance(files, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        isinstance(k, str) and SAFE_NAME.match(k) and ".." not in k and isinstance(v, str)
+        for k, v in files.items()
     ):
         raise RequestValidationError(
-            [{"loc": loc, "msg": "files maps input names to upload ids", "type": "dict_type"}]
+            [{"loc": loc, "msg": "files maps safe file names to upload ids", "type": "dict_type"}]
         )
     return item, files
 
