@@ -142,17 +142,14 @@ def test_rescue_of_20k_expired_leases_in_one_sweep(redis_url: str) -> None:
         store.close()
 
 
-def test_rescue_by_owner_with_20k_leases(redis_url: str) -> None:
+def test_rescue_by_owner_takes_only_its_leases(redis_url: str) -> None:
     clock = FakeClock()
     store = open_store(redis_url, clock=clock)
     try:
-        store.enqueue([spec(clock) for _ in range(LEASES)])
-        mine = store.claim(["default"], "gone", LEASES // 2, 30.0)
-        others = store.claim(["default"], "alive", LEASES, 30.0)
-        started = time.perf_counter()
+        store.enqueue([spec(clock) for _ in range(2000)])
+        mine = store.claim(["default"], "gone", 1000, 30.0)
+        others = store.claim(["default"], "alive", 1000, 30.0)
         rescued = store.rescue(owner="gone")
-        took = time.perf_counter() - started
-        print(f"\nrescued {len(rescued)} leases of one owner in {took:.2f}s")
         assert sorted(rescued) == sorted(j.id for j in mine)
         assert store.get(others[0].id).state is JobState.RUNNING
     finally:

@@ -61,7 +61,11 @@ RESCUE_LIMIT = 100_000  # leases looked at per rescue sweep
 PRUNE_CHUNK = 1_000
 CLAIM_SCAN_LIMIT = 50_000  # ready jobs a filtered (kind/tag) claim looks at per queue
 LIST_PAGE = 200
-SCRIPTS = ("enqueue", "claim", "heartbeat", "settle", "rescue", "change", "prune", "stats")
+SCRIPTS = (
+    "enqueue", "claim", "heartbeat", "lookup", "settle", "rescue", "change", "prune", "stats"
+)  # fmt: skip
+Rows = dict[str, dict[str, str]]  # job id -> LOOKUP_FIELDS of a running job
+LOOKUP_FIELDS = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_requested")
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -79,15 +83,16 @@ def _opt_float(value: str | None) -> float | None:
 
 def hash_to_job(h: dict[str, str]) -> Job:
     """Build a Job from its hash (no validation: the store wrote it)."""
+    # Cleared fields are "" rather than deleted (one HSET per settle instead of HSET + HDEL).
     state = JobState(h["state"])
     lease = None
-    if state is JobState.RUNNING and "lease_token" in h:
+    if state is JobState.RUNNING and h.get("lease_token"):
         lease = Lease.model_construct(
             owner=h["lease_owner"], token=h["lease_token"], expires_at=_ts(h["lease_expires_at"])
         )
-    progress = h.get("progress")
-    error = h.get("error")
-    result = h.get("result")
+    progress = h.get("progress") or None
+    error = h.get("error") or None
+    result = h.get("result") or None
     webhook = h.get("webhook")
     return Job.model_construct(
         id=h["id"],
@@ -111,7 +116,7 @@ def hash_to_job(h: dict[str, str]) -> Job:
         cancel_requested=h.get("cancel_requested") == "1",
         created_at=_ts(h["created_at"]),
         started_at=from_ts(_opt_float(h.get("started_at"))),
-        finished_at=from_ts(_opt_float(h.get("finished_at"))),
+        finished_at=from_ts(_opt_float(h.get("finished_at") or None)),
         updated_at=_ts(h["updated_at"]),
     )
 
@@ -352,18 +357,29 @@ class RedisStore:
         return {b.job_id: BeatStatus(s) for b, s in zip(beats, reply, strict=True)}
 
     def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        return self._settle(settlements, None)
+
+    def _settle(
+        self, settlements: Sequence[Settlement], known: tuple[float, Rows] | None
+    ) -> list[bool]:
         applied: list[bool] = []
         for start in range(0, len(settlements), SETTLE_CHUNK):
-            applied += self._settle_chunk(settlements[start : start + SETTLE_CHUNK])
+            applied += self._settle_chunk(settlements[start : start + SETTLE_CHUNK], known)
         return applied
 
-    def _settle_chunk(self, settlements: Sequence[Settlement]) -> list[bool]:
+    def _settle_chunk(
+        self, settlements: Sequence[Settlement], known: tuple[float, Rows] | None
+    ) -> list[bool]:
+        """Decide (rules.decide) from the jobs as read, then apply if the tokens still match."""
         result: list[bool | None] = [None] * len(settlements)
         todo = list(range(len(settlements)))
         # A cancel request may land between our read and the write; the script then says
         # "retry" and we decide again. Each round needs a new request, so this ends quickly.
         while todo:
-            now, current = self._read_running([settlements[i].job_id for i in todo])
+            if known is None:
+                now, current = self._read_running([settlements[i].job_id for i in todo])
+            else:
+                (now, current), known = known, None
             args: list[Any] = [0]
             sent: list[int] = []
             for i in todo:
@@ -387,31 +403,28 @@ class RedisStore:
                     result[i] = status == "ok"
         return [bool(r) for r in result]
 
-    def _read_running(self, ids: Sequence[str]) -> tuple[float, dict[str, dict[str, str]]]:
-        fields = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_requested")
-        with self._errors():
-            pipe = self._r.pipeline(transaction=False)
-            if self.clock is None:
-                pipe.time()
-            for job_id in ids:
-                pipe.hmget(self._key("job", job_id), fields)
-            replies = pipe.execute()
-        if self.clock is None:
-            seconds, micros = replies.pop(0)
-            now = seconds + micros / 1e6
-        else:
-            now = self.clock()
+    def _read_running(self, ids: Sequence[str]) -> tuple[float, Rows]:
+        """The store's time and, for each running job, what `rules.decide` needs."""
+        reply = self._run("lookup", ids)
+        now = float(reply[0])
         current = {}
-        for job_id, values in zip(ids, replies, strict=True):
+        for i, job_id in enumerate(ids):
+            values = reply[1 + i * 5 : 6 + i * 5]
             if values[0] is not None:
-                current[job_id] = dict(zip(fields, values, strict=True))
+                current[job_id] = dict(zip(LOOKUP_FIELDS, values, strict=True))
         return now, current
 
     def rescue(self, owner: str | None = None) -> list[str]:
         reply = self._run("rescue", ["" if owner is None else "=" + owner, RESCUE_LIMIT])
-        leases = list(zip(reply[1::2], reply[2::2], strict=True))
-        lost = [Settlement(job_id, token, Outcome.LOST) for job_id, token in leases]
-        settled = self.settle(lost)
+        width = 1 + len(LOOKUP_FIELDS)
+        rows = {
+            reply[i]: dict(zip(LOOKUP_FIELDS, reply[i + 1 : i + width], strict=True))
+            for i in range(1, len(reply), width)
+        }
+        lost = [
+            Settlement(job_id, row["lease_token"], Outcome.LOST) for job_id, row in rows.items()
+        ]
+        settled = self._settle(lost, (float(reply[0]), rows))
         return [s.job_id for s, ok in zip(lost, settled, strict=True) if ok]
 
     # -- user operations ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ local state, queue, run_at = f[1], f[2], f[3]
 
 if op == 'delete' then
   delete_job(id)
+  finish()
   return {'ok'}
 elseif op == 'cancel' and state == 'running' then
   redis.call('HSET', jk, 'cancel_requested', '1', 'updated_at', nowstr)
@@ -32,10 +33,11 @@ elseif op == 'retry' then
   count(queue, state, -1)
   count(queue, 'queued', 1)
   event(id, nowstr, 'state', '{"state":"queued","retried":true}')
-  wake({[queue] = true})
+  wake(queue)
 else
   return redis.error_reply('unknown operation ' .. op)
 end
+finish()
 local out = redis.call('HGETALL', jk)
 table.insert(out, 1, 'ok')
 return out

@@ -63,22 +63,44 @@ if nq > 1 then
   end)
 end
 
+-- Set fields in an HGETALL reply in place (so the job is read once and written once).
+local function patch(h, values)
+  local at = {}
+  for j = 1, #h, 2 do at[h[j]] = j + 1 end
+  for j = 1, #values, 2 do
+    local field, value = values[j], values[j + 1]
+    if at[field] then
+      h[at[field]] = value
+    else
+      h[#h + 1] = field
+      h[#h + 1] = value
+    end
+  end
+end
+
 local out = {}
 local expires = fmt(now + lease_s)
 for i = 1, math.min(n, #candidates) do
   local c = candidates[i]
   local id, queue = c[3], c[4]
   local jk = k_job(id)
-  redis.call('ZREM', k_ready(queue), c[2])
-  local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-  redis.call('HSET', jk, 'state', 'running', 'lease_owner', owner,
+  local h = redis.call('HGETALL', jk)
+  local attempt = 0
+  for j = 1, #h, 2 do
+    if h[j] == 'attempt' then attempt = tonumber(h[j + 1]) + 1 end
+  end
+  local values = {'state', 'running', 'attempt', tostring(attempt), 'lease_owner', owner,
     'lease_token', ARGV[token_base + i], 'lease_expires_at', expires,
-    'started_at', nowstr, 'updated_at', nowstr)
-  redis.call('ZADD', K_LEASES, expires, id)
+    'started_at', nowstr, 'updated_at', nowstr}
+  redis.call('HSET', jk, unpack(values))
+  patch(h, values)
+  later('ZREM', k_ready(queue), c[2])
+  later('ZADD', K_LEASES, expires, id)
   count(queue, 'queued', -1)
   count(queue, 'running', 1)
   event(id, nowstr, 'state', '{"state":"running","attempt":' .. attempt .. ',"worker":'
     .. cjson.encode(owner) .. '}')
-  out[i] = redis.call('HGETALL', jk)
+  out[i] = h
 end
+finish()
 return out

@@ -28,18 +28,80 @@ end
 
 local function fmt(x) return string.format('%.6f', x) end
 
--- Append one event to the job's log and the store-wide feed, under one new sequence number.
+-- Events and counter changes are buffered and written once at the end (`finish`), so a batch
+-- costs one INCRBY for its sequence numbers and a few multi-member ZADDs on the feed instead
+-- of three commands per event. Every script that changes anything calls finish() before
+-- returning; a script never fails half-way after a write (arguments are checked first).
+local pending_events = {}
+local pending_counts = {}
+local pending_wake = {}
+
+-- Queue one event for the job's log and the store-wide feed.
 local function event(id, at, kind, data)
-  local seq = redis.call('INCR', K_SEQ)
-  local e = '{"seq":' .. seq .. ',"job_id":' .. cjson.encode(id) .. ',"at":' .. at
-    .. ',"type":"' .. kind .. '","data":' .. data .. '}'
-  redis.call('ZADD', K_FEED, seq, e)
-  redis.call('ZADD', k_ev(id), seq, e)
+  pending_events[#pending_events + 1] = {id, at, kind, data}
 end
 
 -- Per-queue state counters (queue_stats reads them instead of scanning jobs).
 local function count(queue, state, delta)
-  redis.call('HINCRBY', k_counts(queue), state, delta)
+  local c = pending_counts[queue]
+  if not c then
+    c = {}
+    pending_counts[queue] = c
+  end
+  c[state] = (c[state] or 0) + delta
+end
+
+local function wake(queue) pending_wake[queue] = true end
+
+-- Index updates that nothing in the same script reads back are deferred and sent as one
+-- multi-member command per key (ZADD k s1 m1 s2 m2 ..., ZREM k m1 m2 ...).
+local deferred, deferred_order = {}, {}
+local function later(cmd, key, a, b)
+  local name = cmd .. ' ' .. key
+  local d = deferred[name]
+  if not d then
+    d = {cmd, key, {}}
+    deferred[name] = d
+    deferred_order[#deferred_order + 1] = d
+  end
+  local args = d[3]
+  args[#args + 1] = a
+  if b ~= nil then args[#args + 1] = b end
+end
+
+-- multi-member commands in chunks: unpack() of a huge table overflows Lua's C stack
+local function call_chunked(cmd, key, args, step)
+  for i = 1, #args, step do
+    redis.call(cmd, key, unpack(args, i, math.min(i + step - 1, #args)))
+  end
+end
+
+local function finish()
+  for _, d in ipairs(deferred_order) do call_chunked(d[1], d[2], d[3], 400) end
+  deferred, deferred_order = {}, {}
+  local n = #pending_events
+  if n > 0 then
+    local seq = redis.call('INCRBY', K_SEQ, n) - n
+    local feed = {}
+    for _, e in ipairs(pending_events) do
+      seq = seq + 1
+      local text = '{"seq":' .. seq .. ',"job_id":' .. cjson.encode(e[1]) .. ',"at":' .. e[2]
+        .. ',"type":"' .. e[3] .. '","data":' .. e[4] .. '}'
+      redis.call('ZADD', k_ev(e[1]), seq, text)
+      feed[#feed + 1] = seq
+      feed[#feed + 1] = text
+    end
+    call_chunked('ZADD', K_FEED, feed, 400)
+    pending_events = {}
+  end
+  for queue, changes in pairs(pending_counts) do
+    for state, delta in pairs(changes) do
+      if delta ~= 0 then redis.call('HINCRBY', k_counts(queue), state, delta) end
+    end
+  end
+  pending_counts = {}
+  for queue in pairs(pending_wake) do redis.call('PUBLISH', P .. 'wake:' .. queue, '') end
+  pending_wake = {}
 end
 
 -- Ready queues are sorted sets scored by -priority; equal scores sort by member, which starts
@@ -55,10 +117,6 @@ end
 
 local function unready(id, queue, run_at)
   redis.call('ZREM', k_ready(queue), ready_member(run_at, id))
-end
-
-local function wake(queues)
-  for queue in pairs(queues) do redis.call('PUBLISH', P .. 'wake:' .. queue, '') end
 end
 
 -- Move due scheduled jobs of one queue to its ready set (at most `limit`).
@@ -78,13 +136,6 @@ local function promote(queue, now, nowstr, limit)
   return #ids
 end
 
--- ZREM in chunks: unpack() of a huge table overflows Lua's C stack.
-local function zrem_many(key, members)
-  for i = 1, #members, 500 do
-    redis.call('ZREM', key, unpack(members, i, math.min(i + 499, #members)))
-  end
-end
-
 -- Remove a finished job, its events (from its log and the feed) and its index entries.
 local function delete_job(id)
   local jk = k_job(id)
@@ -92,7 +143,7 @@ local function delete_job(id)
   if not f[1] then return end
   redis.call('ZREM', k_done(f[1]), id)
   count(f[1], f[2], -1)
-  zrem_many(K_FEED, redis.call('ZRANGE', k_ev(id), 0, -1))
+  call_chunked('ZREM', K_FEED, redis.call('ZRANGE', k_ev(id), 0, -1), 400)
   redis.call('DEL', k_ev(id), jk)
   redis.call('ZREM', K_ALL, id)
 end

@@ -26,7 +26,6 @@ for i = 0, n - 1 do
 end
 
 -- Pass 2: insert the new ones.
-local woke = {}
 
 local function insert(b)
   local id, queue, priority, run_at = ARGV[b], ARGV[b + 2], ARGV[b + 4], ARGV[b + 5]
@@ -57,7 +56,7 @@ local function insert(b)
   else
     redis.call('ZADD', k_sched(queue), run_at, id)
   end
-  woke[queue] = true
+  wake(queue)
   count(queue, state, 1)
   event(id, nowstr, 'state', '{"state":"' .. state .. '"}')
   return state
@@ -66,5 +65,5 @@ end
 for i = 0, n - 1 do
   if not out[i + 2] then out[i + 2] = insert(5 + i * W) end
 end
-wake(woke)
+finish()
 return out

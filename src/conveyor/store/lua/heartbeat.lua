@@ -15,15 +15,18 @@ for b = 1, n do
   if f[1] ~= 'running' or f[2] ~= token then
     out[b] = 'lost'
   else
-    redis.call('HSET', jk, 'lease_expires_at', expires, 'updated_at', nowstr)
-    redis.call('ZADD', K_LEASES, expires, id)
+    later('ZADD', K_LEASES, expires, id)
     if progress ~= '' then
-      redis.call('HSET', jk, 'progress', progress)
+      redis.call('HSET', jk, 'lease_expires_at', expires, 'updated_at', nowstr,
+        'progress', progress)
       event(id, nowstr, 'progress', progress)
+    else
+      redis.call('HSET', jk, 'lease_expires_at', expires, 'updated_at', nowstr)
     end
     for l = 0, nlogs - 1 do event(id, nowstr, 'log', ARGV[i + l]) end
     if f[3] == '1' then out[b] = 'cancel' else out[b] = 'ok' end
   end
   i = i + nlogs
 end
+finish()
 return out

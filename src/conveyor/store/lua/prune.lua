@@ -11,4 +11,5 @@ for _, queue in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
     deleted[#deleted + 1] = id
   end
 end
+finish()
 return deleted

@@ -1,29 +1,28 @@
 -- Find leases to treat as lost, and promote due scheduled jobs in every queue.
 -- ARGV: prefix, now|"", owner ("="..owner | "" for every expired lease), limit.
--- Returns {now, id1, token1, id2, token2, ...}; Python settles them as lost (rules.decide).
+-- Returns {now, then per lease: id, lease_token, attempt, max_attempts, backoff_s,
+--   cancel_requested}: what Python needs to settle them as lost (rules.decide) right away.
 local now, nowstr = clock(ARGV[2])
 local limit = tonumber(ARGV[4])
+local owner = nil
+if ARGV[3] ~= '' then owner = string.sub(ARGV[3], 2) end
 local ids
-if ARGV[3] == '' then
-  ids = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', '(' .. nowstr, 'LIMIT', 0, limit)
+if owner then
+  ids = redis.call('ZRANGE', K_LEASES, 0, -1)
 else
-  local owner = string.sub(ARGV[3], 2)
-  ids = {}
-  for _, id in ipairs(redis.call('ZRANGE', K_LEASES, 0, -1)) do
-    if redis.call('HGET', k_job(id), 'lease_owner') == owner then ids[#ids + 1] = id end
-  end
+  ids = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', '(' .. nowstr, 'LIMIT', 0, limit)
 end
 local out = {nowstr}
 for _, id in ipairs(ids) do
-  local token = redis.call('HGET', k_job(id), 'lease_token')
-  if token then
+  local f = redis.call('HMGET', k_job(id), 'state', 'lease_owner', 'lease_token', 'attempt',
+    'max_attempts', 'backoff_s', 'cancel_requested')
+  if f[1] == 'running' and (owner == nil or f[2] == owner) then
     out[#out + 1] = id
-    out[#out + 1] = token
+    for j = 3, 7 do out[#out + 1] = f[j] end
   end
 end
-local woke = {}
 for _, queue in ipairs(redis.call('SMEMBERS', K_QUEUES)) do
-  if promote(queue, now, nowstr, limit) > 0 then woke[queue] = true end
+  if promote(queue, now, nowstr, limit) > 0 then wake(queue) end
 end
-wake(woke)
+finish()
 return out

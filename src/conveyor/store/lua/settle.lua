@@ -9,7 +9,6 @@ local now, nowstr = clock(ARGV[2])
 local n = tonumber(ARGV[3])
 local W = 11
 local out = {}
-local woke = {}
 for i = 0, n - 1 do
   local b = 4 + i * W
   local id, token = ARGV[b], ARGV[b + 1]
@@ -24,29 +23,37 @@ for i = 0, n - 1 do
     local queue, state = f[4], ARGV[b + 3]
     local run_at = f[5]
     if ARGV[b + 4] ~= '' then run_at = ARGV[b + 4] end
-    redis.call('ZREM', K_LEASES, id)
-    redis.call('HDEL', jk, 'lease_owner', 'lease_token', 'lease_expires_at', 'result')
-    redis.call('HSET', jk, 'state', state, 'run_at', run_at, 'attempt', ARGV[b + 5],
-      'updated_at', nowstr)
+    later('ZREM', K_LEASES, id)
+    -- one HSET; cleared fields become "" (read as None), which saves an HDEL per job
+    local set = {'state', state, 'run_at', run_at, 'attempt', ARGV[b + 5], 'updated_at', nowstr,
+      'lease_owner', '', 'lease_token', '', 'lease_expires_at', '', 'result', ''}
     local result = ARGV[b + 6]
-    if result ~= '' then redis.call('HSET', jk, 'result', string.sub(result, 2)) end
-    if ARGV[b + 7] ~= '' then redis.call('HSET', jk, 'error', ARGV[b + 7]) end
-    if ARGV[b + 8] == '1' then
-      redis.call('HSET', jk, 'finished_at', nowstr)
-      redis.call('ZADD', k_done(queue), nowstr, id)
+    if result ~= '' then set[16] = string.sub(result, 2) end
+    if ARGV[b + 7] ~= '' then
+      set[#set + 1] = 'error'
+      set[#set + 1] = ARGV[b + 7]
     end
-    if ARGV[b + 9] == '1' then redis.call('HDEL', jk, 'progress') end
+    if ARGV[b + 8] == '1' then
+      set[#set + 1] = 'finished_at'
+      set[#set + 1] = nowstr
+      later('ZADD', k_done(queue), nowstr, id)
+    end
+    if ARGV[b + 9] == '1' then
+      set[#set + 1] = 'progress'
+      set[#set + 1] = ''
+    end
+    redis.call('HSET', jk, unpack(set))
     count(queue, 'running', -1)
     count(queue, state, 1)
     if state == 'queued' then
-      make_ready(id, queue, f[6], run_at)
-      woke[queue] = true
+      later('ZADD', k_ready(queue), -tonumber(f[6]), ready_member(run_at, id))
+      wake(queue)
     elseif state == 'scheduled' then
-      redis.call('ZADD', k_sched(queue), run_at, id)
+      later('ZADD', k_sched(queue), run_at, id)
     end
     event(id, nowstr, 'state', ARGV[b + 10])
     out[i + 1] = 'ok'
   end
 end
-wake(woke)
+finish()
 return out
