@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api.routes import deliveries
 
     app.include_router(deliveries.router)
+    from conveyor.api.compat import swissai
+
+    app.include_router(swissai.router)
     from conveyor.dashboard.routes import router as dashboard
 
     app.include_router(dashboard)

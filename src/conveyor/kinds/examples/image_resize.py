@@ -61,7 +61,7 @@ def resize(params: ResizeInput, ctx: Context) -> ResizeOutput:
 
 
 def _settings(params: ResizeInput, ctx: Context) -> dict[str, Any]:
-    """Input values, overridden by the optional `settings` file."""
+    """The optional `settings` file if there is one, else the input values."""
     wanted: dict[str, Any] = params.model_dump(exclude_none=True)
     try:
         path = ctx.input_file("settings")
@@ -71,7 +71,7 @@ def _settings(params: ResizeInput, ctx: Context) -> dict[str, Any]:
         given = ResizeInput.model_validate(json.loads(path.read_text("utf-8")))
     except ValueError as exc:
         raise PermanentError(f"the `settings` file is not valid resize settings: {exc}") from None
-    return wanted | given.model_dump(exclude_none=True)
+    return given.model_dump(exclude_none=True)
 
 
 def target_size(width: int, height: int, new_w: int | None, new_h: int | None) -> tuple[int, int]:

@@ -1,0 +1,85 @@
+"""A fake Swiss AI Center core engine: just the routes services talk to, recording every call."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+@dataclass
+class Engine:
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)  # id → service
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    callbacks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, method: str, path: str, body: Any = None) -> None:
+        with self.lock:
+            self.calls.append((method, path, body))
+
+    def by_slug(self, slug: str) -> dict[str, Any] | None:
+        with self.lock:
+            return next((s for s in self.services.values() if s["slug"] == slug), None)
+
+    def count(self, method: str, path: str) -> int:
+        with self.lock:
+            return sum(1 for m, p, _ in self.calls if m == method and p == path)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/services")
+        async def create(request: Request) -> JSONResponse:
+            body = await request.json()
+            self.record("POST", "/services", body)
+            try:  # the real engine checks that the service answers first
+                async with httpx.AsyncClient(timeout=5) as client:
+                    answer = await client.get(f"{body['url']}/status")
+            except httpx.HTTPError:
+                return JSONResponse({"detail": "Service unreachable"}, 503)
+            if answer.status_code != 200:
+                return JSONResponse({"detail": "Service unavailable"}, 500)
+            if self.by_slug(body["slug"]) is not None:
+                return JSONResponse({"detail": "Service already exists"}, 409)
+            service = {**body, "id": str(uuid.uuid4())}
+            with self.lock:
+                self.services[service["id"]] = service
+            return JSONResponse(service)
+
+        @app.get("/services/slug/{slug}")
+        async def get_by_slug(slug: str) -> JSONResponse:
+            self.record("GET", f"/services/slug/{slug}")
+            found = self.by_slug(slug)
+            return JSONResponse(found) if found else JSONResponse({"detail": "nope"}, 404)
+
+        @app.patch("/services/{service_id}")
+        async def update(service_id: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            self.record("PATCH", f"/services/{service_id}", body)
+            with self.lock:
+                if service_id not in self.services:
+                    return JSONResponse({"detail": "nope"}, 404)
+                self.services[service_id].update(body)
+                return JSONResponse(self.services[service_id])
+
+        @app.post("/services/{slug}/ping")
+        async def ping(slug: str) -> JSONResponse:
+            self.record("POST", f"/services/{slug}/ping")
+            found = self.by_slug(slug)
+            return JSONResponse(found) if found else JSONResponse({"detail": "nope"}, 404)
+
+        @app.patch("/tasks/{task_id}")
+        async def callback(task_id: str, request: Request) -> JSONResponse:
+            body = await request.json()
+            self.record("PATCH", f"/tasks/{task_id}", body)
+            with self.lock:
+                self.callbacks.setdefault(task_id, []).append(body)
+            return JSONResponse({"id": task_id, **body})
+
+        return app
