@@ -153,8 +153,11 @@ def up(
 
     threading.Thread(target=announce, name="conveyor-announce", daemon=True).start()
     supervisor.install_signal_handlers()
+    from conveyor.webhooks.dispatcher import background
+
     try:
-        supervisor.run()
+        with background(settings.store_url, worker_store):  # webhooks beside the jobs
+            supervisor.run()
     finally:
         server.should_exit = True
         thread.join(timeout=10)
