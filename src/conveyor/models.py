@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,8 +37,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def from_ts(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def trusted(cls: type[M], values: dict[str, Any]) -> M:
+    """Build a model from complete, already-valid data without validation (the hot path).
+
+    Like `model_construct`, minus its per-field alias and default handling: `values` must hold
+    every field. Stores use it for rows they wrote themselves.
+    """
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", values)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 class Model(BaseModel):

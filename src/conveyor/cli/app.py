@@ -411,7 +411,9 @@ def worker(
     burst: Annotated[
         bool, typer.Option(help="Exit once no job is waiting (tests, batch).")
     ] = False,
-    prefetch: Annotated[int, typer.Option(min=1, max=64, help="Jobs handed to a child ahead.")] = 1,
+    prefetch: Annotated[
+        int, typer.Option(min=1, max=64, help="Jobs queued per child when jobs are very short.")
+    ] = 4,
     store: StoreOpt = None,
     imports: ImportOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",

@@ -19,10 +19,13 @@ from conveyor.models import (
     JobEvent,
     JobFilter,
     JobPage,
+    JobState,
     KindInfo,
     Progress,
     QueueStats,
     WorkerInfo,
+    from_ts,
+    trusted,
 )
 from conveyor.store.rules import Outcome
 
@@ -72,6 +75,25 @@ class BeatStatus(StrEnum):
     OK = "ok"  #: lease extended
     CANCEL = "cancel"  #: lease extended, but a cancel was requested: stop the job
     LOST = "lost"  #: the token is stale (rescued, cancelled, or finished): stop and drop it
+
+
+def job_from_values(**values: Any) -> Job:
+    """A Job from every one of its fields, unvalidated (stores use it for their own rows)."""
+    return trusted(Job, values)
+
+
+def new_job(spec: JobSpec, state: JobState, now: float) -> Job:
+    """The Job a freshly inserted spec becomes, without reading it back."""
+    created = from_ts(now)
+    return job_from_values(
+        id=spec.id, kind=spec.kind, queue=spec.queue, state=state, input=spec.input,
+        priority=spec.priority, run_at=from_ts(spec.run_at), attempt=0,
+        max_attempts=spec.max_attempts, timeout_s=spec.timeout_s, backoff_s=spec.backoff_s,
+        progress=None, result=None, error=None, tags=list(spec.tags),
+        idempotency_key=spec.idempotency_key, webhook=spec.webhook, lease=None,
+        cancel_requested=False, created_at=created, started_at=None, finished_at=None,
+        updated_at=created,
+    )  # fmt: skip
 
 
 @runtime_checkable

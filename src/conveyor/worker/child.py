@@ -3,7 +3,7 @@
 It talks to the supervisor only, over a pipe of JSON messages, and never to the store: the
 supervisor holds the leases, so a child that dies or hangs cannot settle a job twice.
 
-    supervisor → child: run {id, kind, input, attempt} · cancel {id} · stop
+    supervisor → child: run_many {jobs: [{id, kind, input, attempt}]} · cancel {id} · stop
     child → supervisor: progress {id, current, total, message} · log {id, line}
                         done {id, outcome, result | error, retry}
 """
@@ -56,8 +56,9 @@ class Child:
             while True:
                 message = json.loads(self.conn.recv_bytes())
                 op = message["op"]
-                if op == "run":
-                    self.inbox.put(message)
+                if op == "run_many":
+                    for job in message["jobs"]:
+                        self.inbox.put(job)
                 elif op == "cancel":
                     self.cancelled.add(message["id"])
                 elif op == "stop":
@@ -84,7 +85,7 @@ class Child:
         job_id = message["id"]
         if job_id in self.cancelled:
             return {"op": "done", "id": job_id, "outcome": "cancelled"}
-        workdir = Path(tempfile.mkdtemp(prefix=f"conveyor-{job_id}-"))
+        workdir = Path(tempfile.gettempdir()) / f"conveyor-{os.getpid()}-{job_id}"
         try:
             spec = self.registry.get(message["kind"])
             ctx = Context(

@@ -84,20 +84,20 @@ class Context:
         """A local copy of the job's input file `name` (uploaded with the job)."""
         path = self._workdir / "in" / check_name(name)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._storage.download(job_key(self.job_id, "in", name), path)
         return path
 
     def output_file(self, name: str) -> Path:
         """A local path to write output `name` to; stored when the handler succeeds."""
         path = self._workdir / "out" / check_name(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._outputs[name] = path
         return path
 
     def save_outputs(self) -> list[str]:
         """Upload the output files the handler wrote; return their names."""
-        saved = []
+        saved: list[str] = []
         for name, path in self._outputs.items():
             if path.exists():
                 self._storage.upload(job_key(self.job_id, "out", name), path)

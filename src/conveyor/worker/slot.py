@@ -33,11 +33,10 @@ class InFlight:
     def id(self) -> str:
         return self.job.id
 
-    def run_message(self) -> bytes:
+    def run_message(self) -> dict[str, Any]:
         job = self.job
-        message = {"op": "run", "id": job.id, "kind": job.kind, "input": job.input,
-                   "attempt": job.attempt}  # fmt: skip
-        return json.dumps(message, separators=(",", ":")).encode()
+        return {"op": "run", "id": job.id, "kind": job.kind, "input": job.input,
+                "attempt": job.attempt}  # fmt: skip
 
 
 class Slot:
@@ -54,6 +53,8 @@ class Slot:
         self.sigkill_at: float | None = None
         self.crashes: deque[float] = deque(maxlen=5)
         self.restart_at = 0.0
+        self.sentinel_ready = False
+        self.outbox: list[dict[str, Any]] = []
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
 
@@ -68,11 +69,13 @@ class Slot:
         process.start()
         child.close()
         self.process, self.conn = process, parent
+        self.sentinel_ready = False
         self.kill_reason = self.kill_at = self.sigkill_at = None
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        """Started and not yet reaped (a death shows on the sentinel; see Supervisor._reap)."""
+        return self.process is not None
 
     @property
     def head(self) -> InFlight | None:
@@ -88,10 +91,17 @@ class Slot:
             return False
 
     def dispatch(self, item: InFlight, now: float) -> None:
+        """Hand a job to this child (sent by `flush`, several in one write)."""
         if not self.jobs:
             self.head_started = now
         self.jobs.append(item)
-        self.send(item.run_message())
+        self.outbox.append(item.run_message())
+
+    def flush(self) -> None:
+        if self.outbox:
+            batch = {"op": "run_many", "jobs": self.outbox}
+            self.outbox = []
+            self.send(json.dumps(batch, separators=(",", ":")).encode())
 
     def control(self, op: str, **fields: Any) -> None:
         self.send(json.dumps({"op": op, **fields}).encode())
@@ -137,6 +147,7 @@ class Slot:
         self.crashes.append(time.monotonic())
         held = list(self.jobs)
         self.jobs.clear()
+        self.outbox = []
         return held
 
     def restart_delay(self) -> float:

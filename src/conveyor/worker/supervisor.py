@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from types import FrameType
@@ -28,12 +29,17 @@ from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
 from conveyor.store.base import Beat, BeatStatus, Settlement, Store
 from conveyor.store.rules import Outcome
+from conveyor.worker.settler import Settler
 from conveyor.worker.slot import InFlight, Slot
 
 log = logging.getLogger("conveyor.worker")
 
 PRUNE_EVERY_S = 600.0
 STORE_RETRY_S = 0.5
+BUFFER_MAX = 200  # claimed jobs waiting in the supervisor for a free child
+BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
+PIPELINE_BELOW_S = 0.005  # hand a busy child a next job only when jobs are this short
+RATE_WINDOW_S = 0.25
 
 
 class Supervisor:
@@ -47,7 +53,7 @@ class Supervisor:
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
         burst: bool = False,
-        prefetch: int = 1,
+        prefetch: int = 4,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -61,7 +67,8 @@ class Supervisor:
             Slot(i, settings.import_list, settings.storage_url) for i in range(self.concurrency)
         ]
         self.buffer: list[InFlight] = []
-        self.pending: list[Settlement] = []
+        self.completions: deque[float] = deque()  # finish times within RATE_WINDOW_S
+        self.runtime: dict[str, float] = {}  # kind -> EWMA seconds, decides pipelining
         self.draining = False
         self.drain_deadline: float | None = None
         self.hungry = True
@@ -74,6 +81,9 @@ class Supervisor:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._closing = threading.Event()
+        self._retry_claim = False
+        self._last_reap = 0.0
+        self.settler = Settler(store, self._committed)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -120,7 +130,7 @@ class Supervisor:
         grace = self.settings.grace_s if grace_s is None else grace_s
         self.drain_deadline = time.monotonic() + grace
         for item in self.buffer:
-            self.pending.append(Settlement(item.id, item.token, Outcome.RELEASED))
+            self.settler.add(Settlement(item.id, item.token, Outcome.RELEASED))
         self.buffer.clear()
         for slot in self.slots:
             slot.control("stop")
@@ -128,12 +138,12 @@ class Supervisor:
 
     def _finished(self) -> bool:
         if self.draining:
-            return not any(s.process for s in self.slots) and not self.pending
+            return not any(s.process for s in self.slots) and self.settler.idle
         if self.burst and not self.hungry:
             return False
         if self.burst:
-            idle = not self.buffer and not any(s.jobs for s in self.slots) and not self.pending
-            return idle and self._last_claim_empty
+            busy = self.buffer or any(s.jobs for s in self.slots) or not self.settler.idle
+            return not busy and self._last_claim_empty
         return False
 
     def _shutdown(self) -> None:
@@ -141,7 +151,7 @@ class Supervisor:
             if slot.process is not None:
                 slot.process.kill()
                 self._on_child_exit(slot, restart=False)
-        self._flush(final=True)
+        self.settler.close()
         self._beat_worker("stopped")
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -163,7 +173,10 @@ class Supervisor:
                 self._drain_wake()
             elif isinstance(obj, Connection):
                 self._read(obj, now)
-        self._flush()
+            else:
+                for slot in self.slots:
+                    if slot.process is not None and slot.process.sentinel == obj:
+                        slot.sentinel_ready = True
         self._heartbeat(now)
         self._enforce(now)
         self._sweep(now)
@@ -178,7 +191,7 @@ class Supervisor:
         return items
 
     def _timeout(self, now: float) -> float:
-        if self.pending or (self.hungry and self._capacity() > 0 and not self.draining):
+        if self.hungry and self._capacity() > 0 and not self.draining:
             return 0.0
         due = [self.last_beat + self.settings.heartbeat_s]
         if self.progress_dirty:
@@ -194,11 +207,23 @@ class Supervisor:
 
     # -- claiming and dispatch ----------------------------------------------------------------
 
+    def _ready_slots(self) -> list[Slot]:
+        return [s for s in self.slots if s.alive and s.kill_reason is None]
+
     def _capacity(self) -> int:
-        free = sum(
-            self.prefetch - len(s.jobs) for s in self.slots if s.alive and s.kill_reason is None
-        )
-        return max(0, free - len(self.buffer))
+        """How many more jobs to claim: idle children plus a buffer sized to the recent rate."""
+        idle = sum(1 for s in self._ready_slots() if not s.jobs)
+        ahead = min(BUFFER_MAX, int(self._rate() * BUFFER_AHEAD_S))
+        if self.buffer and len(self.buffer) > ahead // 2:
+            return 0  # enough in hand; claim again when it runs low, in one batch
+        return max(0, idle + ahead - len(self.buffer))
+
+    def _rate(self) -> float:
+        """Jobs finished per second over the last RATE_WINDOW_S."""
+        horizon = time.monotonic() - RATE_WINDOW_S
+        while self.completions and self.completions[0] < horizon:
+            self.completions.popleft()
+        return len(self.completions) / RATE_WINDOW_S
 
     def _fill(self, now: float) -> None:
         want = self._capacity()
@@ -213,12 +238,23 @@ class Supervisor:
         self._dispatch(now)
 
     def _dispatch(self, now: float) -> None:
-        while self.buffer:
-            ready = [s for s in self.slots if s.alive and s.kill_reason is None]
-            slot = min(ready, key=lambda s: len(s.jobs), default=None)
-            if slot is None or len(slot.jobs) >= self.prefetch:
-                return
+        ready = self._ready_slots()
+        while self.buffer and ready:
+            slot = min(ready, key=lambda s: len(s.jobs))
+            item = self.buffer[0]
+            if slot.jobs and not self._may_pipeline(slot, item):
+                break
             slot.dispatch(self.buffer.pop(0), now)
+        for slot in ready:
+            slot.flush()
+
+    def _may_pipeline(self, slot: Slot, item: InFlight) -> bool:
+        """Queue a job behind a busy child only when both are known to be short, so a long job
+        never holds others back while another child could run them."""
+        if len(slot.jobs) >= self.prefetch:
+            return False
+        kinds = {item.job.kind, *(queued.job.kind for queued in slot.jobs)}
+        return all(self.runtime.get(kind, 1.0) < PIPELINE_BELOW_S for kind in kinds)
 
     def _wake_loop(self) -> None:
         while not self._closing.is_set():
@@ -233,6 +269,9 @@ class Supervisor:
             os.write(self._wake_w, b"w")
 
     def _drain_wake(self) -> None:
+        if self._retry_claim:
+            self._retry_claim = False
+            self._last_claim_empty = False
         with contextlib.suppress(OSError):
             while os.read(self._wake_r, 4096):
                 pass
@@ -253,8 +292,12 @@ class Supervisor:
     def _handle(self, slot: Slot, message: dict[str, Any], now: float) -> None:
         op = message["op"]
         if op == "done":
+            started = slot.head_started
             item = slot.pop(message["id"], now)
             if item is not None:
+                kind = item.job.kind
+                took = now - started
+                self.runtime[kind] = 0.8 * self.runtime.get(kind, took) + 0.2 * took
                 self._settle_done(item, message)
             self._dispatch(now)
             return
@@ -290,22 +333,15 @@ class Supervisor:
     ) -> None:
         if item.progress is not None or item.logs:
             self._beat([item])  # the last progress and log lines land before the final state
-        self.pending.append(Settlement(item.id, item.token, outcome, result, error, retry))
+        self.completions.append(time.monotonic())
+        self.settler.add(Settlement(item.id, item.token, outcome, result, error, retry))
         self.stats[outcome.value] = self.stats.get(outcome.value, 0) + 1
 
-    def _flush(self, final: bool = False) -> None:
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        applied = self._store_call(self.store.settle, batch)
-        if applied is None:
-            if not final:
-                self.pending = batch + self.pending  # try again; stale ones will be refused then
-            return
-        for settlement, ok in zip(batch, applied, strict=True):
-            if not ok:
-                log.warning("job %s: lease was lost before it finished; its result is dropped",
-                            settlement.job_id)  # fmt: skip
+    def _committed(self) -> None:
+        """Called by the settler after each commit (its thread): a retry with no backoff may
+        be due at once, so look at the queue again before deciding it is empty."""
+        self._retry_claim = True
+        self._poke()
 
     # -- leases -----------------------------------------------------------------------------------
 
@@ -391,8 +427,13 @@ class Supervisor:
             slot.enforce(now)
 
     def _reap(self, now: float) -> None:
+        # A dead child's sentinel wakes the loop; waitpid is only asked then, or once a second.
+        check_all = now - self._last_reap >= 1.0
+        if check_all:
+            self._last_reap = now
         for slot in self.slots:
-            if slot.process is not None and not slot.process.is_alive():
+            suspect = check_all or slot.sentinel_ready
+            if slot.process is not None and suspect and not slot.process.is_alive():
                 self._on_child_exit(slot, restart=not self.draining)
             elif slot.process is None and not self.draining and now >= slot.restart_at:
                 slot.start()

@@ -1,0 +1,112 @@
+"""Engine benchmark: batch enqueue, drain and idle latency of `noop` jobs on SQLite.
+
+    python bench/engine.py [--n 20000] [--concurrency 2] [--synchronous full] [--prefetch 1]
+
+Prints a table and writes bench/results/engine.json. The store is a temp SQLite file in its
+durable setting (WAL, synchronous=FULL) unless told otherwise; workers are one real
+`conveyor worker` process with N children, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from conveyor.kinds.registry import import_kinds
+from conveyor.models import NewJob
+from conveyor.service import Service
+from conveyor.storage import open_storage
+from conveyor.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def succeeded(service: Service) -> int:
+    return sum(s.succeeded for s in service.queues())
+
+
+def wait_count(service: Service, target: int, timeout: float) -> float:
+    deadline = time.perf_counter() + timeout
+    while (done := succeeded(service)) < target:
+        if time.perf_counter() > deadline:
+            raise SystemExit(f"timed out: {done}/{target} finished")
+        time.sleep(0.005)
+    return time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--latency-n", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=1)
+    parser.add_argument("--synchronous", default="full")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+    url = f"sqlite:///{tmp / 'bench.db'}?synchronous={args.synchronous}"
+    store = open_store(url)
+    store.register_kinds(import_kinds(["conveyor.kinds.demo"]).infos())
+    service = Service(store, open_storage(f"file://{tmp / 'files'}"))
+
+    # 1. Batch enqueue, no workers running.
+    jobs = [NewJob(kind="noop") for _ in range(args.n)]
+    began = time.perf_counter()
+    for start in range(0, args.n, args.batch):
+        service.submit_many(jobs[start : start + args.batch])
+    enqueue_s = time.perf_counter() - began
+
+    # 2. Drain: start the worker on the full queue; time to the last completion.
+    env = {**os.environ, "CONVEYOR_HOME": str(tmp), "CONVEYOR_IMPORTS": "conveyor.kinds.demo"}
+    cmd = [sys.executable, "-m", "conveyor", "worker", "--store", url, "-c",
+           str(args.concurrency), "--prefetch", str(args.prefetch), "--log-level", "warning"]  # fmt: skip
+    began = time.perf_counter()
+    worker = subprocess.Popen(cmd, env=env)
+    ended = wait_count(service, args.n, timeout=600)
+    drain_s = ended - began
+    cpu_before = os.times()
+
+    # 3. Idle latency: sequential submit → succeeded round trips.
+    latencies = []
+    for _ in range(args.latency_n):
+        t0 = time.perf_counter()
+        job = service.submit(NewJob(kind="noop"))
+        while service.get(job.id).state.value != "succeeded":
+            time.sleep(0.0002)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    worker.terminate()
+    worker.wait(30)
+    latencies.sort()
+    result = {
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "prefetch": args.prefetch,
+        "synchronous": args.synchronous,
+        "enqueue_jobs_per_s": round(args.n / enqueue_s),
+        "drain_jobs_per_s": round(args.n / drain_s),
+        "drain_s_including_worker_start": round(drain_s, 2),
+        "latency_p50_ms": round(statistics.median(latencies), 2),
+        "latency_p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 2),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_avg_1m": os.getloadavg()[0],
+        "client_cpu_s": round(cpu_before.user + cpu_before.system, 2),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
