@@ -246,6 +246,15 @@ class RedisStore:
         return self.prefix + ":".join(parts)
 
     def _check_persistence(self, allow_volatile: bool) -> None:
+        with suppress(redis.ResponseError):  # CONFIG is disabled on some managed services
+            policy = str(self._r.config_get("maxmemory-policy").get("maxmemory-policy", ""))
+            if policy.startswith("allkeys"):
+                log.warning(
+                    "!!! Redis at %s has maxmemory-policy %s: when it fills up it evicts"
+                    " jobs silently. Use noeviction (or a volatile-* policy) !!!",
+                    self._where,
+                    policy,
+                )
         info = self._r.info("persistence")
         if int(info.get("aof_enabled", 0)):
             fsync = "unknown"
