@@ -292,3 +292,28 @@ def test_deliveries_route(
     assert "body" not in delivery
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
+
+
+def test_submit_refuses_unsafe_webhooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked at registration, through the service and the HTTP API (problem+json 422)."""
+    from conveyor.api.app import create_app
+    from conveyor.models import KindInfo, NewJob
+    from conveyor.service import Service
+    from conveyor.settings import Settings
+    from conveyor.storage.fs import FileStorage
+
+    monkeypatch.delenv("CONVEYOR_CALLBACK_ALLOW", raising=False)
+    settings = Settings(home=tmp_path, store=f"sqlite:///{tmp_path / 'conveyor.db'}")
+    store = open_store(settings.store_url)
+    store.register_kinds([KindInfo(name="noop")])
+    service = Service(store, FileStorage(tmp_path / "files"))
+    for url in ("http://169.254.169.254/latest", "http://[::1]/", "ftp://example.com/"):
+        with pytest.raises(UnsafeURLError):
+            service.submit(NewJob(kind="noop", webhook={"url": url}))
+    with serve_in_thread(create_app(settings)) as api:
+        refused = httpx.post(f"{api}/v1/jobs", json={"kind": "noop", "webhook": {
+            "url": "http://10.0.0.1/hook"}}, timeout=10)  # fmt: skip
+    store.close()
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "private address" in refused.json()["detail"]
