@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	# The Redis store tests start private throwaway redis-servers.
+	command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q redis-server)
 	# The dashboard tests drive Debian's chromium through Playwright (never `playwright install`).
 	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q chromium)
