@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import fastjsonschema
 from jsonschema.validators import validator_for
 
 from conveyor import errors
@@ -33,7 +34,7 @@ class Service:
         self.storage = storage
         self._kinds: dict[str, KindInfo] = {}
         self._kinds_at = 0.0
-        self._validators: dict[str, tuple[str, Any]] = {}
+        self._validators: dict[str, SchemaCheck] = {}
 
     # -- kinds --------------------------------------------------------------------------------
 
@@ -58,18 +59,12 @@ class Service:
         """Raise `InvalidInputError` listing every field that breaks the kind's input schema."""
         if not kind.input_schema:
             return
-        schema_id = json.dumps(kind.input_schema, sort_keys=True)
         cached = self._validators.get(kind.name)
-        if cached is None or cached[0] != schema_id:
-            cls = validator_for(kind.input_schema)
-            cached = (schema_id, cls(kind.input_schema))
-            self._validators[kind.name] = cached
-        problems = [
-            {"loc": ["input", *map(str, e.absolute_path)], "msg": e.message, "type": e.validator}
-            for e in cached[1].iter_errors(value)
-        ]
+        if cached is None or cached.schema != kind.input_schema:
+            cached = self._validators[kind.name] = SchemaCheck(kind.input_schema)
+        problems = cached.problems(value)
         if problems:
-            fields = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+            fields = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems)
             raise errors.InvalidInputError(
                 f"input for {kind.name!r} is invalid: {fields}", errors=problems
             )
@@ -182,6 +177,30 @@ class Service:
         key = job_key(job_id, "in" if direction == "in" else "out", name)
         info = self.storage.stat(key)
         return info, self.storage.read(key, start, end)
+
+
+class SchemaCheck:
+    """A compiled JSON Schema: a fast yes/no check, then every problem when the answer is no."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self._full = validator_for(schema)(schema)
+        try:
+            self._fast: Callable[[Any], Any] | None = fastjsonschema.compile(schema)
+        except fastjsonschema.JsonSchemaDefinitionException:
+            self._fast = None  # a schema the fast compiler cannot handle: full check only
+
+    def problems(self, value: Any) -> list[dict[str, Any]]:
+        if self._fast is not None:
+            try:
+                self._fast(value)
+                return []
+            except fastjsonschema.JsonSchemaValueException:
+                pass
+        return [
+            {"loc": ["input", *e.absolute_path], "msg": e.message, "type": e.validator}
+            for e in self._full.iter_errors(value)
+        ]
 
 
 def request_hash(job: NewJob) -> str:
