@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -10,7 +13,7 @@ import pytest
 from googleapiclient.errors import HttpError
 
 from tests.api.conftest import ApiServer
-from tests.integration.harness import wait_for
+from tests.integration.harness import ROOT, wait_for
 from tests.taskqueue.conftest import decode, encode, insert, lease
 
 NOW_TOLERANCE_US = 10_000_000  # timestamps within 10 s of now, in microseconds
@@ -246,3 +249,13 @@ def test_missing_task_is_404_for_get_patch_update_delete(tq: Any, queue: str) ->
 
 def test_health_alias(api: ApiServer) -> None:
     assert httpx.get(f"{api.url}/_ah/health").json() == httpx.get(f"{api.url}/readyz").json()
+
+
+def test_tasks_are_jobs_in_the_cli(tq: Any, queue: str, api: ApiServer) -> None:
+    task = insert(tq, queue, {"i": 1}, tag="cli")
+    shown = subprocess.run(
+        [sys.executable, "-m", "conveyor", "jobs", "show", task["id"], "--store", api.store_url,
+         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    job = json.loads(shown.stdout)
+    assert (job["kind"], job["state"], job["tags"]) == ("taskqueue.task", "queued", ["cli"])

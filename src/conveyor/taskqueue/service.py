@@ -204,7 +204,8 @@ class TaskQueueService:
         """Acknowledge a task: it leaves the queue (the job ends succeeded or cancelled)."""
         for _ in range(3):  # the task may change hands between reading and settling
             job = self.find(ref, task)
-            self.store.delete_record(replies.COLLECTION, f"{ref.base}/{job.id}")
+            if job.kind != RAW_KIND:  # acknowledged by a client, which replies itself
+                self.store.delete_record(replies.COLLECTION, f"{ref.base}/{job.id}")
             if job.state is JobState.RUNNING and job.lease is not None:
                 done = Settlement(job.id, job.lease.token, Outcome.SUCCEEDED,
                                   result={"taskqueue": "deleted"})  # fmt: skip
