@@ -13,7 +13,6 @@ docs/stores.md for what `appendfsync everysec` and `always` give), unless explic
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -25,6 +24,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.client import PubSub
@@ -47,9 +47,17 @@ from conveyor.models import (
     QueueStats,
     WorkerInfo,
     from_ts,
+    trusted,
 )
 from conveyor.store import rules
-from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement
+from conveyor.store.base import (
+    Beat,
+    BeatStatus,
+    JobSpec,
+    Settlement,
+    job_from_values,
+    new_job,
+)
 from conveyor.store.rules import Outcome
 
 log = logging.getLogger("conveyor.store.redis")
@@ -70,7 +78,10 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return orjson.dumps(value).decode()
+
+
+_loads = orjson.loads
 
 
 def _ts(value: str) -> datetime:
@@ -87,31 +98,33 @@ def hash_to_job(h: dict[str, str]) -> Job:
     state = JobState(h["state"])
     lease = None
     if state is JobState.RUNNING and h.get("lease_token"):
-        lease = Lease.model_construct(
-            owner=h["lease_owner"], token=h["lease_token"], expires_at=_ts(h["lease_expires_at"])
-        )
+        lease = trusted(Lease, {
+            "owner": h["lease_owner"], "token": h["lease_token"],
+            "expires_at": _ts(h["lease_expires_at"]),
+        })  # fmt: skip
     progress = h.get("progress") or None
     error = h.get("error") or None
     result = h.get("result") or None
     webhook = h.get("webhook")
-    return Job.model_construct(
+    return job_from_values(
         id=h["id"],
         kind=h["kind"],
         queue=h["queue"],
         state=state,
-        input=json.loads(h["input"]),
+        input=_loads(h["input"]),
         priority=int(h["priority"]),
         run_at=_ts(h["run_at"]),
         attempt=int(h["attempt"]),
         max_attempts=int(h["max_attempts"]),
         timeout_s=_opt_float(h.get("timeout_s")),
         backoff_s=float(h["backoff_s"]),
-        progress=None if progress is None else Progress.model_construct(**json.loads(progress)),
-        result=None if result is None else json.loads(result),
-        error=None if error is None else JobError.model_construct(**json.loads(error)),
-        tags=json.loads(h["tags"]),
+        # every field is present: the store wrote them with model_dump_json
+        progress=None if progress is None else trusted(Progress, _loads(progress)),
+        result=None if result is None else _loads(result),
+        error=None if error is None else trusted(JobError, _loads(error)),
+        tags=_loads(h["tags"]),
         idempotency_key=h.get("idempotency_key"),
-        webhook=None if webhook is None else json.loads(webhook),
+        webhook=None if webhook is None else _loads(webhook),
         lease=lease,
         cancel_requested=h.get("cancel_requested") == "1",
         created_at=_ts(h["created_at"]),
@@ -126,11 +139,9 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 
 
 def _event_model(text: str) -> JobEvent:
-    raw = json.loads(text)
-    return JobEvent.model_construct(
-        seq=raw["seq"], job_id=raw["job_id"], at=datetime.fromtimestamp(raw["at"], UTC),
-        type=raw["type"], data=raw["data"],
-    )  # fmt: skip
+    raw = _loads(text)
+    raw["at"] = datetime.fromtimestamp(raw["at"], UTC)
+    return trusted(JobEvent, raw)
 
 
 def _script_source(name: str) -> str:
@@ -328,7 +339,7 @@ class RedisStore:
         known = [r[1:] for r in reply[1:] if r.startswith("=")]
         existing = self._fetch(known) if known else {}
         return [
-            existing[r[1:]] if r.startswith("=") else _new_job(s, JobState(r), now)
+            existing[r[1:]] if r.startswith("=") else new_job(s, JobState(r), now)
             for s, r in zip(specs, reply[1:], strict=True)
         ]
 
@@ -525,11 +536,11 @@ class RedisStore:
 
     def get_record(self, collection: str, key: str) -> dict[str, Any] | None:
         text = self._call(self._r.hget, self._key("rec", collection), key)
-        return None if text is None else dict(json.loads(text))
+        return None if text is None else dict(_loads(text))
 
     def list_records(self, collection: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
         found: dict[str, str] = self._call(self._r.hgetall, self._key("rec", collection))
-        return [(k, json.loads(found[k])) for k in sorted(found) if k.startswith(prefix)]
+        return [(k, _loads(found[k])) for k in sorted(found) if k.startswith(prefix)]
 
     def delete_record(self, collection: str, key: str) -> bool:
         return bool(self._call(self._r.hdel, self._key("rec", collection), key))
@@ -550,7 +561,7 @@ class RedisStore:
         found: dict[str, str] = self._call(self._r.hgetall, self._key("kinds"))
         out = []
         for name in sorted(found):
-            raw = json.loads(found[name])
+            raw = _loads(found[name])
             out.append(KindInfo.model_validate({**raw["info"], "updated_at": from_ts(raw["at"])}))
         return out
 
@@ -565,7 +576,7 @@ class RedisStore:
         found: dict[str, str] = self._call(self._r.hgetall, self._key("workers"))
         out = []
         for worker_id in sorted(found):
-            raw = json.loads(found[worker_id])
+            raw = _loads(found[worker_id])
             out.append(WorkerInfo.model_validate({**raw["info"], "last_seen": from_ts(raw["at"])}))
         return out
 
@@ -575,7 +586,7 @@ class RedisStore:
         stats = []
         for i in range(1, len(reply), 4):
             name, counts_json, oldest, last_minute = reply[i : i + 4]
-            counts = {k: int(v) for k, v in _pairs(json.loads(counts_json)).items() if int(v)}
+            counts = {k: int(v) for k, v in _pairs(_loads(counts_json)).items() if int(v)}
             if not counts:
                 continue  # every job of this queue was pruned or deleted
             stats.append(
@@ -669,18 +680,6 @@ def _settle_args(s: Settlement, row: dict[str, str], now: float) -> list[Any]:
         "1" if decision.finished else "0", "1" if decision.state is JobState.QUEUED else "0",
         _dumps(_state_data(decision)),
     ]  # fmt: skip
-
-
-def _new_job(spec: JobSpec, state: JobState, now: float) -> Job:
-    at = datetime.fromtimestamp(now, UTC)
-    return Job.model_construct(
-        id=spec.id, kind=spec.kind, queue=spec.queue, state=state, input=spec.input,
-        priority=spec.priority, run_at=datetime.fromtimestamp(spec.run_at, UTC), attempt=0,
-        max_attempts=spec.max_attempts, timeout_s=spec.timeout_s, backoff_s=spec.backoff_s,
-        progress=None, result=None, error=None, tags=list(spec.tags),
-        idempotency_key=spec.idempotency_key, webhook=spec.webhook, lease=None,
-        cancel_requested=False, created_at=at, started_at=None, finished_at=None, updated_at=at,
-    )  # fmt: skip
 
 
 def _matches(job: Job, f: JobFilter) -> bool:
