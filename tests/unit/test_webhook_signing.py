@@ -115,3 +115,27 @@ def test_generated_secrets_are_distinct_and_decodable() -> None:
 def test_bad_secrets_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="secret"):
         decode_secret(bad)
+
+
+def test_the_documented_receiver_runs() -> None:
+    """docs/webhooks.md shows a stdlib-only verifier: run it as written."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "signature verified"
+    # and it agrees with conveyor's own signer on a fresh message
+    secret = generate_secret()
+    body = b'{"a":1}'
+    headers = sign_headers([secret], "msg_x", int(time.time()), body)
+    call = f"verify({secret!r}, {headers!r}, {body!r})"
+    check = code.split("# The test vector")[0] + f"\nassert {call}\nprint('ok')\n"
+    again = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=30
+    )
+    assert again.stdout.strip() == "ok", again.stderr
