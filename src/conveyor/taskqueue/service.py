@@ -25,6 +25,7 @@ from conveyor.store import Store
 from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement
 from conveyor.store.rules import Outcome
 from conveyor.taskqueue import counters, replies
+from conveyor.taskqueue.batching import SettleBatcher
 from conveyor.taskqueue.names import (
     KINDS,
     RAW_KIND,
@@ -55,6 +56,7 @@ class TaskQueueService:
         self.store = store
         self.storage = storage
         self.max_document_bytes = max_document_bytes
+        self.batcher = SettleBatcher(store)
 
     # -- finding tasks ---------------------------------------------------------------------
 
@@ -209,7 +211,7 @@ class TaskQueueService:
             if job.state is JobState.RUNNING and job.lease is not None:
                 done = Settlement(job.id, job.lease.token, Outcome.SUCCEEDED,
                                   result={"taskqueue": "deleted"})  # fmt: skip
-                if self.store.settle([done])[0]:
+                if self.batcher.settle(done):
                     return
             else:
                 try:
@@ -246,22 +248,34 @@ class TaskQueueService:
 
     def send_replies(self, ref: QueueRef, base_url: str) -> int:
         """Post result tasks for finished routed jobs of this queue; return how many."""
+        records = dict(self.store.list_records(replies.COLLECTION, f"{ref.base}/"))
+        if not records:
+            return 0
+        ids = {key.split("/", 1)[1]: key for key in records}
+        found: dict[str, Job] = {}
+        chunk = list(ids)
+        for start in range(0, len(chunk), 500):  # one query per 500 waiting replies
+            page = self.store.list_jobs(JobFilter(ids=chunk[start : start + 500]), None, 500)
+            found.update((job.id, job) for job in page.jobs)
         sent = 0
-        for key, value in self.store.list_records(replies.COLLECTION, f"{ref.base}/"):
-            job = self._job(key.split("/", 1)[1])
+        for job_id, key in ids.items():
+            job = found.get(job_id)
             if job is not None and not job.state.is_final:
                 continue
-            if job is not None:
-                task_id = str(value.get("task") or job.id)
-                reply = replies.reply_for(job, task_id, self.storage, base_url,
-                                          self.max_document_bytes)  # fmt: skip
-                if reply is not None:
-                    encoded = base64.b64encode(json.dumps(reply).encode()).decode("ascii")
-                    self.insert_task(ref, encoded, replies.RESULT_TAG,
-                                     idempotency_key=f"taskqueue-reply/{job.id}")  # fmt: skip
-                    sent += 1
+            if job is not None and self._reply(ref, job, records[key], base_url):
+                sent += 1
             self.store.delete_record(replies.COLLECTION, key)
         return sent
+
+    def _reply(self, ref: QueueRef, job: Job, record: dict[str, Any], base_url: str) -> bool:
+        task_id = str(record.get("task") or job.id)
+        reply = replies.reply_for(job, task_id, self.storage, base_url, self.max_document_bytes)
+        if reply is None:
+            return False
+        encoded = base64.b64encode(json.dumps(reply).encode()).decode("ascii")
+        key = f"taskqueue-reply/{job.id}"  # idempotent: a crash before the delete cannot repost
+        self.insert_task(ref, encoded, replies.RESULT_TAG, idempotency_key=key)
+        return True
 
 
 def expired() -> TaskQueueError:
