@@ -186,7 +186,9 @@ class SchemaCheck:
         self.schema = schema
         self._full = validator_for(schema)(schema)
         try:
-            self._fast: Callable[[Any], Any] | None = fastjsonschema.compile(schema)
+            self._fast: Callable[[Any], Any] | None = fastjsonschema.compile(
+                schema, use_default=False  # validate only: never rewrite the caller's input
+            )
         except fastjsonschema.JsonSchemaDefinitionException:
             self._fast = None  # a schema the fast compiler cannot handle: full check only
 

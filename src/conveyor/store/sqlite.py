@@ -132,7 +132,11 @@ class SqliteStore:
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None) -> SqliteStore:
-        """`sqlite:///relative.db`, `sqlite:////abs/path.db`, `?synchronous=normal`; `memory://`."""
+        """`sqlite:///relative.db`, `sqlite:////abs/path.db`; `memory://`.
+
+        Options: `?synchronous=full|normal` (default full), `&busy_timeout=10` (seconds to wait
+        for another process's write lock before answering "store unavailable").
+        """
         if url.startswith("memory:"):
             return cls(":memory:", clock=clock)
         rest = url.split("://", 1)[1] if "://" in url else url
@@ -143,7 +147,11 @@ class SqliteStore:
         sync = options.get("synchronous", "FULL")
         if sync.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise errors.ConfigurationError(f"unknown SQLite synchronous setting {sync!r}")
-        return cls(path or ":memory:", synchronous=sync, clock=clock)
+        try:
+            busy = float(options.get("busy_timeout", "10"))
+        except ValueError:
+            raise errors.ConfigurationError("busy_timeout must be a number of seconds") from None
+        return cls(path or ":memory:", synchronous=sync, busy_timeout_s=busy, clock=clock)
 
     # -- plumbing ---------------------------------------------------------------------------
 
