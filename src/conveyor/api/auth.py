@@ -36,6 +36,8 @@ PREFIX = "cvk_"
 Scope = Literal["read", "submit", "work", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "submit", "work", "admin")
 
+#: How long "no API key exists" is believed before the store is asked again.
+NO_KEYS_RECHECK_S = 1.0
 #: Bad keys tolerated per client address within the window before 429.
 MAX_FAILURES = 10
 FAILURE_WINDOW_S = 60.0
@@ -221,11 +223,23 @@ class Authenticator:
         self.bind_host = bind_host
         self.limiter = FailureLimiter()
         self._keys_exist = False  # once a key exists, auth stays on (revoked keys remain)
+        self._checked_at = -NO_KEYS_RECHECK_S
 
     def keys_exist(self) -> bool:
         if not self._keys_exist:
             self._keys_exist = bool(self.store.list_records(COLLECTION))
+            self._checked_at = time.monotonic()
         return self._keys_exist
+
+    def open_locally(self, request: Request) -> bool | None:
+        """Without a store read: True if auth is off for this request, False if on, None if
+        the answer needs a fresh look at the store (the no-keys answer is reused for a second,
+        so a key created while the server runs takes effect within a second)."""
+        if self._keys_exist or not self._local_listener(request):
+            return False
+        if time.monotonic() - self._checked_at < NO_KEYS_RECHECK_S:
+            return True
+        return None
 
     def _local_listener(self, request: Request) -> bool:
         if self.bind_host is not None:
@@ -273,7 +287,11 @@ def require_scope(scope: Scope) -> Callable[[Request], Coroutine[Any, Any, Princ
         raise ValueError(f"unknown scope {scope!r}")
 
     async def dependency(request: Request) -> Principal:
-        principal = await run_in_threadpool(authenticator(request).authenticate, request)
+        auth = authenticator(request)
+        if "authorization" not in request.headers and auth.open_locally(request):
+            principal = LOCAL  # the hot path of a local, keyless server: no thread hop
+        else:
+            principal = await run_in_threadpool(auth.authenticate, request)
         if not principal.allows(scope):
             raise HTTPException(403, f"the API key {principal.name!r} lacks the {scope!r} scope")
         request.state.principal = principal

@@ -8,16 +8,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from conveyor import errors
 from conveyor.api.auth import Principal, require_scope
+from conveyor.api.batcher import SubmitBatcher
 from conveyor.api.deps import ServiceDep
 from conveyor.api.schemas import BatchResult, BatchSubmit, problems
 from conveyor.api.staging import submit_with_files
 from conveyor.models import Job, JobFilter, JobPage, JobState, NewJob
-from conveyor.service import Service
 from conveyor.storage.base import SAFE_NAME
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -122,18 +122,17 @@ def parse_submit(body: Any, key: str | None) -> tuple[list[NewJob], list[Staged]
     return jobs, files, batch
 
 
-def submit_jobs(
-    service: Service, jobs: list[NewJob], files: list[Staged]
-) -> tuple[list[Job], bool]:
-    """Enqueue; also say whether every job already existed (an idempotent replay)."""
-    if any(files):
-        return submit_with_files(service, jobs, files)
-    before = service.store.now()
-    created = service.submit_many(jobs)
-    replay = all(
-        j.idempotency_key is not None and j.created_at.timestamp() < before for j in created
-    )
-    return created, replay
+def batcher(request: Request) -> SubmitBatcher:
+    found: SubmitBatcher | None = getattr(request.app.state, "submit_batcher", None)
+    if found is None:
+        found = SubmitBatcher(request.app.state.service)
+        request.app.state.submit_batcher = found
+    return found
+
+
+def json_response(body: BaseModel, status: int, headers: dict[str, str] | None = None) -> Response:
+    """Serialize once (FastAPI would validate the model again on the way out)."""
+    return Response(body.model_dump_json(), status, headers, media_type="application/json")
 
 
 @router.post(
@@ -162,11 +161,10 @@ def submit_jobs(
 )
 async def submit(
     request: Request,
-    response: Response,
     service: ServiceDep,
     principal: Submitter,
     idempotency_key: IdempotencyKey = None,
-) -> Job | BatchResult:
+) -> Response:
     """Validate the input against the kind's schema and enqueue; the job is durable on 201.
 
     Send `{"jobs": [...]}` to submit up to 1,000 jobs atomically (all or none). With an
@@ -175,13 +173,14 @@ async def submit(
     files staged with `PUT /v1/uploads/{name}` before the job can start.
     """
     jobs, files, batch = parse_submit(await read_json(request), idempotency_key)
-    created, replay = await run_in_threadpool(submit_jobs, service, jobs, files)
-    if replay:
-        response.status_code = 200
+    if any(files):
+        created, replay = await run_in_threadpool(submit_with_files, service, jobs, files)
+    else:
+        created, replay = await batcher(request).submit(jobs)
+    status = 200 if replay else 201
     if batch:
-        return BatchResult(jobs=created)
-    response.headers["Location"] = f"/v1/jobs/{created[0].id}"
-    return created[0]
+        return json_response(BatchResult(jobs=created), status)
+    return json_response(created[0], status, {"Location": f"/v1/jobs/{created[0].id}"})
 
 
 @router.get("", summary="List jobs, newest first", responses=problems(401, 403, 422))

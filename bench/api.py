@@ -1,0 +1,264 @@
+"""HTTP API benchmark: submit throughput (single and batched), latency, SSE fan-out.
+
+    python bench/api.py [--singles 6000] [--clients 32] [--batches 40] [--watchers 500]
+
+Runs, side by side in one go, against a real `conveyor api` process (uvicorn) on a fresh
+SQLite store in its durable setting (WAL, synchronous=FULL) and a real `conveyor worker`:
+
+1. single submits: `--clients` concurrent HTTP clients each POSTing one `noop` job at a time;
+2. batched submits: `{"jobs": [500 x noop]}` from 4 concurrent clients;
+3. latency on an idle system: submit one `noop`, follow its SSE stream until it ends; p50/p99
+   of that client-observed time, and of the server's own created -> finished time;
+4. SSE fan-out: `--watchers` concurrent streams, one per job, all following to the end.
+
+The load generator shares the machine with the server (2 cores here), so the figures are a
+floor. Prints a table and writes bench/results/api.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(args: list[str], home: Path, name: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_HOME=str(home), CONVEYOR_IMPORTS="conveyor.kinds.demo")
+    log = open(home / f"{name}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "conveyor", *args], env=env, cwd=ROOT,
+                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def singles(url: str, total: int, clients: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    counter = iter(range(total))
+    latencies: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+
+        async def client() -> None:
+            nonlocal errors
+            for _ in counter:
+                t0 = time.perf_counter()
+                r = await http.post("/v1/jobs", json={"kind": "noop", "queue": "bench"})
+                latencies.append(time.perf_counter() - t0)
+                errors += r.status_code != 201
+
+        start_t = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start_t
+    return {
+        "requests": total, "clients": clients, "seconds": round(elapsed, 3),
+        "per_s": round(total / elapsed), "errors": errors,
+        "p50_ms": round(pct(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
+    }  # fmt: skip
+
+
+async def batches(url: str, count: int, size: int, clients: int = 4) -> dict[str, Any]:
+    body = {"jobs": [{"kind": "noop", "queue": "bench"}] * size}
+    payload = json.dumps(body).encode()
+    counter = iter(range(count))
+    errors = 0
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+
+        async def client() -> None:
+            nonlocal errors
+            for _ in counter:
+                r = await http.post("/v1/jobs", content=payload,
+                                    headers={"content-type": "application/json"})  # fmt: skip
+                errors += r.status_code != 201
+
+        start_t = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start_t
+    jobs = count * size
+    return {"batches": count, "batch_size": size, "jobs": jobs, "seconds": round(elapsed, 3),
+            "jobs_per_s": round(jobs / elapsed), "errors": errors}  # fmt: skip
+
+
+def follow_until_final(http: httpx.Client, job_id: str) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                last = json.loads(line[5:])
+    return last
+
+
+def latency(url: str, n: int) -> dict[str, Any]:
+    observed: list[float] = []
+    server: list[float] = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        http.post("/v1/jobs", json={"kind": "noop"})  # warm up the worker's child
+        time.sleep(0.5)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            job = http.post("/v1/jobs", json={"kind": "noop"}).json()
+            final = follow_until_final(http, job["id"])
+            observed.append(time.perf_counter() - t0)
+            assert final["data"]["state"] == "succeeded", final
+            done = http.get(f"/v1/jobs/{job['id']}").json()
+            created = _ts(done["created_at"])
+            server.append(_ts(done["finished_at"]) - created)
+            time.sleep(0.02)  # idle between samples
+    return {
+        "samples": n,
+        "observed_p50_ms": round(statistics.median(observed) * 1000, 2),
+        "observed_p99_ms": round(pct(observed, 0.99) * 1000, 2),
+        "server_p50_ms": round(statistics.median(server) * 1000, 2),
+        "server_p99_ms": round(pct(server, 0.99) * 1000, 2),
+    }
+
+
+def _ts(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+async def fanout(url: str, watchers: int) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=watchers + 10, max_keepalive_connections=watchers + 10)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
+        body = {"jobs": [{"kind": "noop", "queue": "fan", "delay_s": 3}] * watchers}
+        jobs = (await http.post("/v1/jobs", json=body)).json()["jobs"]
+        opened = 0
+        errors = 0
+        ends: list[float] = []
+        all_open = asyncio.Event()
+
+        async def watch(job_id: str) -> None:
+            nonlocal opened, errors
+            final = None
+            try:
+                async with http.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+                    opened += 1
+                    if opened == watchers:
+                        all_open.set()
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data:"):
+                            final = json.loads(line[5:])
+            except httpx.HTTPError:
+                errors += 1
+                return
+            if not final or final["data"].get("state") != "succeeded":
+                errors += 1
+            ends.append(time.perf_counter())
+
+        start_t = time.perf_counter()
+        tasks = [asyncio.create_task(watch(j["id"])) for j in jobs]
+        await asyncio.wait_for(all_open.wait(), 60)
+        open_s = time.perf_counter() - start_t
+        await asyncio.gather(*tasks)
+        total_s = time.perf_counter() - start_t
+    return {"watchers": watchers, "errors": errors, "completed": len(ends),
+            "seconds_to_open_all": round(open_s, 3), "seconds_total": round(total_s, 3)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--singles", type=int, default=6000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--latency-n", type=int, default=200)
+    parser.add_argument("--watchers", type=int, default=500)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "api.json"))
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="conveyor-bench-api-"))
+    store = f"sqlite:///{home / 'bench.db'}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    api = start(["api", "--port", str(port), "--store", store, "--log-level", "warning"],
+                home, "api")  # fmt: skip
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit((home / "api.log").read_text())
+            time.sleep(0.1)
+        results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
+                                               "python": platform.python_version()}}  # fmt: skip
+        results["single"] = asyncio.run(singles(url, args.singles, args.clients))
+        results["batched"] = asyncio.run(batches(url, args.batches, args.batch_size))
+        worker = start(["worker", "--store", store, "--queues", "default,fan", "-c", "2",
+                        "--log-level", "warning"], home, "worker")  # fmt: skip
+        results["latency"] = latency(url, args.latency_n)
+        results["sse"] = asyncio.run(fanout(url, args.watchers))
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(api)
+    report(results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+def report(r: dict[str, Any]) -> None:
+    s, b, lat, sse = r["single"], r["batched"], r["latency"], r["sse"]
+    rows = [
+        ("single submits, 32 clients", f"{s['per_s']:,}/s", ">= 1,500/s",
+         f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, errors {s['errors']}"),
+        (f"batched submits ({b['batch_size']}/request)", f"{b['jobs_per_s']:,} jobs/s",
+         ">= 15,000/s", f"{b['batches']} batches, errors {b['errors']}"),
+        ("noop submit -> finished (client, SSE)", f"p50 {lat['observed_p50_ms']} ms",
+         "p50 <= 10 ms", f"p99 {lat['observed_p99_ms']} ms"),
+        ("noop created -> finished (server)", f"p50 {lat['server_p50_ms']} ms", "",
+         f"p99 {lat['server_p99_ms']} ms"),
+        (f"SSE watchers ({sse['watchers']})", f"{sse['completed']} completed",
+         "no errors", f"errors {sse['errors']}, all open in {sse['seconds_to_open_all']} s"),
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    header = ("measure", "result", "target", "detail")
+    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
