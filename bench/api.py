@@ -47,8 +47,13 @@ def start(args: list[str], home: Path, name: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update(CONVEYOR_HOME=str(home), CONVEYOR_IMPORTS="conveyor.kinds.demo")
     log = open(home / f"{name}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "conveyor", *args], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "conveyor", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -85,11 +90,14 @@ async def singles(url: str, total: int, clients: int) -> dict[str, Any]:
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - start_t
     return {
-        "requests": total, "clients": clients, "seconds": round(elapsed, 3),
-        "per_s": round(total / elapsed), "errors": errors,
+        "requests": total,
+        "clients": clients,
+        "seconds": round(elapsed, 3),
+        "per_s": round(total / elapsed),
+        "errors": errors,
         "p50_ms": round(pct(latencies, 0.5) * 1000, 2),
         "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
-    }  # fmt: skip
+    }
 
 
 async def batches(url: str, count: int, size: int, clients: int = 4) -> dict[str, Any]:
@@ -102,16 +110,23 @@ async def batches(url: str, count: int, size: int, clients: int = 4) -> dict[str
         async def client() -> None:
             nonlocal errors
             for _ in counter:
-                r = await http.post("/v1/jobs", content=payload,
-                                    headers={"content-type": "application/json"})  # fmt: skip
+                r = await http.post(
+                    "/v1/jobs", content=payload, headers={"content-type": "application/json"}
+                )
                 errors += r.status_code != 201
 
         start_t = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
         elapsed = time.perf_counter() - start_t
     jobs = count * size
-    return {"batches": count, "batch_size": size, "jobs": jobs, "seconds": round(elapsed, 3),
-            "jobs_per_s": round(jobs / elapsed), "errors": errors}  # fmt: skip
+    return {
+        "batches": count,
+        "batch_size": size,
+        "jobs": jobs,
+        "seconds": round(elapsed, 3),
+        "jobs_per_s": round(jobs / elapsed),
+        "errors": errors,
+    }
 
 
 def follow_until_final(http: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -188,8 +203,13 @@ async def fanout(url: str, watchers: int) -> dict[str, Any]:
         open_s = time.perf_counter() - start_t
         await asyncio.gather(*tasks)
         total_s = time.perf_counter() - start_t
-    return {"watchers": watchers, "errors": errors, "completed": len(ends),
-            "seconds_to_open_all": round(open_s, 3), "seconds_total": round(total_s, 3)}  # fmt: skip
+    return {
+        "watchers": watchers,
+        "errors": errors,
+        "completed": len(ends),
+        "seconds_to_open_all": round(open_s, 3),
+        "seconds_total": round(total_s, 3),
+    }
 
 
 def main() -> None:
@@ -207,8 +227,9 @@ def main() -> None:
     store = f"sqlite:///{home / 'bench.db'}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    api = start(["api", "--port", str(port), "--store", store, "--log-level", "warning"],
-                home, "api")  # fmt: skip
+    api = start(
+        ["api", "--port", str(port), "--store", store, "--log-level", "warning"], home, "api"
+    )
     worker: subprocess.Popen[bytes] | None = None
     try:
         deadline = time.monotonic() + 30
@@ -221,12 +242,26 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit((home / "api.log").read_text())
             time.sleep(0.1)
-        results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(),
-                                               "python": platform.python_version()}}  # fmt: skip
+        results: dict[str, Any] = {
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}
+        }
         results["single"] = asyncio.run(singles(url, args.singles, args.clients))
         results["batched"] = asyncio.run(batches(url, args.batches, args.batch_size))
-        worker = start(["worker", "--store", store, "--queues", "default,fan", "-c", "2",
-                        "--log-level", "warning"], home, "worker")  # fmt: skip
+        worker = start(
+            [
+                "worker",
+                "--store",
+                store,
+                "--queues",
+                "default,fan",
+                "-c",
+                "2",
+                "--log-level",
+                "warning",
+            ],
+            home,
+            "worker",
+        )
         results["latency"] = latency(url, args.latency_n)
         results["sse"] = asyncio.run(fanout(url, args.watchers))
     finally:
@@ -242,17 +277,37 @@ def main() -> None:
 def report(r: dict[str, Any]) -> None:
     s, b, lat, sse = r["single"], r["batched"], r["latency"], r["sse"]
     rows = [
-        ("single submits, 32 clients", f"{s['per_s']:,}/s", ">= 1,500/s",
-         f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, errors {s['errors']}"),
-        (f"batched submits ({b['batch_size']}/request)", f"{b['jobs_per_s']:,} jobs/s",
-         ">= 15,000/s", f"{b['batches']} batches, errors {b['errors']}"),
-        ("noop submit -> finished (client, SSE)", f"p50 {lat['observed_p50_ms']} ms",
-         "p50 <= 10 ms", f"p99 {lat['observed_p99_ms']} ms"),
-        ("noop created -> finished (server)", f"p50 {lat['server_p50_ms']} ms", "",
-         f"p99 {lat['server_p99_ms']} ms"),
-        (f"SSE watchers ({sse['watchers']})", f"{sse['completed']} completed",
-         "no errors", f"errors {sse['errors']}, all open in {sse['seconds_to_open_all']} s"),
-    ]  # fmt: skip
+        (
+            "single submits, 32 clients",
+            f"{s['per_s']:,}/s",
+            ">= 1,500/s",
+            f"p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, errors {s['errors']}",
+        ),
+        (
+            f"batched submits ({b['batch_size']}/request)",
+            f"{b['jobs_per_s']:,} jobs/s",
+            ">= 15,000/s",
+            f"{b['batches']} batches, errors {b['errors']}",
+        ),
+        (
+            "noop submit -> finished (client, SSE)",
+            f"p50 {lat['observed_p50_ms']} ms",
+            "p50 <= 10 ms",
+            f"p99 {lat['observed_p99_ms']} ms",
+        ),
+        (
+            "noop created -> finished (server)",
+            f"p50 {lat['server_p50_ms']} ms",
+            "",
+            f"p99 {lat['server_p99_ms']} ms",
+        ),
+        (
+            f"SSE watchers ({sse['watchers']})",
+            f"{sse['completed']} completed",
+            "no errors",
+            f"errors {sse['errors']}, all open in {sse['seconds_to_open_all']} s",
+        ),
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     header = ("measure", "result", "target", "detail")
     widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
