@@ -6,11 +6,10 @@ what differs is how concurrency is handled:
 - Claims pick rows with `FOR UPDATE SKIP LOCKED` inside a materialized CTE, so concurrent
   workers never wait on each other and `LIMIT` is honoured (the planner cannot turn the pick
   into a nested loop that updates more rows than asked).
-- Every transaction that writes events takes one transaction-level advisory lock right before
-  its events, after any row locks it needs, and holds it to commit. Event sequence numbers
-  therefore become visible in increasing order, so `feed(after=seq)` is a gap-free outbox.
-  Statements are pipelined, so the lock is held for server time only, never a network wait,
-  except in the second half of settle/cancel/retry (after a `FOR UPDATE` read).
+- No global lock: event seqs may commit out of order under concurrency, so `feed()` reads in
+  (transaction id, seq) order up to the oldest running transaction: a gap-free outbox.
+  Statements of a transaction are pipelined (one round trip), except in settle/cancel/retry,
+  which read the row `FOR UPDATE`, decide with `store.rules`, then write.
 - Time is the database server's clock (`statement_timestamp()`), never a worker's, unless a
   clock is injected (tests); then every timestamp comes from it.
 - A lost connection raises `StoreUnavailableError` (callers retry); the pool replaces broken
@@ -66,8 +65,11 @@ JOB_COLUMNS = (
 IDEMPOTENCY_WINDOW_S = 24 * 3600.0
 #: The clock of every statement: the injected one if any, else the server's.
 NOW = "coalesce(%(now)s::timestamptz, statement_timestamp())"
-#: Serializes event writers so event seqs commit in order (see the module docstring).
-EVENTS_LOCK = f"SELECT pg_advisory_xact_lock({pg_migrations.LOCK_KEY + 1})"
+#: Serializes enqueues that share an idempotency key (and nothing else).
+KEY_LOCKS = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(k, %(salt)s))"
+    " FROM unnest(%(keys)s::text[]) AS k ORDER BY k"
+)
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', q) FROM unnest(%(queues)s::text[]) AS q"
 INSERT_EVENTS = (
     "INSERT INTO conveyor_events (job_id, at, type, data)"
@@ -87,7 +89,8 @@ _DEFAULTS = {
     "application_name": "conveyor",
 }
 _SESSION_SETUP = (
-    "SET TIME ZONE 'UTC'; SET idle_in_transaction_session_timeout = '60s'; SET lock_timeout = '30s'"
+    "SET TIME ZONE 'UTC'; SET idle_in_transaction_session_timeout = '60s';"
+    " SET lock_timeout = '30s'; SET jit = off"
 )
 
 
@@ -293,7 +296,8 @@ class PostgresStore:
             if keys:
                 with conn.pipeline():
                     conn.execute("BEGIN")
-                    conn.execute(EVENTS_LOCK.encode())
+                    locks = {"keys": sorted(keys), "salt": pg_migrations.LOCK_KEY}
+                    conn.execute(KEY_LOCKS.encode(), locks)
                     cur = conn.execute(
                         "SELECT key, job_id, request_hash FROM conveyor_idempotency"
                         f" WHERE key = ANY(%(keys)s::text[]) AND expires_at > {NOW}".encode(),
@@ -305,8 +309,6 @@ class PostgresStore:
                     existing[key] = job_id
             new = [s for s in specs if s.idempotency_key not in existing]
             statements: list[tuple[str, dict[str, Any] | None]] = []
-            if not keys:
-                statements.append((EVENTS_LOCK, None))
             statements.append((_INSERT_JOBS, _insert_params(new, now)))
             statements.append((NOTIFY, {"queues": sorted({s.queue for s in new})}))
             if existing:
@@ -366,7 +368,7 @@ class PostgresStore:
             f") SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id"
         )
         with self._conn() as conn:
-            [_, rows] = self._pipeline(conn, [(EVENTS_LOCK, None), (sql, params)], begin=True)
+            [rows] = self._pipeline(conn, [(sql, params)], begin=True)
         return [row_to_job(r) for r in rows]
 
     def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
@@ -400,7 +402,6 @@ class PostgresStore:
         })]  # fmt: skip
         if events.job:
             # Events only for leases that matched: join on the (unchanged) token.
-            statements.append((EVENTS_LOCK, None))
             statements.append((
                 "INSERT INTO conveyor_events (job_id, at, type, data)"
                 f" SELECT e.job_id, {NOW}, e.type, e.data::json FROM unnest(%(ev_job)s::text[],"
@@ -441,7 +442,7 @@ class PostgresStore:
                 return applied
             self._pipeline(
                 conn,
-                [(EVENTS_LOCK, None), (_SETTLE, {**update, "now": now}),
+                [(_SETTLE, {**update, "now": now}),
                  (INSERT_EVENTS, events.params()), (NOTIFY, {"queues": sorted(wake)})],
                 begin=False,
             )  # fmt: skip
@@ -467,7 +468,7 @@ class PostgresStore:
                 f" AND {find}".encode(),
                 params,
             ).fetchall()
-            self._pipeline(conn, [(EVENTS_LOCK, None), (promote, params)], begin=True)
+            self._pipeline(conn, [(promote, params)], begin=True)
         lost = [Settlement(job_id, token, Outcome.LOST) for job_id, token in leases]
         settled = self.settle(lost)
         return [s.job_id for s, ok in zip(lost, settled, strict=True) if ok]
@@ -505,8 +506,8 @@ class PostgresStore:
                 f"UPDATE conveyor_jobs SET {change}, updated_at = {NOW} WHERE id = %(id)s"
                 f" RETURNING {JOB_COLUMNS}"
             )
-            [_, [row], _] = self._pipeline(
-                conn, [(EVENTS_LOCK, None), (update, params), _one_event(job_id, event, params)],
+            [[row], _] = self._pipeline(
+                conn, [(update, params), _one_event(job_id, event, params)],
                 begin=False,
             )  # fmt: skip
         return row_to_job(row)
@@ -526,9 +527,9 @@ class PostgresStore:
                 " cancel_requested = false, finished_at = NULL, result = NULL, progress = NULL,"
                 f" updated_at = {NOW} WHERE id = %(id)s RETURNING {JOB_COLUMNS}"
             )
-            [_, [row], _, _] = self._pipeline(
+            [[row], _, _] = self._pipeline(
                 conn,
-                [(EVENTS_LOCK, None), (update, params),
+                [(update, params),
                  _one_event(job_id, {"state": "queued", "retried": True}, params),
                  (NOTIFY, {"queues": [job.queue]})],
                 begin=False,
@@ -581,11 +582,15 @@ class PostgresStore:
         return [_event_model(r) for r in rows]
 
     def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
-        rows = self._read(
-            "SELECT seq, job_id, at, type, data FROM conveyor_events WHERE seq > %(after)s"
-            " ORDER BY seq LIMIT %(limit)s",
-            {"after": after, "limit": limit},
-        )
+        """Events in commit order, resumable after any seq returned earlier.
+
+        Concurrent writers may commit a lower seq after a higher one, so the feed is ordered
+        by (transaction id, seq) and holds back every transaction newer than the oldest one
+        still running: once an event is returned, nothing can appear before it any more.
+        Without concurrency this is plain seq order. If the event `after` names was deleted
+        (prune), resumption falls back to seq order from it.
+        """
+        rows = self._read(_FEED, {"after": after, "limit": limit})
         return [_event_model(r) for r in rows]
 
     # -- records ------------------------------------------------------------------------------
@@ -733,6 +738,16 @@ _INSERT_JOBS = (
     " ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id,"
     "  request_hash = excluded.request_hash, expires_at = excluded.expires_at"
     f") SELECT {JOB_COLUMNS} FROM ins"
+)
+
+_FEED = (
+    "WITH cursor AS ("
+    " SELECT coalesce((SELECT xid FROM conveyor_events WHERE seq = %(after)s),"
+    "  (SELECT min(xid) FROM conveyor_events WHERE seq > %(after)s)) AS xid"
+    ") SELECT seq, job_id, at, type, data FROM conveyor_events, cursor"
+    " WHERE conveyor_events.xid < pg_snapshot_xmin(pg_current_snapshot())"
+    " AND (conveyor_events.xid, seq) > (cursor.xid, %(after)s)"
+    " ORDER BY conveyor_events.xid, seq LIMIT %(limit)s"
 )
 
 _SETTLE = (
