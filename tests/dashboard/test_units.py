@@ -4,26 +4,29 @@ session signing."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, Field
 
+from conveyor.clock import FakeClock
 from conveyor.dashboard import charts, forms, session
 from conveyor.dashboard.activity import Activity, seek
+from conveyor.dashboard.jobs import Filters, _load, id_floor
 from conveyor.errors import InvalidInputError
 from conveyor.kinds.demo import CountIn, FailIn
 from conveyor.kinds.registry import import_kinds
-from conveyor.models import JobError, NewJob
+from conveyor.models import JobError, JobFilter, NewJob
 from conveyor.service import Service
 from conveyor.storage import open_storage
 from conveyor.store import open_store
 from conveyor.store.base import complete, fail
 
 
-def demo_service(tmp_path: Path) -> Service:
-    store = open_store("memory://")
+def demo_service(tmp_path: Path, clock: FakeClock | None = None) -> Service:
+    store = open_store("memory://", clock=clock)
     store.register_kinds(import_kinds(["conveyor.kinds.demo"]).infos())
     return Service(store, open_storage(f"file://{tmp_path / 'files'}"))
 
@@ -131,3 +134,36 @@ def test_session_signing() -> None:
     old = session.sign(secret, {"k": None, "n": "n", "t": issued - session.MAX_AGE_S - 1})
     assert session.unsign(secret, old) is None
     assert session.csrf_token(secret, "a") != session.csrf_token(secret, "b")
+
+
+def test_paging_over_several_states_misses_nothing(tmp_path: Path) -> None:
+    service = demo_service(tmp_path)
+    store = service.store
+    jobs = service.submit_many([NewJob(kind="noop", queue=f"q{i % 3}") for i in range(130)])
+    for job in jobs[::2]:  # every other one is cancelled, the rest stay queued
+        service.cancel(job.id)
+    service.cancel(jobs[1].id)
+    wanted = {j.id for j in jobs}
+    seen: list[str] = []
+    filters = Filters(state=["queued", "cancelled"])
+    while True:
+        page, _ = _load(service, filters)
+        seen.extend(j.id for j in page.jobs)
+        if page.next_cursor is None:
+            break
+        filters.cursor = page.next_cursor
+    assert seen == sorted(wanted, reverse=True)
+    assert len(store.list_jobs(JobFilter(), None, 1000).jobs) == 130
+
+
+def test_created_before_starts_the_scan_at_that_time(tmp_path: Path) -> None:
+    clock = FakeClock()
+    service = demo_service(tmp_path, clock)
+    first = service.submit(NewJob(kind="noop"))
+    clock.advance(1)
+    cut = datetime.fromtimestamp(clock(), UTC)
+    clock.advance(1)
+    service.submit(NewJob(kind="noop"))
+    assert id_floor(cut) > first.id
+    page, _ = _load(service, Filters(until=cut.replace(tzinfo=None).isoformat()))
+    assert [j.id for j in page.jobs] == [first.id]

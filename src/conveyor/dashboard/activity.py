@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class Activity:
         batch: int = 2000,
         idle_s: float = 300.0,
         max_backfill: int = 100_000,
+        stats_min_s: float = 1.5,
     ) -> None:
         self.store = store
         self.interval, self.batch = interval, batch
@@ -104,6 +106,10 @@ class Activity:
         self.minutes: dict[int, dict[str, Minute]] = defaultdict(dict)
         self.cursor: int | None = None
         self.last_view = 0.0
+        self.stats_min_s = stats_min_s
+        self._stats: list[QueueStats] | None = None
+        self._stats_due = 0.0
+        self._stats_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
 
     def touch(self) -> None:
@@ -142,6 +148,19 @@ class Activity:
                 self.minutes[minute].setdefault(queue, Minute()).counts[kind] += 1
         self._forget()
         return len(events)
+
+    def queue_stats(self) -> list[QueueStats]:
+        """The store's queue stats, shared by every viewer of this process. They are asked
+        again only after max(`stats_min_s`, 5 times the last query's time), so a store whose
+        counts are slow (millions of jobs) is not kept busy by open overview pages."""
+        with self._stats_lock:
+            if self._stats is None or time.monotonic() >= self._stats_due:
+                began = time.monotonic()
+                self._stats = self.store.queue_stats()
+                took = time.monotonic() - began
+                self._stats_due = began + max(self.stats_min_s, 5 * took)
+                self.record(self._stats)
+            return self._stats
 
     def record(self, queues: list[QueueStats]) -> None:
         """Note each queue's depth (queued + scheduled) in the current minute."""

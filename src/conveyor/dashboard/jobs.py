@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
@@ -98,8 +99,33 @@ def parse(
 StateQ = Annotated[list[str], Query()]
 
 
+def id_floor(when: datetime) -> str:
+    """The smallest job id created at or after `when` (ids are UUIDv7: time first)."""
+    ms = int(when.timestamp() * 1000)
+    return str(uuid.UUID(int=(ms << 80) | (0x7 << 76) | (0b10 << 62)))
+
+
 def _load(service: Service, filters: Filters) -> tuple[JobPage, list[str]]:
-    page = service.list_jobs(filters.job_filter(), filters.cursor or None, PAGE_SIZE)
+    """One page, newest first, keeping every store query on an index: ids are time-ordered,
+    so "created before" starts the keyset scan there; several states are read one indexed
+    query each and merged (the next cursor is the last id shown)."""
+    wanted = filters.job_filter()
+    cursor = filters.cursor or None
+    if wanted.created_before is not None:
+        bound = id_floor(wanted.created_before)
+        cursor = bound if cursor is None or bound < cursor else cursor
+    states = wanted.state or []
+    if len(states) < 2:
+        page = service.list_jobs(wanted, cursor, PAGE_SIZE)
+    else:
+        pages = [
+            service.list_jobs(wanted.model_copy(update={"state": [s]}), cursor, PAGE_SIZE)
+            for s in states
+        ]
+        merged = sorted((j for p in pages for j in p.jobs), key=lambda j: j.id, reverse=True)
+        more = len(merged) > PAGE_SIZE or any(p.next_cursor for p in pages)
+        shown = merged[:PAGE_SIZE]
+        page = JobPage(jobs=shown, next_cursor=shown[-1].id if more and shown else None)
     return page, sorted(service.kinds())
 
 

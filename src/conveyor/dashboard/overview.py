@@ -58,8 +58,7 @@ def _row(stats: QueueStats, series: list[Minute]) -> QueueRow:
 
 
 def _context(service: Service, tracker: Activity) -> dict[str, Any]:
-    queues = service.queues()
-    tracker.record(queues)
+    queues = tracker.queue_stats()
     rows = [_row(stats, tracker.series(stats.name)) for stats in queues]
     total = QueueStats(name="all queues")
     for stats in queues:
