@@ -317,3 +317,28 @@ def test_submit_refuses_unsafe_webhooks(tmp_path: Path, monkeypatch: pytest.Monk
     assert refused.status_code == 422, refused.text
     assert refused.headers["content-type"].startswith("application/problem+json")
     assert "private address" in refused.json()["detail"]
+
+
+def test_delivery_log_retention(tmp_path: Path) -> None:
+    from conveyor.clock import FakeClock
+
+    clock = FakeClock()
+    store = open_store(f"sqlite:///{tmp_path / 'clocked.db'}", clock=clock)
+    secret = generate_secret()
+    receiver = Receiver([secret])
+    hook = {"url": "", "events": ["job.queued"]}
+    with serve_in_thread(receiver.app()) as base:
+        hook["url"] = f"{base}/h"
+        kept, deleted = submit(store, 1, hook), submit(store, 1, hook)
+        settings = WebhookSettings(**FAST, secrets=secret, log_retention_s=3600)
+        dispatcher = Dispatcher(store, settings, LOOPBACK)
+        wait_until(lambda: dispatcher.step() is not None and all_settled(store, kept + deleted, 2))
+    store.cancel(deleted[0])
+    store.delete(deleted[0])
+    assert dispatcher.prune_log() == 1  # the deleted job's log goes, the live one stays
+    assert len(deliveries_of(store, kept[0])) == 1
+    clock.advance(3601)
+    assert dispatcher.prune_log() == 1
+    assert deliveries_of(store, kept[0]) == []
+    dispatcher.close()
+    store.close()

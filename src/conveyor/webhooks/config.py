@@ -32,6 +32,9 @@ class WebhookSettings(BaseSettings):
     poll_s: float = Field(1.0, gt=0, description="How often the outbox is polled.")
     lease_s: float = Field(30.0, gt=0, description="One active dispatcher per store: lease.")
     concurrency: int = Field(8, ge=1, le=256, description="Deliveries in flight at once.")
+    log_retention_s: float = Field(
+        7 * 86400.0, gt=0, description="Finished deliveries are kept this long in the log."
+    )
 
     @property
     def secret_list(self) -> list[str]:

@@ -51,6 +51,7 @@ PENDING = "webhook_pending"
 FEED_BATCH = 500
 MAX_LOGGED_ATTEMPTS = 50
 RESPONSE_LOGGED = 512
+PRUNE_EVERY_S = 3600.0
 
 
 def deliveries_of(store: Store, job_id: str) -> list[dict[str, Any]]:
@@ -78,6 +79,7 @@ class Dispatcher:
         self.sender = Sender(self.policy, self.settings.timeout_s, self.settings.max_response_bytes)
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="webhook")
         self.wake = threading.Event()
+        self.last_prune = time.monotonic()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -115,7 +117,21 @@ class Dispatcher:
             return False
         more = self.collect()
         sent = self.deliver_due()
+        if time.monotonic() - self.last_prune >= PRUNE_EVERY_S:
+            self.last_prune = time.monotonic()
+            self.prune_log()
         return more or sent > 0
+
+    def prune_log(self) -> int:
+        """Forget finished deliveries older than the retention (and those of deleted jobs)."""
+        cutoff = self.store.now() - self.settings.log_retention_s
+        finished = [(k, d) for k, d in self.store.list_records(DELIVERIES)
+                    if d.get("status") != "pending"]  # fmt: skip
+        alive = self._jobs({d["job_id"] for _, d in finished})
+        gone = [k for k, d in finished if d["created_at"] < cutoff or d["job_id"] not in alive]
+        for key in gone:
+            self.store.delete_record(DELIVERIES, key)
+        return len(gone)
 
     # -- lease: one active dispatcher per store -------------------------------------------------
 
