@@ -12,14 +12,14 @@ $(STAMP): pyproject.toml
 	# The Redis store tests start private throwaway redis-servers.
 	command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q redis-server)
-	# The dashboard tests drive Debian's chromium through Playwright (never `playwright install`).
-	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
-	  (apt-get update -q && apt-get install -y -q chromium)
 	# WeasyPrint (render kind) needs Pango, HarfBuzz and a font from Debian.
 	if command -v dpkg >/dev/null && ! dpkg -s libpango-1.0-0 libpangoft2-1.0-0 \
 	    libharfbuzz-subset0 fonts-dejavu-core >/dev/null 2>&1; then \
 	  apt-get update -q && apt-get install -y -q libpango-1.0-0 libpangoft2-1.0-0 \
 	    libharfbuzz-subset0 fonts-dejavu-core; fi
+	# The dashboard tests drive Debian's chromium through Playwright (never `playwright install`).
+	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -29,14 +29,14 @@ run: $(STAMP)
 	CONVEYOR_HOME=$${CONVEYOR_HOME:-./.conveyor} $(BIN)/conveyor up --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -m "not soak"
+	$(BIN)/pytest -q -p no:cacheprovider -m "not soak and not image"
 
 # Long suites (fault soak, nightly reliability tiers): not part of `make test`.
 soak: $(STAMP)
@@ -52,3 +52,30 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .conveyor site .mypy_cache .ruff_cache
+
+# -- deployment: the image, compose and the Helm chart (docs/deploy/) ---------------------------
+.PHONY: image compose-check helm-check test-deploy deploy-tools
+IMAGE ?= localhost/conveyor:latest
+
+# podman (with runc: crun fails on cgroup v1 hosts) and debootstrap for the local base image.
+deploy-tools:
+	@missing=""; for tool in podman runc debootstrap; do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap; \
+	  else echo "!!! cannot install$$missing (no apt-get): the image test will be SKIPPED"; fi; fi
+
+# Build deploy/Dockerfile (BASE_IMAGE=... to build on a registry image instead of the local one).
+image: $(STAMP) deploy-tools
+	$(BIN)/python -m tests.deploy.podman $(IMAGE) $(BASE_IMAGE)
+
+compose-check: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests/deploy/test_compose.py
+
+helm-check: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider tests/deploy/test_helm.py tests/deploy/test_dockerfile.py
+
+# Everything, including the slow image test (builds and runs containers; minutes).
+test-deploy: $(STAMP) deploy-tools
+	$(BIN)/pytest -q -p no:cacheprovider -s tests/deploy
