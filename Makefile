@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest soak docs bench clean install
+.PHONY: run test lint typecheck pytest soak docs bench bench-peers clean install
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -49,6 +49,10 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+
+# The peer queues (celery, rq, dramatiq, huey, ...) and conveyor's three stores, in one run.
+bench-peers: $(STAMP)
+	bash bench/peers/run.sh
 
 clean:
 	rm -rf $(VENV) .conveyor site .mypy_cache .ruff_cache
