@@ -390,31 +390,41 @@ class RedisStore:
     def _settle_chunk(
         self, settlements: Sequence[Settlement], known: tuple[float, Rows] | None
     ) -> list[bool]:
-        """Decide (rules.decide) from the jobs as read, then apply if the tokens still match."""
+        """Decide (rules.decide) from the jobs as read, then apply if the tokens still match.
+
+        `rules.decide` sends a success to `succeeded` whatever the job looks like (its attempt
+        stays as it is), so successes need no read: the common batch is one round trip.
+        """
         result: list[bool | None] = [None] * len(settlements)
         todo = list(range(len(settlements)))
         # A cancel request may land between our read and the write; the script then says
         # "retry" and we decide again. Each round needs a new request, so this ends quickly.
         while todo:
-            if known is None:
-                now, current = self._read_running([settlements[i].job_id for i in todo])
-            else:
+            now: float | None = None
+            current: Rows = {}
+            if known is not None:
                 (now, current), known = known, None
+            elif slow := [settlements[i].job_id for i in todo if not _is_success(settlements[i])]:
+                now, current = self._read_running(slow)
             args: list[Any] = [0]
             sent: list[int] = []
             for i in todo:
                 s = settlements[i]
-                row = current.get(s.job_id)
-                if row is None or row["lease_token"] != s.token:
+                if _is_success(s):
+                    args += _success_args(s)
+                elif (row := current.get(s.job_id)) is not None and row["lease_token"] == s.token:
+                    assert now is not None
+                    args += _settle_args(s, row, now)
+                else:
                     result[i] = False
                     continue
                 sent.append(i)
-                args += _settle_args(s, row, now)
             if not sent:
                 break
             args[0] = len(sent)
+            at = self._now_arg() if now is None else repr(now)
             with self._errors():
-                reply = self._scripts["settle"](args=[self.prefix, repr(now), *args])
+                reply = self._scripts["settle"](args=[self.prefix, at, *args])
             todo = []
             for i, status in zip(sent, reply, strict=True):
                 if status == "retry":
@@ -664,6 +674,16 @@ def _check_batch_keys(specs: Sequence[JobSpec]) -> None:
                 f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
             )
         seen[key] = spec.request_hash
+
+
+def _is_success(s: Settlement) -> bool:
+    return s.outcome is Outcome.SUCCEEDED
+
+
+def _success_args(s: Settlement) -> list[Any]:
+    """settle.lua's fields for a success: any cancel flag, attempt and event data from the job."""
+    return [s.job_id, s.token, "*", JobState.SUCCEEDED.value, "", "", "=" + _dumps(s.result),
+            "", "1", "0", ""]  # fmt: skip
 
 
 def _settle_args(s: Settlement, row: dict[str, str], now: float) -> list[Any]:

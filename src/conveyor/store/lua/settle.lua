@@ -1,8 +1,8 @@
 -- Apply settlements decided in Python (store/rules.py), each fenced by its lease token.
--- ARGV: prefix, now (the time the decisions were made at), count, then per settlement 11 fields:
---   id, token, cancel_requested the decision assumed ("0"|"1"), new state, run_at|"",
---   attempt, result ("="..JSON | ""), error JSON|"", finished "1"|"0", reset progress "1"|"0",
---   state event data JSON.
+-- ARGV: prefix, now|"" (the time the decisions were made at), count, then per settlement 11
+--   fields: id, token, cancel_requested the decision assumed ("0"|"1"|"*" any), new state,
+--   run_at|"", attempt|"" (unchanged), result ("="..JSON | ""), error JSON|"", finished "1"|"0",
+--   reset progress "1"|"0", state event data JSON|"" ({"state":..., "attempt": attempt}).
 -- Returns per item "ok" | "stale" (token no longer current: nothing changed) | "retry" (a cancel
 -- was requested since the decision was made: decide again).
 local now, nowstr = clock(ARGV[2])
@@ -14,18 +14,23 @@ for i = 0, n - 1 do
   local id, token = ARGV[b], ARGV[b + 1]
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'state', 'lease_token', 'cancel_requested', 'queue',
-    'run_at', 'priority')
+    'run_at', 'priority', 'attempt')
+  local assumed = ARGV[b + 2]
   if f[1] ~= 'running' or f[2] ~= token then
     out[i + 1] = 'stale'
-  elseif f[3] ~= ARGV[b + 2] then
+  elseif assumed ~= '*' and f[3] ~= assumed then
     out[i + 1] = 'retry'
   else
     local queue, state = f[4], ARGV[b + 3]
     local run_at = f[5]
     if ARGV[b + 4] ~= '' then run_at = ARGV[b + 4] end
+    local attempt = ARGV[b + 5]
+    if attempt == '' then attempt = f[7] end
+    local data = ARGV[b + 10]
+    if data == '' then data = '{"state":"' .. state .. '","attempt":' .. attempt .. '}' end
     later('ZREM', K_LEASES, id)
     -- one HSET; cleared fields become "" (read as None), which saves an HDEL per job
-    local set = {'state', state, 'run_at', run_at, 'attempt', ARGV[b + 5], 'updated_at', nowstr,
+    local set = {'state', state, 'run_at', run_at, 'attempt', attempt, 'updated_at', nowstr,
       'lease_owner', '', 'lease_token', '', 'lease_expires_at', '', 'result', ''}
     local result = ARGV[b + 6]
     if result ~= '' then set[16] = string.sub(result, 2) end
@@ -51,7 +56,7 @@ for i = 0, n - 1 do
     elseif state == 'scheduled' then
       later('ZADD', k_sched(queue), run_at, id)
     end
-    event(id, nowstr, 'state', ARGV[b + 10])
+    event(id, nowstr, 'state', data)
     out[i + 1] = 'ok'
   end
 end
