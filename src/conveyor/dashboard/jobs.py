@@ -107,14 +107,15 @@ def id_floor(when: datetime) -> str:
 
 def _load(service: Service, filters: Filters) -> tuple[JobPage, list[str]]:
     """One page, newest first, keeping every store query on an index: ids are time-ordered,
-    so "created before" starts the keyset scan there; several states are read one indexed
-    query each and merged (the next cursor is the last id shown)."""
+    so "created before" starts the keyset scan there; several states (or a queue, which is
+    indexed after the state) are read one indexed query per state and merged; the next
+    cursor is the last id shown."""
     wanted = filters.job_filter()
     cursor = filters.cursor or None
     if wanted.created_before is not None:
         bound = id_floor(wanted.created_before)
         cursor = bound if cursor is None or bound < cursor else cursor
-    states = wanted.state or []
+    states = wanted.state or ([*JobState] if wanted.queue else [])
     if len(states) < 2:
         page = service.list_jobs(wanted, cursor, PAGE_SIZE)
     else:

@@ -34,9 +34,10 @@ CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, queue);
 CREATE INDEX IF NOT EXISTS jobs_kind ON jobs (kind, id);
--- The dashboard's filters by one state or one queue, newest first (keyset paging on id).
+-- Job lists filtered by state (and queue), newest first: keyset paging on id. No index may
+-- start with queue: the planner would walk it for queue_stats' GROUP BY queue.
 CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
-CREATE INDEX IF NOT EXISTS jobs_queue_id ON jobs (queue, id);
+CREATE INDEX IF NOT EXISTS jobs_state_queue_id ON jobs (state, queue, id);
 
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
