@@ -10,12 +10,13 @@ from conveyor.service import Service
 from conveyor.settings import Settings
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async: FastAPI runs plain `def` dependencies in a worker thread, a hop per request.
     service: Service = request.app.state.service
     return service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -43,7 +43,7 @@ def is_final(event: JobEvent) -> bool:
 class FeedHub:
     """Follows the store's feed while there are watchers; delivers events per job."""
 
-    def __init__(self, store: Store, interval: float = 0.01, batch: int = 1000) -> None:
+    def __init__(self, store: Store, interval: float = 0.005, batch: int = 1000) -> None:
         self.store = store
         self.interval = interval
         self.batch = batch
