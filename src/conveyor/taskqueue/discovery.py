@@ -159,7 +159,6 @@ def document(root_url: str) -> dict[str, Any]:
         "servicePath": PATH,
         "baseUrl": root_url + PATH,
         "basePath": "/" + PATH,
-        "batchPath": "batch/taskqueue/v1beta2",
         "parameters": COMMON_PARAMETERS,
         "auth": {"oauth2": {}},
         "schemas": SCHEMAS,
