@@ -157,6 +157,7 @@ def main() -> None:
 
     since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(store.now() - 7 * 86400))
     until = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(store.now() - 6 * 86400))
+    recent = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(store.now() + 3600))
     pages = {
         "jobs, first page": "/ui/jobs",
         "jobs, page at the middle (cursor)": f"/ui/jobs?cursor={marks['middle']}",
@@ -168,7 +169,11 @@ def main() -> None:
         "queue=gpu": "/ui/jobs?queue=gpu",
         "kind+queue+state": "/ui/jobs?kind=render&queue=bulk&state=failed",
         "tag=customer-42 (0.1%)": "/ui/jobs?tag=customer-42",
+        "tag=rare (0.1%, spread)": "/ui/jobs?tag=rare",
+        "state=failed+cancelled": "/ui/jobs?state=failed&state=cancelled",
         "one day, 6 days ago": f"/ui/jobs?since={since}&until={until}",
+        "created in the last hour (none)": f"/ui/jobs?since={recent}",
+        "tag with no match (worst case)": "/ui/jobs?tag=nobody",
         "search by id": f"/ui/jobs?id={marks['middle']}",
         "overview": "/ui/",
         "overview live fragment": "/ui/overview/live",

@@ -8,7 +8,7 @@ import httpx
 
 from conveyor.api.app import create_app
 from conveyor.kinds.registry import import_kinds
-from conveyor.models import JobState, NewJob
+from conveyor.models import JobState, KindInfo, NewJob
 from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.storage import open_storage
@@ -43,3 +43,47 @@ def test_open_on_loopback_without_keys(tmp_path: Path) -> None:
                           headers={"Origin": "http://evil.example"})  # fmt: skip
         assert foreign.status_code == 403
         assert store.get(job.id).state is JobState.CANCELLED
+
+
+def test_form_with_a_file_input_stages_the_file_into_the_job(tmp_path: Path) -> None:
+    store = open_store("memory://")
+    schema = {
+        "type": "object",
+        "properties": {
+            "document": {"type": "string", "format": "file", "description": "A PDF."},
+            "copies": {"type": "integer", "minimum": 1, "default": 1},
+            "mode": {"enum": ["fast", "best"], "default": "fast"},
+        },
+        "required": ["document"],
+    }
+    store.register_kinds([KindInfo(name="print", input_schema=schema)])
+    settings = Settings(home=tmp_path, storage=f"file://{tmp_path / 'files'}")
+    storage = open_storage(settings.storage_url)
+    with (
+        serve_in_thread(create_app(settings, store=store)) as url,
+        httpx.Client(base_url=url) as ui,
+    ):
+        form = ui.get("/ui/kinds/print")
+        assert 'type="file"' in form.text
+        token = csrf_of(form.text)
+        missing = ui.post("/ui/kinds/print", data={"csrf": token, "copies": "2"},
+                          files={"x": ("", b"")})  # fmt: skip
+        assert missing.status_code == 422
+        assert "choose a file" in missing.text
+        answer = ui.post(
+            "/ui/kinds/print", data={"csrf": token, "copies": "2", "mode": "best"},
+            files={"document": ("report.pdf", b"%PDF-1.4 fake", "application/pdf")},
+        )  # fmt: skip
+        assert answer.status_code == 303
+        job_id = answer.headers["location"].rsplit("/", 1)[1]
+        job = store.get(job_id)
+        assert job.input == {"document": "report.pdf", "copies": 2, "mode": "best"}
+        assert b"".join(storage.read(f"jobs/{job_id}/in/report.pdf")) == b"%PDF-1.4 fake"
+        page = ui.get(f"/ui/jobs/{job_id}").text
+        assert f"/ui/jobs/{job_id}/files/in/report.pdf" in page
+        assert "<iframe" in page  # a PDF preview
+        # Finished jobs can be deleted from their page (open mode acts as admin).
+        store.cancel(job_id)
+        gone = ui.post(f"/ui/jobs/{job_id}/delete", data={"csrf": token})
+        assert gone.headers["location"] == "/ui/jobs"
+        assert ui.get(f"/ui/jobs/{job_id}").status_code == 404
