@@ -55,6 +55,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api.compat import swissai
 
     app.include_router(swissai.router)
+    from conveyor.api.compat import allocation
+
+    app.include_router(allocation.router)
     from conveyor.dashboard.routes import router as dashboard
 
     app.include_router(dashboard)

@@ -69,7 +69,9 @@ def _solve(inp: AllocateInput, inst: Instance, ctx: Context) -> dict[str, Any]:
                 return True
             return False
 
-        found = local_search.search(inst, config, config.timeLimit, on_run)
+        found = local_search.search(
+            inst, config, config.timeLimit, on_run, stop=lambda: ctx.cancelled
+        )
         ctx.check_cancelled()
         return {
             "assignment": found.assignment,

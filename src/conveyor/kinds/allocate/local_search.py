@@ -166,10 +166,16 @@ def _bfs(state: _State, s: int, config: AllocationConfig, rng: random.Random) ->
     return found
 
 
-def _improve(state: _State, config: AllocationConfig, rng: random.Random, deadline: float) -> bool:
-    """Apply improving chains until none is left; False if the deadline cut it short."""
+def _improve(
+    state: _State,
+    config: AllocationConfig,
+    rng: random.Random,
+    deadline: float,
+    stop: Callable[[], bool],
+) -> bool:
+    """Apply improving chains until none is left; False if the deadline or `stop` cut it short."""
     while True:
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or stop():
             return False
         best: tuple[Chain, float] | None = None
         for s in range(state.inst.n_students):
@@ -194,10 +200,12 @@ def search(
     config: AllocationConfig,
     time_limit: float,
     on_run: Callable[[int, float], bool] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> SearchResult:
     """Run the heuristic `numRuns` times (or until `time_limit`); keep the best.
 
-    `on_run(runs_done, best_objective)` is called after each run; True stops the search.
+    `on_run(runs_done, best_objective)` is called after each run; True stops the search, as
+    does `stop()` (polled between moves: cancellation).
     """
     started = time.monotonic()
     deadline = started + time_limit
@@ -210,7 +218,7 @@ def search(
     for _ in range(config.numRuns):
         state = _State(inst, costs)
         _pre_assign(state, rng, config.preAssignType)
-        finished = _improve(state, config, rng, deadline)
+        finished = _improve(state, config, rng, deadline, stop)
         value = objective(inst, state.assign, costs)
         runs += 1
         if value < best_value - EPS:
