@@ -104,3 +104,21 @@ def test_daemon_shortens_the_lease_on_an_unexpected_error(
                        interval=0.1)  # fmt: skip
     assert retried[0]["id"] == task["id"]
     assert retried[0]["retry_count"] == 1
+
+
+def test_daemon_stops_a_render_that_runs_too_long(
+    tq: Any, queue: str, client: TaskQueueClient
+) -> None:
+    insert(tq, queue, render_task("binary_cards"), tag="task")
+
+    def stuck(_: RenderTask) -> Document:
+        time.sleep(60)  # a render that hangs; the time limit must interrupt it
+        raise AssertionError("not interrupted")
+
+    config = DaemonConfig(tasks=1, lease_s=600, task_seconds=0.3)
+    daemon = RenderDaemon(client, config, render=stuck)
+    started = time.monotonic()
+    assert daemon.run_once() == 1
+    assert time.monotonic() - started < 10
+    assert daemon.stats.retried == 1
+    assert config.budget(2) == pytest.approx(0.3 * (1 + 1.33 * 2))

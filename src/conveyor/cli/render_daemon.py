@@ -31,10 +31,13 @@ def command(
     queue: Annotated[str, typer.Option(help="Task Queue name.")] = "render-queue",
     tasks: Annotated[int, typer.Option(min=1, max=1000, help="Tasks per lease.")] = 20,
     lease_secs: Annotated[
-        float | None, typer.Option(min=1, help="Lease length (default: tasks x 50 s).")
+        float | None, typer.Option(min=1, help="Lease length (default: tasks x task seconds).")
     ] = None,
     sleep: Annotated[float, typer.Option(min=0, help="Seconds between empty leases.")] = 10.0,
     retry_limit: Annotated[int, typer.Option(min=1, help="Leases before giving up.")] = 5,
+    task_seconds: Annotated[
+        float, typer.Option(min=0, help="Render time limit (x2.33 on the first retry...).")
+    ] = 50.0,
     max_document_bytes: Annotated[
         int, typer.Option(min=1, help="Larger results go as result#link (base64 bytes).")
     ] = MAX_DOCUMENT_BYTES,
@@ -49,7 +52,8 @@ def command(
     from conveyor.kinds.render.daemon import DaemonConfig, RenderDaemon
     from conveyor.taskqueue.client import TaskQueueClient
 
-    config = DaemonConfig(tasks, lease_secs, sleep, retry_limit, max_document_bytes)
+    config = DaemonConfig(tasks, lease_secs, sleep, retry_limit, max_document_bytes,
+                          task_seconds)  # fmt: skip
     client = TaskQueueClient(url, project, queue, token)
     try:
         stats = RenderDaemon(client, config).run(burst=burst, max_loops=max_loops)

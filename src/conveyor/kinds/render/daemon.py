@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from conveyor.kinds.render.document import Document, render_document
@@ -21,7 +25,31 @@ from conveyor.taskqueue.replies import MAX_DOCUMENT_BYTES, RESULT_TAG, base64_si
 log = logging.getLogger("conveyor.render_daemon")
 
 TASK_TAG = "task"
-TASK_SECONDS = 50  # the original's time budget per task; the lease covers the whole batch
+TASK_SECONDS = 50.0  # the original's time budget per task; the lease covers the whole batch
+TIME_MULT = 1.33  # each retry gets this much more time, as in the original
+
+
+class RenderTimeout(Exception):
+    """A render took longer than its budget."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise `RenderTimeout` after `seconds` (SIGALRM: only in the main thread)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise RenderTimeout(f"rendering took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -31,10 +59,15 @@ class DaemonConfig:
     sleep_s: float = 10.0
     retry_limit: int = RETRY_LIMIT
     max_document_bytes: int = MAX_DOCUMENT_BYTES
+    task_seconds: float = TASK_SECONDS
 
     @property
     def lease(self) -> float:
-        return self.lease_s if self.lease_s is not None else float(self.tasks * TASK_SECONDS)
+        return self.lease_s if self.lease_s is not None else self.tasks * self.task_seconds
+
+    def budget(self, retries: int) -> float:
+        """Seconds a render may take: more on each retry."""
+        return self.task_seconds * (1 + TIME_MULT * retries)
 
 
 @dataclass
@@ -95,10 +128,13 @@ class RenderDaemon:
 
     def result_for(self, task: dict[str, Any]) -> dict[str, Any]:
         task_id = str(task["id"])
-        if int(task.get("retry_count", 0)) >= self.config.retry_limit:
+        retries = int(task.get("retry_count", 0))
+        if retries >= self.config.retry_limit:
             return failure(task_id, f"gave up after {self.config.retry_limit} retries")
         try:
-            document = self.render(parse_task(decode_payload(str(task["payloadBase64"]))))
+            render_task = parse_task(decode_payload(str(task["payloadBase64"])))
+            with time_limit(self.config.budget(retries)):
+                document = self.render(render_task)
         except RenderInputError as exc:
             log.warning("task %s cannot be rendered: %s", task_id, exc)
             return failure(task_id, str(exc))
