@@ -87,3 +87,27 @@ def test_form_with_a_file_input_stages_the_file_into_the_job(tmp_path: Path) -> 
         gone = ui.post(f"/ui/jobs/{job_id}/delete", data={"csrf": token})
         assert gone.headers["location"] == "/ui/jobs"
         assert ui.get(f"/ui/jobs/{job_id}").status_code == 404
+
+
+def test_webhook_deliveries_are_listed_without_secrets(tmp_path: Path) -> None:
+    store = open_store("memory://")
+    store.register_kinds(import_kinds(["conveyor.kinds.demo"]).infos())
+    settings = Settings(home=tmp_path, storage=f"file://{tmp_path / 'files'}")
+    job = Service(store, open_storage(settings.storage_url)).submit(NewJob(kind="noop"))
+    hook = "https://user:hunter2@hooks.example/in?token=s3cret"
+    store.put_record(
+        "webhook_deliveries", f"{job.id}/000000000001-0",
+        {"event": "job.succeeded", "url": hook, "status": "failed", "attempt_count": 2,
+         "secret_id": "whsec_id", "body": {"data": "x"},
+         "attempts": [{"at": 1.0, "status_code": 500, "error": None, "duration_ms": 12.5}]},
+    )  # fmt: skip
+    with (
+        serve_in_thread(create_app(settings, store=store)) as url,
+        httpx.Client(base_url=url) as ui,
+    ):
+        page = ui.get(f"/ui/jobs/{job.id}").text
+    assert "job.succeeded" in page
+    assert "https://hooks.example/in?…" in page
+    assert "hunter2" not in page
+    assert "s3cret" not in page
+    assert "whsec_id" not in page
