@@ -140,6 +140,9 @@ class Dispatcher:
         lease = self.store.get_record(STATE, "lease")
         if lease and lease.get("owner") != self.owner and lease.get("expires_at", 0) > now:
             return False
+        mine = lease is not None and lease.get("owner") == self.owner
+        if mine and lease and lease.get("expires_at", 0) - now > self.settings.lease_s / 2:
+            return True  # ours for a while yet: renew only past half-time (fewer writes)
         self.store.put_record(
             STATE, "lease", {"owner": self.owner, "expires_at": now + self.settings.lease_s}
         )
@@ -311,7 +314,7 @@ class Dispatcher:
 def _render(job: Job, event: JobEvent, kind: str, spec: WebhookSpec) -> tuple[str, str]:
     """The method and exact body of a delivery (frozen: every retry sends the same bytes)."""
     if spec.format == "swissai":
-        return "PATCH", _dumps(swissai_update(job, kind, spec))
+        return "PATCH", _dumps(swissai_update(job, kind, spec, event.data))
     data: dict[str, Any] = {"job_id": job.id, "kind": job.kind, "queue": job.queue,
                             **event.data}  # fmt: skip
     if kind == "job.succeeded":
@@ -320,13 +323,17 @@ def _render(job: Job, event: JobEvent, kind: str, spec: WebhookSpec) -> tuple[st
     return "POST", _dumps(payload)
 
 
-def swissai_update(job: Job, kind: str, spec: WebhookSpec) -> dict[str, Any]:
+def swissai_update(
+    job: Job, kind: str, spec: WebhookSpec, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The Swiss AI `TaskUpdate` a finished job reports to its `callback_url`."""
     result = job.result if isinstance(job.result, dict) else {}
     finished = kind == "job.succeeded"
     message = None
     if not finished:
-        message = job.error.message if job.error is not None else "the task was cancelled"
+        error = (data or {}).get("error") or {}  # the event's own error: the job may have moved on
+        message = error.get("message") or (job.error.message if job.error else None)
+        message = message or "the task was cancelled"
     return {
         "service": spec.service,
         "url": spec.service_url,
