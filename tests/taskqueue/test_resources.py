@@ -76,3 +76,10 @@ def test_header_text_is_escaped_and_copies_repeat_pages() -> None:
     assert html.count('<section class="page">') == 6
     assert filename == "Parity Cards (6x6 - black back - a4).pdf"
     assert safe_file_name(filename) == "Parity_Cards_6x6_-_black_back_-_a4.pdf"
+
+
+def test_the_originals_template_and_css_keys_are_accepted_and_ignored() -> None:
+    task = parse_task({**render_task("modulo_clock"), "template": "x.html", "css": "y.css"})
+    assert task.options == {}
+    html, _ = build_html(task)
+    assert "x.html" not in html

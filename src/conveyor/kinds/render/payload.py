@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 TASK_KIND = "task#render"
 MAX_COPIES = 100
+#: Keys the original accepted to pick its own template and stylesheet; accepted and ignored.
+IGNORED_KEYS = frozenset({"template", "css"})
 
 
 class RenderInputError(ValueError):
@@ -40,7 +42,7 @@ class RenderTask(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         """The resource options: every key that is not a field of the task itself."""
-        return dict(self.model_extra or {})
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in IGNORED_KEYS}
 
 
 def describe(exc: ValidationError) -> str:
