@@ -18,7 +18,7 @@ import pytest
 
 from conveyor import errors
 from conveyor.clock import FakeClock
-from conveyor.models import JobState
+from conveyor.models import JobFilter, JobState
 from conveyor.store import Settlement, open_store
 from conveyor.store.redis import ALLOW_VOLATILE_ENV, RedisStore
 from conveyor.store.rules import Outcome
@@ -180,6 +180,33 @@ def test_prune_leaves_nothing_behind(redis_url: str, redis_server: RedisServer) 
         assert client.zcard("conveyor:feed") == 0
         assert store.queue_stats() == []
         assert store.feed() == []
+    finally:
+        client.close()
+        store.close()
+
+
+def test_listing_by_state_reads_only_that_state(redis_url: str, redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    client = redis_server.client()
+    try:
+        store.enqueue([spec(clock) for _ in range(3000)])
+        jobs = store.claim(["default"], "w", 3000, 30.0)
+        store.settle(
+            [Settlement(j.id, j.lease.token, Outcome.SUCCEEDED) for j in jobs[3:] if j.lease]
+        )
+        store.cancel(jobs[0].id)  # still running, cancel requested
+        client.config_resetstat()
+        page = store.list_jobs(JobFilter(state=[JobState.RUNNING, JobState.QUEUED]), limit=10)
+        reads = int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+        assert [j.id for j in page.jobs] == sorted((j.id for j in jobs[:3]), reverse=True)
+        assert reads <= 3, "only the running jobs' hashes are read, not the 2,997 finished"
+        # the index follows every transition: per state it matches the counters
+        for state in ("running", "succeeded", "queued"):
+            counted = int(client.hget("conveyor:counts:default", state) or 0)
+            assert client.zcard(f"conveyor:st:{state}") == counted
+        [job] = store.list_jobs(JobFilter(state=[JobState.SUCCEEDED]), limit=1).jobs
+        assert job.id == max(j.id for j in jobs[3:])
     finally:
         client.close()
         store.close()

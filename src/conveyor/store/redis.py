@@ -13,6 +13,8 @@ docs/stores.md for what `appendfsync everysec` and `always` give), unless explic
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -511,20 +513,28 @@ class RedisStore:
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
     def _scan_newest_first(self, f: JobFilter, cursor: str | None) -> Iterator[Job]:
+        """Jobs (newest first, below `cursor`) that may match `f`: from the per-state indexes
+        when states are given, so a filter on running jobs never reads the finished ones."""
         if f.ids is not None:
-            wanted = sorted({i for i in f.ids if cursor is None or i < cursor}, reverse=True)
-            found = self._fetch(wanted)
-            yield from (found[i] for i in wanted if i in found)
-            return
+            ids: Iterator[str] = iter(
+                sorted({i for i in f.ids if cursor is None or i < cursor}, reverse=True)
+            )
+        elif f.state:
+            streams = [self._newest_ids(self._key("st", s.value), cursor) for s in set(f.state)]
+            ids = heapq.merge(*streams, reverse=True)
+        else:
+            ids = self._newest_ids(self._key("all"), cursor)
+        while chunk := list(itertools.islice(ids, LIST_PAGE)):
+            found = self._fetch(chunk)
+            yield from (found[i] for i in chunk if i in found)
+
+    def _newest_ids(self, key: str, cursor: str | None) -> Iterator[str]:
         top = "(" + cursor if cursor else "+"
         while True:
-            ids: list[str] = self._call(
-                self._r.zrevrangebylex, self._key("all"), top, "-", 0, LIST_PAGE
-            )
-            if not ids:
+            ids: list[str] = self._call(self._r.zrevrangebylex, key, top, "-", 0, LIST_PAGE)
+            yield from ids
+            if len(ids) < LIST_PAGE:
                 return
-            found = self._fetch(ids)
-            yield from (found[i] for i in ids if i in found)
             top = "(" + ids[-1]
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:

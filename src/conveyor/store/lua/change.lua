@@ -21,8 +21,8 @@ elseif op == 'cancel' then
   redis.call('HSET', jk, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', nowstr,
     'updated_at', nowstr)
   redis.call('ZADD', k_done(queue), nowstr, id)
-  count(queue, state, -1)
-  count(queue, 'cancelled', 1)
+  count(queue, state, -1, id)
+  count(queue, 'cancelled', 1, id)
   event(id, nowstr, 'state', '{"state":"cancelled"}')
 elseif op == 'retry' then
   redis.call('ZREM', k_done(queue), id)
@@ -30,8 +30,8 @@ elseif op == 'retry' then
   redis.call('HSET', jk, 'state', 'queued', 'attempt', '0', 'run_at', nowstr,
     'cancel_requested', '0', 'updated_at', nowstr)
   make_ready(id, queue, f[4], nowstr)
-  count(queue, state, -1)
-  count(queue, 'queued', 1)
+  count(queue, state, -1, id)
+  count(queue, 'queued', 1, id)
   event(id, nowstr, 'state', '{"state":"queued","retried":true}')
   wake(queue)
 else

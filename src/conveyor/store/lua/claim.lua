@@ -94,10 +94,10 @@ for i = 1, math.min(n, #candidates) do
     'started_at', nowstr, 'updated_at', nowstr}
   redis.call('HSET', jk, unpack(values))
   patch(h, values)
-  later('ZREM', k_ready(queue), c[2])
-  later('ZADD', K_LEASES, expires, id)
-  count(queue, 'queued', -1)
-  count(queue, 'running', 1)
+  later(k_ready(queue), c[2], false)
+  later(K_LEASES, id, expires)
+  count(queue, 'queued', -1, id)
+  count(queue, 'running', 1, id)
   event(id, nowstr, 'state', '{"state":"running","attempt":' .. attempt .. ',"worker":'
     .. cjson.encode(owner) .. '}')
   out[i] = h

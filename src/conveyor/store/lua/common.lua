@@ -41,32 +41,33 @@ local function event(id, at, kind, data)
   pending_events[#pending_events + 1] = {id, at, kind, data}
 end
 
--- Per-queue state counters (queue_stats reads them instead of scanning jobs).
-local function count(queue, state, delta)
+local function wake(queue) pending_wake[queue] = true end
+
+-- Sorted-set updates that nothing later in the same script reads are deferred and sent as one
+-- multi-member ZREM and one ZADD per key. Per member the last update wins, so the order of
+-- updates within a script is kept. `score` false removes the member.
+local deferred, deferred_keys = {}, {}
+local function later(key, member, score)
+  local d = deferred[key]
+  if not d then
+    d = {order = {}, ops = {}}
+    deferred[key] = d
+    deferred_keys[#deferred_keys + 1] = key
+  end
+  if d.ops[member] == nil then d.order[#d.order + 1] = member end
+  d.ops[member] = score
+end
+
+-- A job changes state: per-queue counters (queue_stats reads them instead of scanning jobs)
+-- and the per-state id index (list_jobs by state, newest first). delta is +1 or -1.
+local function count(queue, state, delta, id)
   local c = pending_counts[queue]
   if not c then
     c = {}
     pending_counts[queue] = c
   end
   c[state] = (c[state] or 0) + delta
-end
-
-local function wake(queue) pending_wake[queue] = true end
-
--- Index updates that nothing in the same script reads back are deferred and sent as one
--- multi-member command per key (ZADD k s1 m1 s2 m2 ..., ZREM k m1 m2 ...).
-local deferred, deferred_order = {}, {}
-local function later(cmd, key, a, b)
-  local name = cmd .. ' ' .. key
-  local d = deferred[name]
-  if not d then
-    d = {cmd, key, {}}
-    deferred[name] = d
-    deferred_order[#deferred_order + 1] = d
-  end
-  local args = d[3]
-  args[#args + 1] = a
-  if b ~= nil then args[#args + 1] = b end
+  if delta > 0 then later(P .. 'st:' .. state, id, 0) else later(P .. 'st:' .. state, id, false) end
 end
 
 -- multi-member commands in chunks: unpack() of a huge table overflows Lua's C stack
@@ -77,8 +78,22 @@ local function call_chunked(cmd, key, args, step)
 end
 
 local function finish()
-  for _, d in ipairs(deferred_order) do call_chunked(d[1], d[2], d[3], 400) end
-  deferred, deferred_order = {}, {}
+  for _, key in ipairs(deferred_keys) do
+    local d = deferred[key]
+    local gone, added = {}, {}
+    for _, member in ipairs(d.order) do
+      local score = d.ops[member]
+      if score == false then
+        gone[#gone + 1] = member
+      else
+        added[#added + 1] = score
+        added[#added + 1] = member
+      end
+    end
+    call_chunked('ZREM', key, gone, 400)
+    call_chunked('ZADD', key, added, 400)
+  end
+  deferred, deferred_keys = {}, {}
   local n = #pending_events
   if n > 0 then
     local seq = redis.call('INCRBY', K_SEQ, n) - n
@@ -129,8 +144,8 @@ local function promote(queue, now, nowstr, limit)
     redis.call('ZREM', skey, id)
     redis.call('HSET', jk, 'state', 'queued', 'updated_at', nowstr)
     make_ready(id, queue, f[1], f[2])
-    count(queue, 'scheduled', -1)
-    count(queue, 'queued', 1)
+    count(queue, 'scheduled', -1, id)
+    count(queue, 'queued', 1, id)
     event(id, nowstr, 'state', '{"state":"queued"}')
   end
   return #ids
@@ -142,7 +157,7 @@ local function delete_job(id)
   local f = redis.call('HMGET', jk, 'queue', 'state')
   if not f[1] then return end
   redis.call('ZREM', k_done(f[1]), id)
-  count(f[1], f[2], -1)
+  count(f[1], f[2], -1, id)
   call_chunked('ZREM', K_FEED, redis.call('ZRANGE', k_ev(id), 0, -1), 400)
   redis.call('DEL', k_ev(id), jk)
   redis.call('ZREM', K_ALL, id)

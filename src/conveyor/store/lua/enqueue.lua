@@ -57,7 +57,7 @@ local function insert(b)
     redis.call('ZADD', k_sched(queue), run_at, id)
   end
   wake(queue)
-  count(queue, state, 1)
+  count(queue, state, 1, id)
   event(id, nowstr, 'state', '{"state":"' .. state .. '"}')
   return state
 end

@@ -15,7 +15,7 @@ for b = 1, n do
   if f[1] ~= 'running' or f[2] ~= token then
     out[b] = 'lost'
   else
-    later('ZADD', K_LEASES, expires, id)
+    later(K_LEASES, id, expires)
     if progress ~= '' then
       redis.call('HSET', jk, 'lease_expires_at', expires, 'updated_at', nowstr,
         'progress', progress)

@@ -28,7 +28,7 @@ for i = 0, n - 1 do
     if attempt == '' then attempt = f[7] end
     local data = ARGV[b + 10]
     if data == '' then data = '{"state":"' .. state .. '","attempt":' .. attempt .. '}' end
-    later('ZREM', K_LEASES, id)
+    later(K_LEASES, id, false)
     -- one HSET; cleared fields become "" (read as None), which saves an HDEL per job
     local set = {'state', state, 'run_at', run_at, 'attempt', attempt, 'updated_at', nowstr,
       'lease_owner', '', 'lease_token', '', 'lease_expires_at', '', 'result', ''}
@@ -41,20 +41,20 @@ for i = 0, n - 1 do
     if ARGV[b + 8] == '1' then
       set[#set + 1] = 'finished_at'
       set[#set + 1] = nowstr
-      later('ZADD', k_done(queue), nowstr, id)
+      later(k_done(queue), id, nowstr)
     end
     if ARGV[b + 9] == '1' then
       set[#set + 1] = 'progress'
       set[#set + 1] = ''
     end
     redis.call('HSET', jk, unpack(set))
-    count(queue, 'running', -1)
-    count(queue, state, 1)
+    count(queue, 'running', -1, id)
+    count(queue, state, 1, id)
     if state == 'queued' then
-      later('ZADD', k_ready(queue), -tonumber(f[6]), ready_member(run_at, id))
+      later(k_ready(queue), ready_member(run_at, id), -tonumber(f[6]))
       wake(queue)
     elseif state == 'scheduled' then
-      later('ZADD', k_sched(queue), run_at, id)
+      later(k_sched(queue), id, run_at)
     end
     event(id, nowstr, 'state', data)
     out[i + 1] = 'ok'
