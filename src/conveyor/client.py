@@ -323,10 +323,12 @@ class Client:
                     raise
                 time.sleep(_backoff(attempt, self.backoff_s))
 
-    def _stream(self, job_id: str, after: int, follow: bool) -> Iterator[JobEvent]:
+    def _stream(
+        self, job_id: str, after: int, follow: bool, read_timeout: float | None = None
+    ) -> Iterator[JobEvent]:
         params = {"follow": "true" if follow else "false"}
         headers = {"Last-Event-ID": str(after), "Accept": "text/event-stream"}
-        timeout = httpx.Timeout(self._http.timeout.connect, read=None) if follow else None
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_timeout) if follow else None
         kwargs: dict[str, Any] = {"params": params, "headers": headers}
         if timeout is not None:
             kwargs["timeout"] = timeout
@@ -343,12 +345,17 @@ class Client:
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job ends (following SSE; polling if streaming fails); the final job."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            for _ in self.watch(job_id):
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-        except httpx.TransportError:
-            pass  # fall back to polling below
+        last = 0
+        while deadline is None or time.monotonic() < deadline:
+            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:
+                for event in self._stream(job_id, last, follow=True, read_timeout=remaining):
+                    last = event.seq
+                break  # the stream ends when the job does
+            except httpx.ReadTimeout:
+                continue  # quiet past the deadline: the loop condition decides
+            except httpx.TransportError:
+                break  # streaming does not work here: poll instead
         delay = 0.05
         while True:
             job = self.get(job_id)

@@ -117,3 +117,10 @@ def test_async_client(api: ApiServer) -> None:
                 await client.get("nope")
 
     asyncio.run(main())
+
+
+def test_wait_times_out_on_a_quiet_job(api: ApiServer) -> None:
+    with Client(api.url) as client:
+        job = client.submit("noop", delay_s=3600)
+        with pytest.raises(TimeoutError):
+            client.wait(job.id, timeout=1)
