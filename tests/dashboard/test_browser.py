@@ -182,3 +182,20 @@ def test_keyboard_reaches_the_login_form(page: Page, dashboard: Dashboard) -> No
     page.keyboard.type(dashboard.admin_key)
     page.keyboard.press("Enter")
     page.wait_for_url("**/ui/")
+
+
+def test_reading_works_with_javascript_off(browser: Browser, dashboard: Dashboard) -> None:
+    job_id = dashboard.submit("demo.count", {"to": 3, "delay": 0})
+    dashboard.wait_state(job_id, JobState.SUCCEEDED)
+    context = browser.new_context(base_url=dashboard.url, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        sign_in(page, dashboard.admin_key)
+        expect(page.locator("table.queues")).to_be_visible()
+        page.goto("/ui/jobs?kind=demo.count")
+        page.click(f"a[href='/ui/jobs/{job_id}']")
+        expect(page.locator("#job-state")).to_have_text("succeeded")
+        expect(page.locator("#result-json")).to_contain_text('"sum": 6')
+        expect(page.locator("#log-lines li")).to_have_count(3)
+    finally:
+        context.close()
