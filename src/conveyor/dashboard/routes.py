@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from conveyor.dashboard import job, jobs, kinds, login, overview, static, workers
+from conveyor.dashboard import allocation, job, jobs, kinds, login, overview, static, workers
 from conveyor.dashboard.web import DashboardRoute
 
 router = APIRouter(prefix="/ui", route_class=DashboardRoute, include_in_schema=False)
-for module in (static, login, overview, jobs, job, kinds, workers):
+for module in (static, login, overview, jobs, job, kinds, workers, allocation):
     router.include_router(module.router)
