@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest soak docs bench bench-peers clean install
+.PHONY: run test lint typecheck pytest soak docs bench bench-peers bench-pg-claims clean install
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# The Redis store tests start private throwaway redis-servers.
 	command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q redis-server)
+	# The PostgreSQL store tests start private throwaway servers (initdb + postgres binaries).
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  ! command -v apt-get >/dev/null || (apt-get update -q && apt-get install -y -q postgresql)
 	# WeasyPrint (render kind) needs Pango, HarfBuzz and a font from Debian.
 	if command -v dpkg >/dev/null && ! dpkg -s libpango-1.0-0 libpangoft2-1.0-0 \
 	    libharfbuzz-subset0 fonts-dejavu-core >/dev/null 2>&1; then \
@@ -49,6 +52,10 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
+
+# PostgreSQL claim latency, empty table vs 1,000,000 finished jobs (a private throwaway server).
+bench-pg-claims: $(STAMP)
+	$(BIN)/python bench/postgres_claims.py
 
 # The peer queues (celery, rq, dramatiq, huey, ...) and conveyor's three stores, in one run.
 bench-peers: $(STAMP)

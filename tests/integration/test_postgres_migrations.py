@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
+from typer.testing import CliRunner, Result
 
 from conveyor import errors
+from conveyor.cli.app import app
 from conveyor.store import pg_migrations
 from conveyor.store.postgres import PostgresStore
-from tests.integration.harness import ROOT, worker_env
 from tests.servers.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
 
-def conveyor(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "conveyor", *args], capture_output=True, text=True,
-        env=worker_env(home), cwd=ROOT, timeout=60,
-    )  # fmt: skip
+def conveyor(*args: str) -> Result:
+    """Run the CLI in this process (a subprocess per command would mostly measure imports)."""
+    return CliRunner().invoke(app, list(args))
 
 
 def test_many_processes_migrating_at_once_apply_each_migration_once(
@@ -56,26 +53,25 @@ def test_newer_schema_is_refused(postgres_server: PostgresServer) -> None:
         PostgresStore.from_url(url)
 
 
-def test_db_migrate_and_status_commands(postgres_server: PostgresServer, tmp_path: Path) -> None:
+def test_db_migrate_and_status_commands(postgres_server: PostgresServer, home: Path) -> None:
     url = postgres_server.create_schema()
-    home = tmp_path / "home"
-    pending = conveyor("db", "status", "--store", url, home=home)
-    assert pending.returncode == 3, pending.stderr
-    assert "pending" in pending.stdout
-    first = conveyor("db", "migrate", "--store", url, home=home)
-    assert first.returncode == 0, first.stderr
-    assert "applied 0001_initial" in first.stdout
-    again = conveyor("db", "migrate", "--store", url, home=home)
-    assert again.returncode == 0 and "already up to date" in again.stdout
-    assert conveyor("db", "status", "--store", url, home=home).returncode == 0
+    pending = conveyor("db", "status", "--store", url)
+    assert pending.exit_code == 3, pending.output
+    assert "pending" in pending.output
+    first = conveyor("db", "migrate", "--store", url)
+    assert first.exit_code == 0, first.output
+    assert "applied 0001_initial" in first.output
+    assert "applied 0002_event_commit_order" in first.output
+    again = conveyor("db", "migrate", "--store", url)
+    assert again.exit_code == 0 and "already up to date" in again.output
+    assert conveyor("db", "status", "--store", url).exit_code == 0
 
 
-def test_db_migrate_on_sqlite_and_unreachable_postgres(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    sqlite = conveyor("db", "migrate", "--store", f"sqlite:///{tmp_path / 'c.db'}", home=home)
-    assert sqlite.returncode == 0, sqlite.stderr
+def test_db_migrate_on_sqlite_and_unreachable_postgres(tmp_path: Path, home: Path) -> None:
+    sqlite = conveyor("db", "migrate", "--store", f"sqlite:///{tmp_path / 'c.db'}")
+    assert sqlite.exit_code == 0, sqlite.output
     assert (tmp_path / "c.db").exists()
-    down = conveyor("db", "migrate", "--store", "postgresql://u@127.0.0.1:1/x", home=home)
-    assert down.returncode == 1
-    assert "cannot reach PostgreSQL" in down.stderr
-    assert "Traceback" not in down.stderr
+    down = conveyor("db", "migrate", "--store", "postgresql://u@127.0.0.1:1/x")
+    assert down.exit_code == 1
+    assert "cannot reach PostgreSQL" in down.output
+    assert down.exception is None or isinstance(down.exception, SystemExit)
