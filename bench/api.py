@@ -5,7 +5,8 @@
 Runs, side by side in one go, against a real `conveyor api` process (uvicorn) on a fresh
 SQLite store in its durable setting (WAL, synchronous=FULL) and a real `conveyor worker`:
 
-1. single submits: `--clients` concurrent HTTP clients each POSTing one `noop` job at a time;
+1. single submits: `--clients` concurrent keep-alive connections each POSTing one `noop` job
+   at a time (a minimal raw HTTP/1.1 client, so the generator does not measure httpx);
 2. batched submits: `{"jobs": [500 x noop]}` from 4 concurrent clients;
 3. latency on an idle system: submit one `noop`, follow its SSE stream until it ends; p50/p99
    of that client-observed time, and of the server's own created -> finished time;
@@ -71,24 +72,56 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class RawConnection:
+    """A minimal keep-alive HTTP/1.1 client: the load generator shares the CPU with the server,
+    and httpx costs more per request than the server does, so it would measure itself."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> RawConnection:
+        host, port = url.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def singles(url: str, total: int, clients: int) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     counter = iter(range(total))
     latencies: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+    body = json.dumps({"kind": "noop", "queue": "bench"}).encode()
+    connections = [await RawConnection.open(url) for _ in range(clients)]
 
-        async def client() -> None:
-            nonlocal errors
-            for _ in counter:
-                t0 = time.perf_counter()
-                r = await http.post("/v1/jobs", json={"kind": "noop", "queue": "bench"})
-                latencies.append(time.perf_counter() - t0)
-                errors += r.status_code != 201
+    async def client(conn: RawConnection) -> None:
+        nonlocal errors
+        for _ in counter:
+            t0 = time.perf_counter()
+            status, _ = await conn.post("/v1/jobs", body)
+            latencies.append(time.perf_counter() - t0)
+            errors += status != 201
 
-        start_t = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        elapsed = time.perf_counter() - start_t
+    start_t = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in connections))
+    elapsed = time.perf_counter() - start_t
+    for conn in connections:
+        conn.close()
     return {
         "requests": total,
         "clients": clients,
