@@ -176,3 +176,17 @@ def test_handler_errors_fail_only_their_job(
     assert [f["name"] for f in service.files(good)] == ["numbers.txt"]
     logs = [e.data["line"] for e in service.store.events(good) if e.type == "log"]
     assert logs == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
+
+
+def test_drain_request_record_stops_the_worker(
+    service: Service, url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    worker = start_worker(url, tmp_path / "home", "-c", "1", env=env)
+    try:
+        [info] = wait_for(lambda: service.store.workers())
+        service.store.put_record("worker_commands", info.id, {"command": "drain", "by": "test"})
+        assert worker.wait(30) == 0
+        assert service.store.get_record("worker_commands", info.id) is None
+        assert service.store.workers() == []
+    finally:
+        stop(worker)

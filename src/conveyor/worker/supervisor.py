@@ -40,6 +40,7 @@ BUFFER_MAX = 200  # claimed jobs waiting in the supervisor for a free child
 BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
 PIPELINE_BELOW_S = 0.005  # hand a busy child a next job only when jobs are this short
 RATE_WINDOW_S = 0.25
+WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
 
 class Supervisor:
@@ -364,6 +365,17 @@ class Supervisor:
             self._apply_statuses(statuses, now)
         if due:
             self._beat_worker("draining" if self.draining else "running")
+            self._check_commands()
+
+    def _check_commands(self) -> None:
+        """Operators ask a worker to drain with a record (the dashboard's drain button)."""
+        if self.draining:
+            return
+        command = self._store_call(self.store.get_record, WORKER_COMMANDS, self.id)
+        if command and command.get("command") == "drain":
+            log.info("drain requested by %s", command.get("by", "an operator"))
+            self._store_call(self.store.delete_record, WORKER_COMMANDS, self.id)
+            self.stop()
 
     def _beat(self, items: Sequence[InFlight]) -> dict[str, BeatStatus] | None:
         beats = []
