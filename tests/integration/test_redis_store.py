@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -209,4 +210,28 @@ def test_listing_by_state_reads_only_that_state(redis_url: str, redis_server: Re
         assert job.id == max(j.id for j in jobs[3:])
     finally:
         client.close()
+        store.close()
+
+
+def test_every_concurrent_waiter_wakes_on_new_work(redis_url: str) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    try:
+        store.wait_for_work(["default"], 0.01)  # subscribe
+        woke: list[float] = []
+        threads = [
+            threading.Thread(target=lambda: (store.wait_for_work(["default"], 10.0),
+                                             woke.append(time.monotonic())))
+            for _ in range(3)
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)  # let them block; the assertion is on the wake-up, not this
+        sent = time.monotonic()
+        store.enqueue([spec(clock)])
+        for thread in threads:
+            thread.join(5.0)
+        assert len(woke) == 3
+        assert max(woke) - sent < 2.0, "waiters must not take turns waiting out timeouts"
+    finally:
         store.close()

@@ -180,8 +180,12 @@ class RedisStore:
             name: client.register_script(_script_source(name)) for name in SCRIPTS
         }
         self._pubsub: PubSub | None = None
-        self._channels: set[str] = set()
-        self._wait_lock = threading.Lock()
+        self._channels: set[str] = set()  # subscribed (touched only by the reading thread)
+        self._channels_wanted: set[str] = set()
+        self._wake = threading.Condition()
+        self._wakes = 0  # publishes seen so far
+        self._reading = False
+        self._closed = False
         with self._errors():
             self._check_persistence(allow_volatile)
             for script in self._scripts.values():  # load once; EVALSHA from here on (redis-py
@@ -313,8 +317,11 @@ class RedisStore:
         self._call(self._r.ping)
 
     def close(self) -> None:
-        with self._wait_lock:
-            self._drop_pubsub()
+        with self._wake:
+            self._closed = True
+            if not self._reading:
+                self._drop_pubsub()  # else the reading thread drops it when its wait ends
+            self._wake.notify_all()
         self._r.close()
         self._r.connection_pool.disconnect()
 
@@ -632,36 +639,60 @@ class RedisStore:
     # -- waking -------------------------------------------------------------------------------
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        """Wait for a publish on a queue's wake channel (sent by the scripts that make work)."""
-        with self._wait_lock:
-            deadline = time.monotonic() + timeout
+        """Wait for a publish on a queue's wake channel (sent by the scripts that make work).
+
+        One subscription per store, kept between calls, so a publish between two waits is
+        not missed. Concurrent waiters take turns reading it (one reads, the others wait on
+        a condition it signals), so every waiter wakes on a publish.
+        """
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            seen = self._wakes
+            self._channels_wanted |= {self._key("wake", q) for q in queues}
+        while True:
+            with self._wake:
+                remaining = deadline - time.monotonic()
+                if self._wakes != seen or remaining <= 0 or self._closed:
+                    return
+                if self._reading:
+                    self._wake.wait(remaining)
+                    continue
+                self._reading = True
+            woke = False
             try:
-                pubsub = self._subscribe(queues)
-                while (remaining := deadline - time.monotonic()) > 0:
-                    message = pubsub.get_message(timeout=remaining)
-                    if message is not None and message["type"] == "message":
-                        # one burst of publishes costs one wake-up
-                        while pubsub.get_message(timeout=0) is not None:
-                            pass
-                        return
+                woke = self._read_wake_channel(remaining)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self._drop_pubsub()
                 raise errors.StoreUnavailableError(
                     f"Redis at {self._where} is unavailable: {exc}"
                 ) from exc
+            finally:
+                with self._wake:
+                    self._reading = False
+                    if woke:
+                        self._wakes += 1
+                    if self._closed:
+                        self._drop_pubsub()
+                    self._wake.notify_all()
 
-    def _subscribe(self, queues: Sequence[str]) -> PubSub:
-        wanted = {self._key("wake", q) for q in queues}
+    def _read_wake_channel(self, timeout: float) -> bool:
+        """Read the subscription (only one thread at a time); True if work was announced."""
         if self._pubsub is None:
             self._pubsub = self._r.pubsub()  # type: ignore[no-untyped-call]
             self._channels = set()
-        if wanted != self._channels:
-            if self._channels - wanted:
-                self._pubsub.unsubscribe(*(self._channels - wanted))
-            if wanted - self._channels:
-                self._pubsub.subscribe(*(wanted - self._channels))
-            self._channels = wanted
-        return self._pubsub
+        with self._wake:
+            new = self._channels_wanted - self._channels
+        if new:
+            self._pubsub.subscribe(*new)
+            self._channels |= new
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = self._pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == "message":
+                while self._pubsub.get_message(timeout=0) is not None:
+                    pass  # one burst of publishes costs one wake-up
+                return True
+        return False
 
     def _drop_pubsub(self) -> None:
         if self._pubsub is not None:
