@@ -5,8 +5,9 @@ disk's sync rate. Requests that arrive while a commit is in flight wait for the 
 in together: one `submit_many` (one transaction, one fsync) for all of them, still committed
 before any of them is answered. Under no load a request is committed alone, at once.
 
-If the combined commit fails (an idempotency conflict, the same key twice, a store error), each
-request is retried on its own so it gets its own answer and nobody else's error.
+If the combined commit is refused because of what one request asked (bad input, an unknown
+kind, an idempotency conflict, the same key twice), each request is committed on its own so it
+gets its own answer and nobody else's error; if the store itself fails, all get that error.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 
+from conveyor import errors
 from conveyor.models import Job, NewJob
 from conveyor.service import MAX_BATCH, Service
 
@@ -69,8 +71,12 @@ class SubmitBatcher:
                 created, before = await run_in_threadpool(
                     self._enqueue, [j for item in group for j in item.jobs]
                 )
-            except Exception:  # someone's request is at fault: answer each on its own
-                log.debug("combined submit failed; committing requests one by one", exc_info=True)
+            except Exception as exc:
+                if not _request_error(exc):  # the store is down: no point asking again per item
+                    for item in group:
+                        _answer(item, exc)
+                    return
+                log.debug("combined submit refused; committing requests one by one", exc_info=True)
             else:
                 offset = 0
                 for item in group:
@@ -94,6 +100,11 @@ class SubmitBatcher:
 def _replayed(jobs: list[Job], before: float) -> bool:
     """True when every job existed before this commit (an idempotent replay)."""
     return all(j.idempotency_key is not None and j.created_at.timestamp() < before for j in jobs)
+
+
+def _request_error(exc: Exception) -> bool:
+    """An error caused by what one request asked (bad input, unknown kind, reused key)."""
+    return isinstance(exc, errors.ConveyorError) and 400 <= exc.status < 500
 
 
 def _answer(item: _Pending, outcome: tuple[list[Job], bool] | Exception) -> None:
