@@ -5,6 +5,7 @@ The backoff schedule is compressed through settings so retries take milliseconds
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -342,3 +343,45 @@ def test_delivery_log_retention(tmp_path: Path) -> None:
     assert deliveries_of(store, kept[0]) == []
     dispatcher.close()
     store.close()
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append((int(entry.name), cmdline))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # exited, not yet reaped
+
+
+def test_worker_runs_a_dispatcher_process_that_dies_with_it(tmp_path: Path) -> None:
+    env = {**os.environ, "CONVEYOR_HOME": str(tmp_path), "CONVEYOR_IMPORTS": "conveyor.kinds.demo"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "worker", "-c", "1", "--store",
+         f"sqlite:///{tmp_path / 'c.db'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        dispatchers = wait_until(
+            lambda: [p for p, cmd in _children(worker.pid) if "webhooks run" in cmd],
+            what="the dispatcher process",
+        )
+        os.kill(worker.pid, signal.SIGKILL)  # the worker dies without stopping its dispatcher
+        worker.wait(10)
+        wait_until(lambda: _gone(dispatchers[0]), what="the orphaned dispatcher to exit")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)

@@ -433,7 +433,7 @@ def worker(
     supervisor.install_signal_handlers()
     from conveyor.webhooks.dispatcher import background
 
-    with background(settings.store_url, store_obj):  # delivers webhooks beside the jobs
+    with background(settings.store_url, store_obj, enabled=not burst):  # webhooks beside
         supervisor.run()
     store_obj.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from typing import Annotated, Any
@@ -33,6 +34,9 @@ def _settings(store: str | None) -> Settings:
 def run(
     store: StoreOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    parent: Annotated[
+        int | None, typer.Option(help="Exit when this process is gone (used by `worker`).")
+    ] = None,
 ) -> None:
     """Deliver webhooks from the store's outbox until SIGTERM/SIGINT (`conveyor worker` also
     runs a dispatcher unless CONVEYOR_WEBHOOK_DISPATCHER=0)."""
@@ -47,10 +51,20 @@ def run(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if parent is not None:
+        threading.Thread(target=_watch, args=(parent, stop, dispatcher), daemon=True).start()
     try:
-        dispatcher.run(stop, on_ready=lambda: err.print("webhook dispatcher running"))
+        dispatcher.run(stop)
     finally:
         opened.close()
+
+
+def _watch(parent: int, stop: threading.Event, dispatcher: Dispatcher) -> None:
+    """Stop once the parent process is gone (it was killed without stopping us)."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            stop.set()
+            dispatcher.wake.set()
 
 
 @secret_app.command("create")

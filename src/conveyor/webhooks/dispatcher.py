@@ -26,6 +26,8 @@ import logging
 import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +54,7 @@ FEED_BATCH = 500
 MAX_LOGGED_ATTEMPTS = 50
 RESPONSE_LOGGED = 512
 PRUNE_EVERY_S = 3600.0
+JOB_CACHE = 50_000
 
 
 def deliveries_of(store: Store, job_id: str) -> list[dict[str, Any]]:
@@ -80,6 +83,7 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="webhook")
         self.wake = threading.Event()
         self.last_prune = time.monotonic()
+        self.has_hooks: dict[str, bool] = {}  # job id → has a webhook (its own or its queue's)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -168,8 +172,15 @@ class Dispatcher:
         events = self.store.feed(after, FEED_BATCH)
         if not events:
             return False
-        jobs = self._jobs({e.job_id for e in events})
+        # Most jobs have no webhook: remember that per job (a job's 3+ events cost one lookup)
+        # and load a job in full only when one of its events is to be delivered.
+        unknown = {e.job_id for e in events if e.job_id not in self.has_hooks}
         queue_specs: dict[str, WebhookSpec | None] = {}
+        for found in self._jobs(unknown).values():
+            hooked = bool(found.webhook) or self._queue_spec(found.queue, queue_specs)
+            self._remember(found.id, hooked)
+        wanted = {e.job_id for e in events if self.has_hooks.get(e.job_id)}
+        jobs = self._jobs(wanted)
         for event in events:
             job = jobs.get(event.job_id)
             if job is not None:
@@ -179,9 +190,21 @@ class Dispatcher:
         self.store.put_record(STATE, "cursor", {"seq": events[-1].seq})
         return len(events) == FEED_BATCH
 
+    def _remember(self, job_id: str, hooked: bool) -> None:
+        self.has_hooks[job_id] = hooked
+        while len(self.has_hooks) > JOB_CACHE:
+            self.has_hooks.pop(next(iter(self.has_hooks)))
+
+    def _queue_spec(self, queue: str, cache: dict[str, WebhookSpec | None]) -> bool:
+        if queue not in cache:
+            cache[queue] = endpoints.queue_default(self.store, queue)
+        return cache[queue] is not None
+
     def _jobs(self, ids: set[str]) -> dict[str, Job]:
         found: dict[str, Job] = {}
         chunk = sorted(ids)
+        if not chunk:
+            return found
         for start in range(0, len(chunk), 200):
             part = chunk[start : start + 200]
             page = self.store.list_jobs(JobFilter(ids=part), None, len(part))
@@ -195,8 +218,7 @@ class Dispatcher:
             except errors.InvalidInputError as exc:
                 log.warning("job %s has an invalid webhook (%s); skipping it", job.id, exc)
                 return []
-        if job.queue not in cache:
-            cache[job.queue] = endpoints.queue_default(self.store, job.queue)
+        self._queue_spec(job.queue, cache)
         default = cache[job.queue]
         return [] if default is None else [default]
 
@@ -359,32 +381,58 @@ def run_forever(
 
 
 @contextlib.contextmanager
-def background(store_url: str, store: Store | None = None) -> Iterator[Dispatcher | None]:
-    """Run a dispatcher in a daemon thread for the duration of the block (`conveyor worker`).
+def background(
+    store_url: str, store: Store | None = None, *, enabled: bool = True
+) -> Iterator[None]:
+    """Run a dispatcher beside a worker for the duration of the block (`conveyor worker`/`up`).
 
-    It opens its own store connection (unless the store is in-memory and must be shared) and is
-    off when `CONVEYOR_WEBHOOK_DISPATCHER=0`.
+    A separate process (`conveyor webhooks run`), so following the event feed never competes
+    with the supervisor for the GIL; it stops with the block and exits by itself if its parent
+    dies. An in-memory store cannot be shared with another process: then a thread. Off when
+    `CONVEYOR_WEBHOOK_DISPATCHER=0` or not `enabled` (`worker --burst` exits too soon to
+    deliver anything; run `conveyor webhooks run` beside burst workers).
     """
     settings = WebhookSettings()
-    if not settings.dispatcher:
-        yield None
+    if not settings.dispatcher or not enabled:
+        yield
         return
+    if store_url.startswith("memory"):
+        with _thread(store if store is not None else _open(store_url), settings):
+            yield
+        return
+    command = [sys.executable, "-m", "conveyor", "webhooks", "run", "--store", store_url,
+               "--parent", str(os.getpid()), "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(settings.timeout_s + 5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _open(url: str) -> Store:
     from conveyor.store import open_store
 
-    own = store if store is not None and store_url.startswith("memory") else open_store(store_url)
-    dispatcher = Dispatcher(own, settings)
+    return open_store(url)
+
+
+@contextlib.contextmanager
+def _thread(store: Store, settings: WebhookSettings) -> Iterator[None]:
+    dispatcher = Dispatcher(store, settings)
     stop = threading.Event()
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True,
                               name="webhook-dispatcher")  # fmt: skip
     thread.start()
     try:
-        yield dispatcher
+        yield
     finally:
         stop.set()
         dispatcher.wake.set()
         thread.join(timeout=settings.timeout_s + 5)
-        if own is not store:
-            own.close()
 
 
 __all__: Sequence[str] = ("Dispatcher", "background", "deliveries_of", "run_forever")
