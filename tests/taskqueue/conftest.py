@@ -33,9 +33,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         stop(server.process)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture
 def tq(api: ApiServer) -> Any:
-    """The `taskqueue v1beta2` service object of google-api-python-client."""
+    """The `taskqueue v1beta2` service object of google-api-python-client.
+
+    One per test: httplib2 keeps its connection open, and the server closes idle ones.
+    """
     return build(
         "taskqueue", "v1beta2", discoveryServiceUrl=f"{api.url}/api/{{api}}/{{apiVersion}}",
         cache_discovery=False,
