@@ -235,3 +235,24 @@ def test_every_concurrent_waiter_wakes_on_new_work(redis_url: str) -> None:
         assert max(woke) - sent < 2.0, "waiters must not take turns waiting out timeouts"
     finally:
         store.close()
+
+
+def test_record_prefix_query_reads_only_matching_records(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    store = open_store(redis_url)
+    client = redis_server.client()
+    try:
+        for i in range(3000):
+            store.put_record("deliveries", f"job{i:05d}/{i % 3}", {"n": i})
+        client.config_resetstat()
+        got = store.list_records("deliveries", prefix="job00042/")
+        stats = client.info("commandstats")
+        assert got == [("job00042/0", {"n": 42})]
+        assert "cmdstat_hgetall" not in stats, "a prefix query must not read the collection"
+        assert store.delete_record("deliveries", "job00042/0")
+        assert store.list_records("deliveries", prefix="job00042/") == []
+        assert len(store.list_records("deliveries", prefix="job0")) == 2999
+    finally:
+        client.close()
+        store.close()

@@ -558,19 +558,47 @@ class RedisStore:
 
     # -- records ------------------------------------------------------------------------------
 
+    # A collection is a hash (key -> JSON) plus a sorted set of its keys (all scored 0, so
+    # ordered bytewise), which answers prefix queries without reading the whole collection.
+
     def put_record(self, collection: str, key: str, value: dict[str, Any]) -> None:
-        self._call(self._r.hset, self._key("rec", collection), key, _dumps(value))
+        with self._errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(self._key("rec", collection), key, _dumps(value))
+            pipe.zadd(self._key("reck", collection), {key: 0})
+            pipe.execute()
 
     def get_record(self, collection: str, key: str) -> dict[str, Any] | None:
         text = self._call(self._r.hget, self._key("rec", collection), key)
         return None if text is None else dict(_loads(text))
 
     def list_records(self, collection: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
-        found: dict[str, str] = self._call(self._r.hgetall, self._key("rec", collection))
-        return [(k, _loads(found[k])) for k in sorted(found) if k.startswith(prefix)]
+        if not prefix:
+            found: dict[str, str] = self._call(self._r.hgetall, self._key("rec", collection))
+            return [(k, _loads(found[k])) for k in sorted(found)]
+        keys: list[str] = []
+        start = "[" + prefix
+        while True:
+            page: list[str] = self._call(
+                self._r.zrangebylex, self._key("reck", collection), start, "+", 0, LIST_PAGE
+            )
+            matching = [k for k in page if k.startswith(prefix)]
+            keys += matching
+            if len(page) < LIST_PAGE or len(matching) < len(page):
+                break
+            start = "(" + page[-1]
+        if not keys:
+            return []
+        values: list[str | None] = self._call(self._r.hmget, self._key("rec", collection), keys)
+        return [(k, _loads(v)) for k, v in zip(keys, values, strict=True) if v is not None]
 
     def delete_record(self, collection: str, key: str) -> bool:
-        return bool(self._call(self._r.hdel, self._key("rec", collection), key))
+        with self._errors():
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hdel(self._key("rec", collection), key)
+            pipe.zrem(self._key("reck", collection), key)
+            gone, _ = pipe.execute()
+        return bool(gone)
 
     # -- kinds, workers, stats, retention --------------------------------------------------
 
