@@ -182,7 +182,7 @@ class PostgresStore:
             min_size=1,
             max_size=max(1, pool_size),
             configure=_configure,
-            timeout=10.0,
+            timeout=2.0,  # a request waits at most this long for a connection, then 503
             reconnect_timeout=10.0,  # then the pool regrows on demand, starting afresh
             name="conveyor",
             open=True,
