@@ -217,8 +217,10 @@ class RedisStore:
             client = redis.Redis.from_url(
                 clean,
                 decode_responses=True,
-                socket_connect_timeout=5.0,
-                socket_timeout=30.0,
+                # Fail fast when Redis is gone (callers answer 503 and retry), yet leave room
+                # for a big batch script on a busy server; both can be set in the URL.
+                socket_connect_timeout=2.0,
+                socket_timeout=10.0,
                 # No silent retries: a script whose reply was lost may have run; the caller
                 # (worker loop, API client) decides, and fencing makes a repeat harmless.
                 retry=Retry(NoBackoff(), 0),
