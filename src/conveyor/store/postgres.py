@@ -82,10 +82,10 @@ _DEFAULTS = {
     "connect_timeout": "5",
     # Notice a dead server or a silent network cut within seconds, not hours.
     "keepalives": "1",
-    "keepalives_idle": "5",
-    "keepalives_interval": "2",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "15000",
+    "keepalives_idle": "3",
+    "keepalives_interval": "1",
+    "keepalives_count": "2",
+    "tcp_user_timeout": "5000",
     "application_name": "conveyor",
 }
 _SESSION_SETUP = (
