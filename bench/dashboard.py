@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import random
 import socket
@@ -117,10 +118,14 @@ def timings(client: httpx.Client, path: str, repeat: int) -> dict[str, float]:
     }
 
 
-def flow(service: Service, rate: float, stop: threading.Event, counter: list[int]) -> None:
-    """Submit and settle `rate` noop jobs per second in batches of a tenth of a second."""
+def flow(url: str, files: str, rate: float, seconds: float, done: Any) -> None:
+    """In its own process (like API clients and workers): submit and settle `rate` noop jobs
+    per second in batches of a tenth of a second, for `seconds`; put the count in `done`."""
+    service = Service(open_store(url), open_storage(files))
     per_tick = max(1, int(rate / 10))
-    while not stop.is_set():
+    count = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         began = time.perf_counter()
         service.submit_many([NewJob(kind="noop", queue="flow") for _ in range(per_tick)])
         claimed = service.store.claim(["flow"], "bench", per_tick, 30)
@@ -128,8 +133,9 @@ def flow(service: Service, rate: float, stop: threading.Event, counter: list[int
             Settlement(j.id, j.lease.token, Outcome.SUCCEEDED, result={})
             for j in claimed if j.lease is not None
         ])  # fmt: skip
-        counter[0] += len(claimed)
-        stop.wait(max(0.0, 0.1 - (time.perf_counter() - began)))
+        count += len(claimed)
+        time.sleep(max(0.0, 0.1 - (time.perf_counter() - began)))
+    done.put(count)
 
 
 def main() -> None:
@@ -201,9 +207,12 @@ def main() -> None:
                   f" {results[name]['p95_ms']:8.1f} ms p95")  # fmt: skip
 
         if args.flow_rate > 0:
-            service = Service(open_store(url), open_storage(f"file://{tmp / 'files'}"))
-            stop, counter = threading.Event(), [0]
-            feeder = threading.Thread(target=flow, args=(service, args.flow_rate, stop, counter))
+            spawn = multiprocessing.get_context("spawn")
+            done = spawn.Queue()
+            feeder = spawn.Process(
+                target=flow,
+                args=(url, f"file://{tmp / 'files'}", args.flow_rate, args.flow_seconds, done),
+            )
             feeder.start()
             polls = []
             deadline = time.perf_counter() + args.flow_seconds
@@ -212,7 +221,7 @@ def main() -> None:
                 html = client.get("/ui/overview/live").text
                 polls.append(time.perf_counter() - t0)
                 time.sleep(max(0.0, 2.0 - polls[-1]))  # the page polls every 2 s
-            stop.set()
+            counter = [done.get(timeout=60)]
             feeder.join()
             tracker = app.state.dashboard_activity
             caught_up = time.perf_counter() + 10  # the feed reader runs once a second

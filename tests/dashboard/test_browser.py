@@ -48,6 +48,8 @@ def test_submit_from_generated_form_and_watch_progress(page: Page, dashboard: Da
     expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator("#log-lines li").last).to_contain_text("step 20 of 20")
     expect(page.locator("#result-json")).to_contain_text('"sum": 210')
+    expect(page.locator(".timeline tbody tr").last).to_contain_text("succeeded")
+    expect(page.locator("#attempts tbody tr").last).to_contain_text("succeeded")
     assert page.evaluate("window.__sameDocument") is True  # no reload happened
     shot(page, "job")
 
@@ -72,7 +74,7 @@ def test_retry_a_failed_job(page: Page, dashboard: Dashboard) -> None:
     page.click("#retry")
     expect(page.locator(".timeline")).to_contain_text("retried by hand")
     # It runs again (and fails again): a second attempt appears without a reload.
-    expect(page.locator("#job-more table").nth(1).locator("tbody tr")).to_have_count(2)
+    expect(page.locator("#attempts tbody tr")).to_have_count(2)
     expect(page.locator("#job-state")).to_have_text("failed")
 
 

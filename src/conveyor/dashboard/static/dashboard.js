@@ -52,7 +52,8 @@
           if (!html) return;
           var parsed = document.createElement("template");
           parsed.innerHTML = html;
-          Array.prototype.forEach.call(parsed.content.children, function (fresh) {
+          // A copy: replaceWith() moves each node out of the live `children` collection.
+          Array.from(parsed.content.children).forEach(function (fresh) {
             var old = fresh.id && document.getElementById(fresh.id);
             if (old) old.replaceWith(fresh);
           });
