@@ -103,11 +103,37 @@ def _groups(inst: Instance) -> tuple[list[list[int]], list[list[int]]]:
 
 
 def start_assignment(inst: Instance) -> list[int]:
-    """A feasible start: forced pairs only (build() checked they fit)."""
+    """A feasible start for the solver: the forced pairs (build() checked they fit), then each
+    student in turn takes their cheapest pair that still fits (serial dictatorship). Handed
+    to the solver, it means a time limit hit before the first incumbent still returns a
+    sensible allocation, not everyone unallocated."""
     out = [-1] * inst.n_students
+    taken = [0] * len(inst.projects)
+    load = [0] * len(inst.supervisors)
+
+    def place(s: int, p: int) -> None:
+        out[s] = p
+        taken[p] += 1
+        k = inst.project_supervisor[p]
+        if k >= 0:
+            load[k] += 1
+
     for pair in inst.pairs:
         if pair.forced:
-            out[pair.student] = pair.project
+            place(pair.student, pair.project)
+    for s, members in enumerate(inst.by_student):
+        if out[s] >= 0:
+            continue
+        for i in sorted(members, key=lambda i: inst.pairs[i].cost):
+            p = inst.pairs[i].project
+            k = inst.project_supervisor[p]
+            if (
+                inst.pairs[i].cost < inst.unalloc_cost[s]
+                and taken[p] < inst.capacity[p]
+                and (k < 0 or load[k] < inst.limit[k])
+            ):
+                place(s, p)
+                break
     return out
 
 
@@ -253,8 +279,9 @@ def _highs_start(
 ) -> list[float]:
     values = [0.0] * n_cols
     n = len(inst.pairs)
+    chosen = start_assignment(inst)
     for i, pair in enumerate(inst.pairs):
-        if pair.forced:
+        if chosen[pair.student] == pair.project:
             values[i] = 1.0
     if loads:
         K = len(inst.supervisors)
@@ -309,7 +336,6 @@ def _cpsat_model(inst: Instance) -> tuple[Any, list[Any]]:
     for i, pair in enumerate(inst.pairs):
         if pair.forced:
             m.add(x[i] == 1)
-        m.add_hint(x[i], 1 if pair.forced else 0)
     by_project, by_supervisor = _groups(inst)
     for members in inst.by_student:
         if len(members) > 1:
@@ -334,6 +360,9 @@ def _cpsat_model(inst: Instance) -> tuple[Any, list[Any]]:
             terms.append(d)
             coefs.append(inst.load_weight / K)
     m.minimize(cp_model.LinearExpr.weighted_sum(terms, coefs) + _constant(inst))
+    chosen = start_assignment(inst)
+    for i, pair in enumerate(inst.pairs):
+        m.add_hint(x[i], chosen[pair.student] == pair.project)
     return m, x
 
 
@@ -393,7 +422,7 @@ def _cpsat_solution(
     bound = float(solver.best_objective_bound)
     bound_or_none = bound if math.isfinite(bound) else None
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        # Stopped before its first solution: the start (forced pairs only) is the best known.
+        # Stopped before its first solution: the start is the best allocation known.
         start = start_assignment(inst)
         value = objective(inst, start, pair_costs(inst))
         return Solution(start, "time_limit", value, bound_or_none, "cpsat", _since(started))
