@@ -237,7 +237,14 @@ def running_server(root: Path | None = None) -> Iterator[PostgresServer]:
     server = PostgresServer(tmp, bin_dir)
     try:
         server.init()
-        server.start()
+        for attempt in range(3):  # the free port may be taken by someone else meanwhile
+            try:
+                server.start()
+                break
+            except RuntimeError:
+                if attempt == 2 or "could not bind" not in server.log_path.read_text():
+                    raise
+                server.port = free_port()
         yield server
     finally:
         server.stop()
