@@ -3,7 +3,8 @@
 Each job is a hash; ready jobs sit in a sorted set per queue (claim order), delayed jobs and
 retries in a sorted set per queue by run_at, live leases in one sorted set by deadline. Every
 script that changes a job's state also appends its events (to the job's log and to the
-store-wide feed, under one `INCR`ed sequence), so no state change is ever missing its event.
+store-wide feed, numbered by one `INCRBY` per script), so no state change is ever missing
+its event.
 Decisions (what a settled or lost job becomes) are made in Python by `store/rules.py`; the
 script applies them only if the lease token is still current (fencing).
 
@@ -21,12 +22,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import orjson
 import redis
 from redis.backoff import NoBackoff
 from redis.client import PubSub
@@ -38,26 +37,22 @@ from conveyor.clock import Clock
 from conveyor.ids import new_token
 from conveyor.models import (
     Job,
-    JobError,
     JobEvent,
     JobFilter,
     JobPage,
     JobState,
     KindInfo,
-    Lease,
-    Progress,
     QueueStats,
     WorkerInfo,
     from_ts,
-    trusted,
 )
+from conveyor.store import redis_codec as codec
 from conveyor.store import rules
 from conveyor.store.base import (
     Beat,
     BeatStatus,
     JobSpec,
     Settlement,
-    job_from_values,
     new_job,
 )
 from conveyor.store.rules import Outcome
@@ -79,85 +74,9 @@ LOOKUP_FIELDS = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_
 _TRUE = ("1", "true", "yes", "on")
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-_loads = orjson.loads
-
-
-def _ts(value: str) -> datetime:
-    return datetime.fromtimestamp(float(value), UTC)
-
-
-def _opt_float(value: str | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def hash_to_job(h: dict[str, str]) -> Job:
-    """Build a Job from its hash (no validation: the store wrote it)."""
-    # Cleared fields are "" rather than deleted (one HSET per settle instead of HSET + HDEL).
-    state = JobState(h["state"])
-    lease = None
-    if state is JobState.RUNNING and h.get("lease_token"):
-        lease = trusted(Lease, {
-            "owner": h["lease_owner"], "token": h["lease_token"],
-            "expires_at": _ts(h["lease_expires_at"]),
-        })  # fmt: skip
-    progress = h.get("progress") or None
-    error = h.get("error") or None
-    result = h.get("result") or None
-    webhook = h.get("webhook")
-    return job_from_values(
-        id=h["id"],
-        kind=h["kind"],
-        queue=h["queue"],
-        state=state,
-        input=_loads(h["input"]),
-        priority=int(h["priority"]),
-        run_at=_ts(h["run_at"]),
-        attempt=int(h["attempt"]),
-        max_attempts=int(h["max_attempts"]),
-        timeout_s=_opt_float(h.get("timeout_s")),
-        backoff_s=float(h["backoff_s"]),
-        # every field is present: the store wrote them with model_dump_json
-        progress=None if progress is None else trusted(Progress, _loads(progress)),
-        result=None if result is None else _loads(result),
-        error=None if error is None else trusted(JobError, _loads(error)),
-        tags=_loads(h["tags"]),
-        idempotency_key=h.get("idempotency_key"),
-        webhook=None if webhook is None else _loads(webhook),
-        lease=lease,
-        cancel_requested=h.get("cancel_requested") == "1",
-        created_at=_ts(h["created_at"]),
-        started_at=from_ts(_opt_float(h.get("started_at"))),
-        finished_at=from_ts(_opt_float(h.get("finished_at") or None)),
-        updated_at=_ts(h["updated_at"]),
-    )
-
-
-def _pairs(flat: Sequence[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _event_model(text: str) -> JobEvent:
-    raw = _loads(text)
-    raw["at"] = datetime.fromtimestamp(raw["at"], UTC)
-    return trusted(JobEvent, raw)
-
-
 def _script_source(name: str) -> str:
     lua = resources.files("conveyor.store").joinpath("lua")
     return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
-
-
-def _state_data(decision: rules.Decision) -> dict[str, Any]:
-    data: dict[str, Any] = {"state": decision.state.value, "attempt": decision.attempt}
-    if decision.error is not None:
-        data["error"] = decision.error.model_dump(exclude={"traceback"})
-    if decision.state is JobState.SCHEDULED and decision.run_at is not None:
-        data["run_at"] = decision.run_at
-    return data
 
 
 class RedisStore:
@@ -305,7 +224,7 @@ class RedisStore:
                     pipe.hgetall(self._key("job", job_id))
                 hashes: list[dict[str, str]] = pipe.execute()
             found.update(
-                (job_id, hash_to_job(h)) for job_id, h in zip(chunk, hashes, strict=True) if h
+                (job_id, codec.hash_to_job(h)) for job_id, h in zip(chunk, hashes, strict=True) if h
             )
         return found
 
@@ -332,16 +251,16 @@ class RedisStore:
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         if not specs:
             return []
-        _check_batch_keys(specs)
+        codec.check_batch_keys(specs)
         args: list[Any] = [repr(IDEMPOTENCY_WINDOW_S), len(specs)]
         for s in specs:
             args += [
-                s.id, s.kind, s.queue, _dumps(s.input), s.priority, repr(float(s.run_at)),
+                s.id, s.kind, s.queue, codec.dumps(s.input), s.priority, repr(float(s.run_at)),
                 s.max_attempts, "" if s.timeout_s is None else repr(float(s.timeout_s)),
-                repr(float(s.backoff_s)), _dumps(list(s.tags)),
+                repr(float(s.backoff_s)), codec.dumps(list(s.tags)),
                 "" if s.idempotency_key is None else "k:" + s.idempotency_key,
                 "" if s.request_hash is None else "h:" + s.request_hash,
-                "" if s.webhook is None else _dumps(s.webhook),
+                "" if s.webhook is None else codec.dumps(s.webhook),
             ]  # fmt: skip
         reply = self._run("enqueue", args)
         if reply[0] == "conflict":
@@ -370,11 +289,11 @@ class RedisStore:
             return []
         queues = list(dict.fromkeys(queues))
         args: list[Any] = [
-            owner, n, repr(float(lease_s)), "" if kinds is None else _dumps(list(kinds)),
+            owner, n, repr(float(lease_s)), "" if kinds is None else codec.dumps(list(kinds)),
             "" if tag is None else "=" + tag, CLAIM_SCAN_LIMIT, len(queues), *queues,
             *(new_token() for _ in range(n)),
         ]  # fmt: skip
-        return [hash_to_job(_pairs(flat)) for flat in self._run("claim", args)]
+        return [codec.hash_to_job(codec.pairs(flat)) for flat in self._run("claim", args)]
 
     def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
         if not beats:
@@ -383,7 +302,7 @@ class RedisStore:
         for beat in beats:
             progress = "" if beat.progress is None else beat.progress.model_dump_json()
             args += [beat.job_id, beat.token, progress, len(beat.logs)]
-            args += [_dumps({"line": line}) for line in beat.logs]
+            args += [codec.dumps({"line": line}) for line in beat.logs]
         reply = self._run("heartbeat", args)
         return {b.job_id: BeatStatus(s) for b, s in zip(beats, reply, strict=True)}
 
@@ -415,17 +334,19 @@ class RedisStore:
             current: Rows = {}
             if known is not None:
                 (now, current), known = known, None
-            elif slow := [settlements[i].job_id for i in todo if not _is_success(settlements[i])]:
+            elif slow := [
+                settlements[i].job_id for i in todo if not codec.is_success(settlements[i])
+            ]:
                 now, current = self._read_running(slow)
             args: list[Any] = [0]
             sent: list[int] = []
             for i in todo:
                 s = settlements[i]
-                if _is_success(s):
-                    args += _success_args(s)
+                if codec.is_success(s):
+                    args += codec.success_args(s)
                 elif (row := current.get(s.job_id)) is not None and row["lease_token"] == s.token:
                     assert now is not None
-                    args += _settle_args(s, row, now)
+                    args += codec.settle_args(s, row, now)
                 else:
                     result[i] = False
                     continue
@@ -490,13 +411,13 @@ class RedisStore:
             "cancel", job_id, rules.check_cancellable,
             "only waiting or running jobs can be cancelled",
         )  # fmt: skip
-        return hash_to_job(_pairs(flat))
+        return codec.hash_to_job(codec.pairs(flat))
 
     def retry(self, job_id: str) -> Job:
         flat = self._change(
             "retry", job_id, rules.check_retryable, "only failed or cancelled jobs can be retried"
         )
-        return hash_to_job(_pairs(flat))
+        return codec.hash_to_job(codec.pairs(flat))
 
     def delete(self, job_id: str) -> None:
         self._change(
@@ -508,12 +429,12 @@ class RedisStore:
         h: dict[str, str] = self._call(self._r.hgetall, self._key("job", job_id))
         if not h:
             raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
-        return hash_to_job(h)
+        return codec.hash_to_job(h)
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         matches: list[Job] = []
         for job in self._scan_newest_first(filter, cursor):
-            if _matches(job, filter):
+            if codec.matches(job, filter):
                 matches.append(job)
                 if len(matches) > limit:
                     break
@@ -550,13 +471,13 @@ class RedisStore:
         raw: list[str] = self._call(
             self._r.zrangebyscore, self._key("ev", job_id), f"({after}", "+inf", 0, limit
         )
-        return [_event_model(text) for text in raw]
+        return [codec.event_model(text) for text in raw]
 
     def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         raw: list[str] = self._call(
             self._r.zrangebyscore, self._key("feed"), f"({after}", "+inf", 0, limit
         )
-        return [_event_model(text) for text in raw]
+        return [codec.event_model(text) for text in raw]
 
     # -- records ------------------------------------------------------------------------------
 
@@ -566,18 +487,18 @@ class RedisStore:
     def put_record(self, collection: str, key: str, value: dict[str, Any]) -> None:
         with self._errors():
             pipe = self._r.pipeline(transaction=True)
-            pipe.hset(self._key("rec", collection), key, _dumps(value))
+            pipe.hset(self._key("rec", collection), key, codec.dumps(value))
             pipe.zadd(self._key("reck", collection), {key: 0})
             pipe.execute()
 
     def get_record(self, collection: str, key: str) -> dict[str, Any] | None:
         text = self._call(self._r.hget, self._key("rec", collection), key)
-        return None if text is None else dict(_loads(text))
+        return None if text is None else dict(codec.loads(text))
 
     def list_records(self, collection: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
         if not prefix:
             found: dict[str, str] = self._call(self._r.hgetall, self._key("rec", collection))
-            return [(k, _loads(found[k])) for k in sorted(found)]
+            return [(k, codec.loads(found[k])) for k in sorted(found)]
         keys: list[str] = []
         start = "[" + prefix
         while True:
@@ -592,7 +513,7 @@ class RedisStore:
         if not keys:
             return []
         values: list[str | None] = self._call(self._r.hmget, self._key("rec", collection), keys)
-        return [(k, _loads(v)) for k, v in zip(keys, values, strict=True) if v is not None]
+        return [(k, codec.loads(v)) for k, v in zip(keys, values, strict=True) if v is not None]
 
     def delete_record(self, collection: str, key: str) -> bool:
         with self._errors():
@@ -609,7 +530,9 @@ class RedisStore:
             return
         now = self.now()
         mapping = {
-            k.name: _dumps({"info": k.model_dump(mode="json", exclude={"updated_at"}), "at": now})
+            k.name: codec.dumps(
+                {"info": k.model_dump(mode="json", exclude={"updated_at"}), "at": now}
+            )
             for k in kinds
         }
         self._call(self._r.hset, self._key("kinds"), None, None, mapping)
@@ -618,7 +541,7 @@ class RedisStore:
         found: dict[str, str] = self._call(self._r.hgetall, self._key("kinds"))
         out = []
         for name in sorted(found):
-            raw = _loads(found[name])
+            raw = codec.loads(found[name])
             out.append(KindInfo.model_validate({**raw["info"], "updated_at": from_ts(raw["at"])}))
         return out
 
@@ -627,13 +550,13 @@ class RedisStore:
             self._call(self._r.hdel, self._key("workers"), info.id)
             return
         raw = {"info": info.model_dump(mode="json"), "at": self.now()}
-        self._call(self._r.hset, self._key("workers"), info.id, _dumps(raw))
+        self._call(self._r.hset, self._key("workers"), info.id, codec.dumps(raw))
 
     def workers(self) -> list[WorkerInfo]:
         found: dict[str, str] = self._call(self._r.hgetall, self._key("workers"))
         out = []
         for worker_id in sorted(found):
-            raw = _loads(found[worker_id])
+            raw = codec.loads(found[worker_id])
             out.append(WorkerInfo.model_validate({**raw["info"], "last_seen": from_ts(raw["at"])}))
         return out
 
@@ -643,7 +566,7 @@ class RedisStore:
         stats = []
         for i in range(1, len(reply), 4):
             name, counts_json, oldest, last_minute = reply[i : i + 4]
-            counts = {k: int(v) for k, v in _pairs(_loads(counts_json)).items() if int(v)}
+            counts = {k: int(v) for k, v in codec.pairs(codec.loads(counts_json)).items() if int(v)}
             if not counts:
                 continue  # every job of this queue was pruned or deleted
             stats.append(
@@ -730,56 +653,3 @@ class RedisStore:
                 self._pubsub.close()
             self._pubsub = None
             self._channels = set()
-
-
-def _check_batch_keys(specs: Sequence[JobSpec]) -> None:
-    seen: dict[str, str | None] = {}
-    for spec in specs:
-        key = spec.idempotency_key
-        if key is None:
-            continue
-        if key in seen:
-            if seen[key] != spec.request_hash:
-                raise errors.IdempotencyConflictError(idempotency_key=key)
-            raise errors.InvalidInputError(
-                f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
-            )
-        seen[key] = spec.request_hash
-
-
-def _is_success(s: Settlement) -> bool:
-    return s.outcome is Outcome.SUCCEEDED
-
-
-def _success_args(s: Settlement) -> list[Any]:
-    """settle.lua's fields for a success: any cancel flag, attempt and event data from the job."""
-    return [s.job_id, s.token, "*", JobState.SUCCEEDED.value, "", "", "=" + _dumps(s.result),
-            "", "1", "0", ""]  # fmt: skip
-
-
-def _settle_args(s: Settlement, row: dict[str, str], now: float) -> list[Any]:
-    decision = rules.decide(
-        outcome=s.outcome, attempt=int(row["attempt"]), max_attempts=int(row["max_attempts"]),
-        backoff_s=float(row["backoff_s"]), cancel_requested=row["cancel_requested"] == "1",
-        now=now, error=s.error, retry=s.retry,
-    )  # fmt: skip
-    result = "=" + _dumps(s.result) if decision.state is JobState.SUCCEEDED else ""
-    return [
-        s.job_id, s.token, row["cancel_requested"], decision.state.value,
-        "" if decision.run_at is None else repr(float(decision.run_at)), decision.attempt,
-        result, "" if decision.error is None else decision.error.model_dump_json(),
-        "1" if decision.finished else "0", "1" if decision.state is JobState.QUEUED else "0",
-        _dumps(_state_data(decision)),
-    ]  # fmt: skip
-
-
-def _matches(job: Job, f: JobFilter) -> bool:
-    checks = (
-        not f.state or job.state in f.state,
-        f.kind is None or job.kind == f.kind,
-        f.queue is None or job.queue == f.queue,
-        f.tag is None or f.tag in job.tags,
-        f.created_after is None or job.created_at >= f.created_after,
-        f.created_before is None or job.created_at < f.created_before,
-    )
-    return all(checks)
