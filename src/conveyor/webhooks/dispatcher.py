@@ -5,17 +5,19 @@ so the feed is an outbox nothing can slip past. The dispatcher:
 
 1. reads the feed after its cursor (`webhooks/cursor` record);
 2. for each event and each endpoint that wants it (the job's webhook, else its queue's default)
-   writes a delivery record (`webhook_deliveries/<job>/<seq>-<n>`, the body frozen, a stable
-   `webhook-id`) and a pending entry (`webhook_pending/<same key>`) — and only then advances
-   the cursor, so a crash re-reads the events and finds the deliveries already there;
-3. sends due pending deliveries, signed (Standard Webhooks), through the SSRF-guarded sender;
-   records each attempt; on failure schedules the next one with exponential backoff and
-   jitter until the horizon passes; a 410 answer disables the endpoint.
+   writes a pending delivery (`webhook_pending/<job>/<seq>-<n>`: the body frozen, a stable
+   `webhook-id`, when it is due) — and only then advances the cursor, so a crash re-reads the
+   events and finds the deliveries already there (checked in the first batch after a start);
+3. sends due deliveries, signed (Standard Webhooks), through the SSRF-guarded sender; records
+   each attempt in the pending record; on failure schedules the next one with exponential
+   backoff and jitter until the horizon passes; a 410 answer disables the endpoint; the final
+   outcome moves to `webhook_deliveries/<same key>` (the log, kept `log_retention_s`).
 
-Killed at any point it loses nothing: a delivery is deleted from `webhook_pending` only after
-its final outcome is recorded, so at worst one message is sent twice, with the same
-`webhook-id` (receivers deduplicate on it). One dispatcher per store is active at a time
-(a lease record); others wait.
+Killed at any point it loses nothing: a delivery leaves `webhook_pending` only after its final
+outcome is written to `webhook_deliveries`, so at worst one message is sent twice, with the
+same `webhook-id` (receivers deduplicate on it). One dispatcher per store is active at a time
+(a lease record); others wait. Cost: one durable write per message created, one per retry, two
+at the end.
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ JOB_CACHE = 50_000
 
 
 def deliveries_of(store: Store, job_id: str) -> list[dict[str, Any]]:
-    """The delivery log of one job, oldest first (what `GET /v1/jobs/{id}/deliveries` shows)."""
-    return [value for _, value in store.list_records(DELIVERIES, prefix=f"{job_id}/")]
+    """The delivery log of one job, oldest first (what `GET /v1/jobs/{id}/deliveries` shows):
+    pending deliveries live in `webhook_pending`, finished ones in `webhook_deliveries`."""
+    found = dict(store.list_records(DELIVERIES, prefix=f"{job_id}/"))
+    found.update(store.list_records(PENDING, prefix=f"{job_id}/"))
+    return [found[key] for key in sorted(found)]
 
 
 class Dispatcher:
@@ -83,6 +88,9 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="webhook")
         self.wake = threading.Event()
         self.last_prune = time.monotonic()
+        # The batch after a (re)start may have been half done before a crash: check it for
+        # deliveries that already exist. Later batches are new (the cursor moved past them).
+        self.recheck = True
         self.has_hooks: dict[str, bool] = {}  # job id → has a webhook (its own or its queue's)
 
     def close(self) -> None:
@@ -129,8 +137,7 @@ class Dispatcher:
     def prune_log(self) -> int:
         """Forget finished deliveries older than the retention (and those of deleted jobs)."""
         cutoff = self.store.now() - self.settings.log_retention_s
-        finished = [(k, d) for k, d in self.store.list_records(DELIVERIES)
-                    if d.get("status") != "pending"]  # fmt: skip
+        finished = self.store.list_records(DELIVERIES)
         alive = self._jobs({d["job_id"] for _, d in finished})
         gone = [k for k, d in finished if d["created_at"] < cutoff or d["job_id"] not in alive]
         for key in gone:
@@ -143,6 +150,7 @@ class Dispatcher:
         now = self.store.now()
         lease = self.store.get_record(STATE, "lease")
         if lease and lease.get("owner") != self.owner and lease.get("expires_at", 0) > now:
+            self.recheck = True  # another dispatcher worked meanwhile: verify before creating
             return False
         mine = lease is not None and lease.get("owner") == self.owner
         if mine and lease and lease.get("expires_at", 0) - now > self.settings.lease_s / 2:
@@ -188,6 +196,7 @@ class Dispatcher:
                     if spec.wants(event_type(event)):
                         self._create(job, event, index, spec)
         self.store.put_record(STATE, "cursor", {"seq": events[-1].seq})
+        self.recheck = False
         return len(events) == FEED_BATCH
 
     def _remember(self, job_id: str, hooked: bool) -> None:
@@ -224,11 +233,10 @@ class Dispatcher:
 
     def _create(self, job: Job, event: JobEvent, index: int, spec: WebhookSpec) -> None:
         key = f"{job.id}/{event.seq:012d}-{index}"
-        existing = self.store.get_record(DELIVERIES, key)
-        if existing is not None:
-            if existing.get("status") == "pending":  # crashed between the two writes
-                self.store.put_record(PENDING, key, {"next_at": existing["next_at"]})
-            return
+        if self.recheck and (
+            self.store.get_record(PENDING, key) or self.store.get_record(DELIVERIES, key)
+        ):
+            return  # created before a crash: keep its attempts
         kind = event_type(event)
         method, body = _render(job, event, kind, spec)
         now = self.store.now()
@@ -248,30 +256,29 @@ class Dispatcher:
             "created_at": now,
             "next_at": now,
         }
-        self.store.put_record(DELIVERIES, key, delivery)
-        self.store.put_record(PENDING, key, {"next_at": now})
+        self.store.put_record(PENDING, key, delivery)  # one durable write per message
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def due(self, limit: int) -> list[str]:
+    def due(self, limit: int) -> list[tuple[str, dict[str, Any]]]:
         now = self.store.now()
         pending = self.store.list_records(PENDING)
-        ready = sorted((v.get("next_at", 0), k) for k, v in pending if v.get("next_at", 0) <= now)
-        return [key for _, key in ready[:limit]]
+        ready = sorted(
+            ((v.get("next_at", 0), k, v) for k, v in pending if v.get("next_at", 0) <= now),
+            key=lambda item: (item[0], item[1]),
+        )
+        return [(key, value) for _, key, value in ready[:limit]]
 
     def deliver_due(self) -> int:
-        keys = self.due(self.settings.concurrency * 4)
-        if not keys:
+        batch = self.due(self.settings.concurrency * 4)
+        if not batch:
             return 0
-        list(self.pool.map(self._deliver_key, keys))
-        return len(keys)
+        list(self.pool.map(self._deliver_one, batch))
+        return len(batch)
 
-    def _deliver_key(self, key: str) -> None:
+    def _deliver_one(self, item: tuple[str, dict[str, Any]]) -> None:
+        key, delivery = item
         try:
-            delivery = self.store.get_record(DELIVERIES, key)
-            if delivery is None or delivery.get("status") != "pending":
-                self.store.delete_record(PENDING, key)
-                return
             self.attempt(key, delivery)
         except Exception:
             log.exception("webhook delivery %s failed unexpectedly; it stays pending", key)
@@ -323,14 +330,13 @@ class Dispatcher:
             self._finish(key, delivery, "failed")
             return
         delivery["next_at"] = next_at
-        self.store.put_record(DELIVERIES, key, delivery)
-        self.store.put_record(PENDING, key, {"next_at": next_at})
+        self.store.put_record(PENDING, key, delivery)
 
     def _finish(self, key: str, delivery: dict[str, Any], status: str) -> None:
         delivery["status"] = status
         delivery.pop("next_at", None)
-        self.store.put_record(DELIVERIES, key, delivery)
-        self.store.delete_record(PENDING, key)
+        self.store.put_record(DELIVERIES, key, delivery)  # the outcome first, then
+        self.store.delete_record(PENDING, key)  # it leaves the pending list
 
 
 def _render(job: Job, event: JobEvent, kind: str, spec: WebhookSpec) -> tuple[str, str]:
