@@ -14,6 +14,7 @@ reaching a non-loopback listener in that state is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -165,6 +166,7 @@ def verify_key(store: Store, raw: str) -> KeyRecord | None:
     return None if record.revoked else record
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str | None) -> bool:
     """True for 127.0.0.0/8, ::1 and `localhost`."""
     if not host:

@@ -131,6 +131,15 @@ def install(app: FastAPI, kinds: Callable[[], list[KindInfo]]) -> None:
             base = cache["base"] = base_openapi()
             schemas = base.setdefault("components", {}).setdefault("schemas", {})
             schemas["Problem"] = Problem.model_json_schema(ref_template=REF)
+            base["components"]["securitySchemes"] = {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from `conveyor keys create`. Not needed when"
+                    " the server listens on loopback and no key exists.",
+                }
+            }
+            base["security"] = [{"apiKey": []}, {}]
             _problem_responses(base)
         try:
             found = kinds()
