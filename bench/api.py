@@ -175,8 +175,9 @@ def latency(url: str, n: int) -> dict[str, Any]:
     observed: list[float] = []
     server: list[float] = []
     with httpx.Client(base_url=url, timeout=60) as http:
-        http.post("/v1/jobs", json={"kind": "noop"})  # warm up the worker's child
-        time.sleep(0.5)
+        for _ in range(10):  # warm up: the worker's children are started and have run jobs
+            job = http.post("/v1/jobs", json={"kind": "noop"}).json()
+            follow_until_final(http, job["id"])
         for _ in range(n):
             t0 = time.perf_counter()
             job = http.post("/v1/jobs", json={"kind": "noop"}).json()
