@@ -27,9 +27,7 @@ from conveyor.store import open_store
 class LocalService(Service):
     """`Service` with the few extra calls the CLI shares with `Client`."""
 
-    def submit(
-        self, job: NewJob, *, files: Mapping[str, str | Path] | None = None
-    ) -> Job:
+    def submit(self, job: NewJob, *, files: Mapping[str, str | Path] | None = None) -> Job:
         """Submit; input `files` are in place before any worker can claim the job."""
         if not files:
             return super().submit(job)
