@@ -110,11 +110,17 @@ def _typed_body(kinds: list[KindInfo], schemas: dict[str, Any]) -> None:
     }
 
 
+#: The /v1 API's tags; compat layers keep the error formats their seed systems used.
+V1_TAGS = frozenset({"jobs", "files", "catalog", "lease", "health"})
+
+
 def _problem_responses(doc: dict[str, Any]) -> None:
-    """Errors are `application/problem+json` only (FastAPI would also claim JSON)."""
+    """/v1 errors are `application/problem+json` only (FastAPI would also claim JSON)."""
     ref = {"schema": {"$ref": REF.format(model="Problem")}}
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():
+            if not V1_TAGS & set(operation.get("tags", ())):
+                continue
             for status, response in operation.get("responses", {}).items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {"application/problem+json": ref}
