@@ -761,8 +761,9 @@ _INSERT_JOBS = (
 
 _FEED = (
     "WITH cursor AS ("
-    " SELECT coalesce((SELECT xid FROM conveyor_events WHERE seq = %(after)s),"
-    "  (SELECT min(xid) FROM conveyor_events WHERE seq > %(after)s)) AS xid"
+    " SELECT CASE WHEN %(after)s <= 0 THEN '0'::xid8 ELSE"  # from the start
+    "  coalesce((SELECT xid FROM conveyor_events WHERE seq = %(after)s),"
+    "  (SELECT min(xid) FROM conveyor_events WHERE seq > %(after)s)) END AS xid"
     ") SELECT seq, job_id, at, type, data FROM conveyor_events, cursor"
     " WHERE conveyor_events.xid < pg_snapshot_xmin(pg_current_snapshot())"
     " AND (conveyor_events.xid, seq) > (cursor.xid, %(after)s)"
