@@ -173,3 +173,25 @@ def test_created_before_starts_the_scan_at_that_time(tmp_path: Path) -> None:
     assert id_floor(cut) > first.id
     page, _ = _load(service, Filters(until=cut.replace(tzinfo=None).isoformat()))
     assert [j.id for j in page.jobs] == [first.id]
+
+
+def test_created_since_cuts_the_walk_instead_of_filtering_in_the_store(tmp_path: Path) -> None:
+    clock = FakeClock()
+    service = demo_service(tmp_path, clock)
+    old = service.submit_many([NewJob(kind="noop") for _ in range(3)])
+    clock.advance(60)
+    since = datetime.fromtimestamp(clock(), UTC)
+    new = []
+    for _ in range(120):
+        clock.advance(0.01)
+        new.append(service.submit(NewJob(kind="noop")))
+    seen: list[str] = []
+    filters = Filters(since=since.replace(tzinfo=None).isoformat())
+    while True:
+        page, _ = _load(service, filters)
+        seen.extend(j.id for j in page.jobs)
+        if page.next_cursor is None:
+            break
+        filters.cursor = page.next_cursor
+    assert seen == sorted((j.id for j in new), reverse=True)
+    assert not {j.id for j in old} & set(seen)

@@ -106,15 +106,19 @@ def id_floor(when: datetime) -> str:
 
 
 def _load(service: Service, filters: Filters) -> tuple[JobPage, list[str]]:
-    """One page, newest first, keeping every store query on an index: ids are time-ordered,
-    so "created before" starts the keyset scan there; several states (or a queue, which is
-    indexed after the state) are read one indexed query per state and merged; the next
-    cursor is the last id shown."""
+    """One page, newest first, keeping every store query on an index. Ids are time-ordered,
+    so "created before" starts the keyset walk there, and "created since" is not sent to
+    the store at all (it would walk to the oldest job looking for matches): the page is cut
+    where the walk passes that time. Several states (or a queue, which is indexed after the
+    state) are read with one indexed query per state and merged. The next cursor is the last
+    id shown."""
     wanted = filters.job_filter()
     cursor = filters.cursor or None
     if wanted.created_before is not None:
         bound = id_floor(wanted.created_before)
         cursor = bound if cursor is None or bound < cursor else cursor
+    since = wanted.created_after
+    wanted.created_after = None
     states = wanted.state or ([*JobState] if wanted.queue else [])
     if len(states) < 2:
         page = service.list_jobs(wanted, cursor, PAGE_SIZE)
@@ -127,6 +131,11 @@ def _load(service: Service, filters: Filters) -> tuple[JobPage, list[str]]:
         more = len(merged) > PAGE_SIZE or any(p.next_cursor for p in pages)
         shown = merged[:PAGE_SIZE]
         page = JobPage(jobs=shown, next_cursor=shown[-1].id if more and shown else None)
+    if since is not None:
+        floor = id_floor(since)
+        kept = [j for j in page.jobs if j.id >= floor and j.created_at >= since]
+        passed = len(kept) < len(page.jobs)  # the walk went past `since`: nothing older
+        page = JobPage(jobs=kept, next_cursor=None if passed else page.next_cursor)
     return page, sorted(service.kinds())
 
 
