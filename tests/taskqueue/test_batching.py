@@ -11,8 +11,11 @@ from conveyor.storage import open_storage
 from conveyor.store import open_store
 from conveyor.store.base import Settlement
 from conveyor.store.rules import Outcome
+from conveyor.taskqueue import batching
+from conveyor.taskqueue.batching import SettleBatcher
 from conveyor.taskqueue.names import QueueRef
 from conveyor.taskqueue.service import TaskQueueService
+from tests.integration.harness import wait_for
 
 
 def test_concurrent_deletes_share_commits_and_each_gets_its_answer(tmp_path: Path) -> None:
@@ -66,3 +69,34 @@ def test_a_stale_delete_in_a_batch_does_not_affect_the_others(tmp_path: Path) ->
     assert tq.batcher.settle(Settlement(job.id, "stale-token", Outcome.SUCCEEDED)) is False
     tq.delete(ref, task["id"])
     assert store.get(task["id"]).state.value == "succeeded"
+
+
+def test_more_waiting_deletes_than_one_batch_all_get_answers(tmp_path: Path) -> None:
+    store = open_store("memory://")
+    tq = TaskQueueService(store, open_storage(f"file://{tmp_path}"))
+    tq.batcher = SettleBatcher(store)
+    ref = QueueRef.parse("proj", "q")
+    for _ in range(12):
+        tq.insert_task(ref, "e30=", "t")
+    leased = tq.lease(ref, "me", 60, 12, False, None)["items"]
+    settle = store.settle
+    gate = threading.Event()
+
+    def slow(settlements: Sequence[Settlement]) -> list[bool]:
+        gate.wait(10)  # the first commit holds until every other delete is waiting
+        return settle(settlements)
+
+    store.settle = slow  # type: ignore[method-assign]
+    batching.MAX_BATCH, saved = 5, batching.MAX_BATCH
+    try:
+        threads = [threading.Thread(target=tq.delete, args=(ref, t["id"])) for t in leased]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(tq.batcher._pending) == 11, timeout=10)
+        gate.set()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        batching.MAX_BATCH = saved
+    assert {store.get(str(t["id"])).state.value for t in leased} == {"succeeded"}

@@ -31,22 +31,27 @@ class SettleBatcher:
         future: Future[bool] = Future()
         with self._cond:
             self._pending.append((settlement, future))
-            while self._busy and not future.done():
-                self._cond.wait()
-            if future.done():
-                return future.result()
-            self._busy = True  # this thread leads the next commit
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        while True:
+            with self._cond:
+                while self._busy and not future.done():
+                    self._cond.wait()
+                if future.done():
+                    return future.result()
+                self._busy = True  # this thread leads the next commit
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _commit(self, batch: list[tuple[Settlement, Future[bool]]]) -> None:
         try:
             applied = self.store.settle([s for s, _ in batch])
-            for (_, each), ok in zip(batch, applied, strict=True):
-                each.set_result(ok)
-        except BaseException as exc:
+        except Exception as exc:  # every caller in the batch gets the store's error
             for _, each in batch:
-                if not each.done():
-                    each.set_exception(exc)
-        finally:
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-        return future.result()
+                each.set_exception(exc)
+            return
+        for (_, each), ok in zip(batch, applied, strict=True):
+            each.set_result(ok)
