@@ -80,6 +80,7 @@ def compute_task(service: Service, declared: SwissAIService, body: Any, base_url
         job = _job(service, known["job_id"])
         if job is not None and not job.state.is_final:
             return JSONResponse({"status": "Task added to the queue"})  # a repeated request
+    ensure_compute_kind(service)
     queue = service.kinds().get(declared.kind)
     sealed = seal({"access_key_id": task.s3_access_key_id,
                    "secret_access_key": task.s3_secret_access_key})  # fmt: skip
@@ -112,6 +113,17 @@ def compute_task(service: Service, declared: SwissAIService, body: Any, base_url
     service.store.put_record(TASKS, task.task.id, {"job_id": job.id, "kind": declared.kind})
     log.info("swissai task %s of %s queued as job %s", task.task.id, declared.slug, job.id)
     return JSONResponse({"status": "Task added to the queue"})
+
+
+def ensure_compute_kind(service: Service) -> None:
+    """Register `swissai.compute` in the store the first time a task arrives, so the job can be
+    submitted before any worker that imports it has started."""
+    if "swissai.compute" in service.kinds():
+        return
+    import conveyor.swissai.compute  # noqa: F401 - declares swissai.compute
+
+    service.store.register_kinds([registry.get("swissai.compute").info()])
+    service.kinds(refresh=True)
 
 
 def task_status(service: Service, declared: SwissAIService, task_id: str) -> Response:
@@ -169,9 +181,6 @@ def _prepare(service: Service, settings: Settings) -> None:
         import_kinds(settings.import_list)
     except errors.ConfigurationError as exc:
         log.info("swissai: kinds not importable here (%s); using published declarations", exc)
-    import conveyor.swissai.compute  # noqa: F401 - registers swissai.compute
-
-    service.store.register_kinds([registry.get("swissai.compute").info()])
     publish(service.store)
 
 
