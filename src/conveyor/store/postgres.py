@@ -872,7 +872,7 @@ def _decide_all(
             ("finished", now if d.finished else None), ("reset", d.state is JobState.QUEUED),
         ):  # fmt: skip
             update[key].append(value)
-        events.add(s.job_id, now, "state", _state_data(d))
+        events.add(s.job_id, now, "state", d.event_data())
         applied.append(True)
     return applied, update, events, wake
 
@@ -890,15 +890,6 @@ def _one_event(
 def _event_model(row: Sequence[Any]) -> JobEvent:
     return JobEvent.model_construct(seq=row[0], job_id=row[1], at=row[2], type=row[3],
                                     data=row[4])  # fmt: skip
-
-
-def _state_data(decision: rules.Decision) -> dict[str, Any]:
-    data: dict[str, Any] = {"state": decision.state.value, "attempt": decision.attempt}
-    if decision.error is not None:
-        data["error"] = decision.error.model_dump(exclude={"traceback"})
-    if decision.state is JobState.SCHEDULED and decision.run_at is not None:
-        data["run_at"] = decision.run_at
-    return data
 
 
 def _filter_sql(f: JobFilter) -> tuple[list[str], dict[str, Any]]:

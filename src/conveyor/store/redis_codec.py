@@ -99,16 +99,6 @@ def event_model(text: str) -> JobEvent:
     return trusted(JobEvent, raw)
 
 
-def _state_data(decision: rules.Decision) -> dict[str, Any]:
-    """The data of the state event a settlement writes (as the SQLite store writes it)."""
-    data: dict[str, Any] = {"state": decision.state.value, "attempt": decision.attempt}
-    if decision.error is not None:
-        data["error"] = decision.error.model_dump(exclude={"traceback"})
-    if decision.state is JobState.SCHEDULED and decision.run_at is not None:
-        data["run_at"] = decision.run_at
-    return data
-
-
 def check_batch_keys(specs: Sequence[JobSpec]) -> None:
     """Refuse a batch that names one idempotency key twice (as the SQLite store does)."""
     seen: dict[str, str | None] = {}
@@ -149,7 +139,7 @@ def settle_args(s: Settlement, row: dict[str, str], now: float) -> list[Any]:
         "" if decision.run_at is None else repr(float(decision.run_at)), decision.attempt,
         result, "" if decision.error is None else decision.error.model_dump_json(),
         "1" if decision.finished else "0", "1" if decision.state is JobState.QUEUED else "0",
-        dumps(_state_data(decision)),
+        dumps(decision.event_data()),
     ]  # fmt: skip
 
 

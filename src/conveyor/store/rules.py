@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from conveyor.models import FINAL_STATES, JobError, JobState
 
@@ -35,6 +36,15 @@ class Decision:
     attempt: int
     finished: bool
     error: JobError | None
+
+    def event_data(self) -> dict[str, Any]:
+        """The data of the state event this decision writes (the same on every backend)."""
+        data: dict[str, Any] = {"state": self.state.value, "attempt": self.attempt}
+        if self.error is not None:
+            data["error"] = self.error.model_dump(exclude={"traceback"})
+        if self.state is JobState.SCHEDULED and self.run_at is not None:
+            data["run_at"] = self.run_at
+        return data
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float = 3_600.0) -> float:

@@ -401,7 +401,7 @@ class SqliteStore:
                 )  # fmt: skip
                 woke = woke or decision.state is JobState.QUEUED
                 updates.append(self._settle_row(s, decision, now))
-                events.append(self._event(s.job_id, now, "state", _state_data(decision)))
+                events.append(self._event(s.job_id, now, "state", decision.event_data()))
                 applied.append(True)
             db.executemany(
                 "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), attempt = ?,"
@@ -681,15 +681,6 @@ def _event_model(row: Sequence[Any]) -> JobEvent:
     return JobEvent.model_construct(
         seq=row[0], job_id=row[1], at=_ts(row[2]), type=row[3], data=json.loads(row[4])
     )
-
-
-def _state_data(decision: rules.Decision) -> dict[str, Any]:
-    data: dict[str, Any] = {"state": decision.state.value, "attempt": decision.attempt}
-    if decision.error is not None:
-        data["error"] = decision.error.model_dump(exclude={"traceback"})
-    if decision.state is JobState.SCHEDULED and decision.run_at is not None:
-        data["run_at"] = decision.run_at
-    return data
 
 
 def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
