@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from conveyor.kinds.render.resources.base import PRINTABLE_MM, Option, Page, Resource
@@ -13,9 +12,12 @@ GAP_MM = 8.0
 
 
 def dot_grid(count: int, width: float, height: float) -> list[dict[str, float]]:
-    """`count` dots laid out in the most square grid that fits a width x height box."""
-    cols = math.ceil(math.sqrt(count * width / height))
-    rows = math.ceil(count / cols)
+    """`count` dots in full rows: the columns x rows split that gives the largest dots."""
+    cols = max(
+        (c for c in range(1, count + 1) if count % c == 0),
+        key=lambda c: min(width / c, height / (count // c)),
+    )
+    rows = count // cols
     cell = min(width / cols, height / rows)
     left = (width - cell * cols) / 2
     top = (height - cell * rows) / 2

@@ -32,6 +32,21 @@ def starting_values(kind: str, size: int) -> list[str]:
     return [""] * size
 
 
+def lane_of(layer: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """A row for each comparator of a layer, so that comparators whose spans overlap (such as
+    0-5 over 2-4) are drawn one below the other instead of on top of each other.
+    """
+    lanes: dict[tuple[int, int], int] = {}
+    ends: list[int] = []  # per lane, the rightmost wire used so far
+    for a, b in sorted(layer):
+        lane = next((i for i, end in enumerate(ends) if end < a), len(ends))
+        if lane == len(ends):
+            ends.append(b)
+        ends[lane] = b
+        lanes[(a, b)] = lane
+    return lanes
+
+
 class SortingNetwork(Resource):
     view = "sorting_network"
     title = "Sorting Network"
@@ -52,11 +67,11 @@ class SortingNetwork(Resource):
         step = (bottom - top) / (len(layers) + 1)
         comparators = []
         for depth, layer in enumerate(layers, start=1):
-            y = top + step * depth
-            for offset, (a, b) in enumerate(layer):
-                # Comparators in one layer that overlap get a small vertical offset.
-                comparators.append({"x1": wires[a], "x2": wires[b],
-                                    "y": round(y + (offset % 2) * step * 0.25, 2)})  # fmt: skip
+            lanes = lane_of(layer)
+            spread = step / (max(lanes.values()) + 2)
+            for a, b in layer:
+                y = top + step * (depth - 0.5) + spread * (lanes[(a, b)] + 1)
+                comparators.append({"x1": wires[a], "x2": wires[b], "y": round(y, 2)})
         data = {
             "w": width, "h": height, "wires": wires, "top": top, "bottom": bottom,
             "box": min(spacing * 0.7, 18.0), "comparators": comparators,
