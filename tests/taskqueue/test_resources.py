@@ -11,7 +11,7 @@ from conveyor.kinds.render.document import build_html, safe_file_name
 from conveyor.kinds.render.payload import RenderInputError, decode_payload, parse_task
 from conveyor.kinds.render.resources import RESOURCES, get_resource
 from conveyor.kinds.render.resources.binary_cards import dot_grid
-from conveyor.kinds.render.resources.sorting_network import NETWORKS
+from conveyor.kinds.render.resources.sorting_network import NETWORKS, lane_of
 from tests.taskqueue.conftest import render_task
 
 
@@ -83,3 +83,13 @@ def test_the_originals_template_and_css_keys_are_accepted_and_ignored() -> None:
     assert task.options == {}
     html, _ = build_html(task)
     assert "x.html" not in html
+
+
+@pytest.mark.parametrize("size", sorted(NETWORKS))
+def test_comparators_sharing_a_lane_never_overlap(size: int) -> None:
+    for layer in NETWORKS[size]:
+        lanes = lane_of(layer)
+        for (a, b), lane in lanes.items():
+            for (c, d), other in lanes.items():
+                if (a, b) != (c, d) and lane == other:
+                    assert b < c or d < a, (layer, lanes)
