@@ -212,6 +212,7 @@ async def fanout(url: str, watchers: int) -> dict[str, Any]:
         errors = 0
         ends: list[float] = []
         all_open = asyncio.Event()
+        failures: list[str] = []
 
         async def watch(job_id: str) -> None:
             nonlocal opened, errors
@@ -224,8 +225,9 @@ async def fanout(url: str, watchers: int) -> dict[str, Any]:
                     async for line in stream.aiter_lines():
                         if line.startswith("data:"):
                             final = json.loads(line[5:])
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 errors += 1
+                failures.append(type(exc).__name__)
                 return
             if not final or final["data"].get("state") != "succeeded":
                 errors += 1
@@ -233,13 +235,16 @@ async def fanout(url: str, watchers: int) -> dict[str, Any]:
 
         start_t = time.perf_counter()
         tasks = [asyncio.create_task(watch(j["id"])) for j in jobs]
-        await asyncio.wait_for(all_open.wait(), 60)
+        opener = asyncio.create_task(all_open.wait())
+        await asyncio.wait([opener, asyncio.gather(*tasks)], return_when=asyncio.FIRST_COMPLETED)
         open_s = time.perf_counter() - start_t
         await asyncio.gather(*tasks)
+        opener.cancel()
         total_s = time.perf_counter() - start_t
     return {
         "watchers": watchers,
         "errors": errors,
+        "failures": sorted(set(failures)),
         "completed": len(ends),
         "seconds_to_open_all": round(open_s, 3),
         "seconds_total": round(total_s, 3),
@@ -254,6 +259,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--latency-n", type=int, default=200)
     parser.add_argument("--watchers", type=int, default=500)
+    parser.add_argument("--processes", type=int, default=1, help="API server processes")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "api.json"))
     args = parser.parse_args()
 
@@ -262,7 +268,19 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     api = start(
-        ["api", "--port", str(port), "--store", store, "--log-level", "warning"], home, "api"
+        [
+            "api",
+            "--port",
+            str(port),
+            "--store",
+            store,
+            "--log-level",
+            "warning",
+            "--processes",
+            str(args.processes),
+        ],
+        home,
+        "api",
     )
     worker: subprocess.Popen[bytes] | None = None
     try:
@@ -279,6 +297,7 @@ def main() -> None:
         results: dict[str, Any] = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}
         }
+        results["api_processes"] = args.processes
         results["single"] = asyncio.run(singles(url, args.singles, args.clients))
         results["batched"] = asyncio.run(batches(url, args.batches, args.batch_size))
         worker = start(

@@ -93,6 +93,9 @@ def api(
     port: PortOpt = 8000,
     store: StoreOpt = None,
     imports: ImportOpt = None,
+    processes: Annotated[
+        int, typer.Option("--processes", "-p", min=1, max=64, help="API server processes.")
+    ] = 1,
     log_level: LogOpt = "info",
 ) -> None:
     """Serve the HTTP API (docs at /docs). Workers run separately: `conveyor worker`."""
@@ -103,9 +106,17 @@ def api(
         register_kinds(opened, settings)
     finally:
         opened.close()
-    server = _server(settings, host, port, log_level)
     err.print(f"conveyor API on [bold]http://{host}:{port}[/] (docs: /docs)")
-    server.run()
+    if processes == 1:
+        _server(settings, host, port, log_level).run()
+        return
+    # Several processes share the socket; each builds its app from the environment.
+    os.environ["CONVEYOR_STORE"] = settings.store_url
+    os.environ["CONVEYOR_IMPORTS"] = settings.imports
+    uvicorn.run(
+        "conveyor.api.app:create_app", factory=True, host=host, port=port, workers=processes,
+        log_level=log_level.lower(), access_log=False, timeout_graceful_shutdown=5,
+    )  # fmt: skip
 
 
 def up(
