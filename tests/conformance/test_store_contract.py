@@ -521,3 +521,13 @@ def test_records_are_a_small_document_store(store: Store) -> None:
     assert store.delete_record("keys", "k1")
     assert not store.delete_record("keys", "k1")
     assert store.get_record("other", "k1") == {"x": True}
+
+
+def test_a_key_twice_in_one_batch_is_refused(store: Store, clock: FakeClock) -> None:
+    same = [spec(clock, idempotency_key="k", request_hash="h") for _ in range(2)]
+    with pytest.raises(errors.InvalidInputError):
+        store.enqueue(same)
+    different = [spec(clock, idempotency_key="k", request_hash=h) for h in ("h1", "h2")]
+    with pytest.raises(errors.IdempotencyConflictError):
+        store.enqueue(different)
+    assert store.list_jobs(JobFilter()).jobs == []

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from conveyor import errors
 from conveyor.models import (
     JSON,
     Job,
@@ -94,6 +95,23 @@ def new_job(spec: JobSpec, state: JobState, now: float) -> Job:
         cancel_requested=False, created_at=created, started_at=None, finished_at=None,
         updated_at=created,
     )  # fmt: skip
+
+
+def batch_keys(specs: Sequence[JobSpec]) -> dict[str, str | None]:
+    """The batch's idempotency keys and request hashes; a key used twice is refused."""
+    seen: dict[str, str | None] = {}
+    for spec in specs:
+        key = spec.idempotency_key
+        if key is None:
+            continue
+        if key in seen:
+            if seen[key] != spec.request_hash:
+                raise errors.IdempotencyConflictError(idempotency_key=key)
+            raise errors.InvalidInputError(
+                f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
+            )
+        seen[key] = spec.request_hash
+    return seen
 
 
 @runtime_checkable

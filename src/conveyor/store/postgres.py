@@ -47,7 +47,7 @@ from conveyor.models import (
     WorkerInfo,
 )
 from conveyor.store import pg_migrations, rules
-from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement
+from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, batch_keys
 from conveyor.store.pg_listen import CHANNEL, Listener
 from conveyor.store.rules import Outcome
 
@@ -289,7 +289,7 @@ class PostgresStore:
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         if not specs:
             return []
-        keys = _batch_keys(specs)
+        keys = batch_keys(specs)
         now = self._now_param()
         with self._conn() as conn:
             existing: dict[str | None, str] = {}
@@ -823,23 +823,6 @@ def _insert_params(specs: Sequence[JobSpec], now: datetime | None) -> dict[str, 
         "k_job": [s.id for s in keyed],
         "k_hash": [s.request_hash for s in keyed],
     }
-
-
-def _batch_keys(specs: Sequence[JobSpec]) -> dict[str, str | None]:
-    """The batch's idempotency keys and request hashes; a key used twice is refused."""
-    seen: dict[str, str | None] = {}
-    for spec in specs:
-        key = spec.idempotency_key
-        if key is None:
-            continue
-        if key in seen:
-            if seen[key] != spec.request_hash:
-                raise errors.IdempotencyConflictError(idempotency_key=key)
-            raise errors.InvalidInputError(
-                f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
-            )
-        seen[key] = spec.request_hash
-    return seen
 
 
 def _decide_all(

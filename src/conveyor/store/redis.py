@@ -53,6 +53,7 @@ from conveyor.store.base import (
     BeatStatus,
     JobSpec,
     Settlement,
+    batch_keys,
     new_job,
 )
 from conveyor.store.rules import Outcome
@@ -251,7 +252,7 @@ class RedisStore:
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         if not specs:
             return []
-        codec.check_batch_keys(specs)
+        batch_keys(specs)
         args: list[Any] = [repr(IDEMPOTENCY_WINDOW_S), len(specs)]
         for s in specs:
             args += [

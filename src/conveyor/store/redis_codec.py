@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from conveyor import errors
 from conveyor.models import (
     Job,
     JobError,
@@ -25,7 +24,7 @@ from conveyor.models import (
     trusted,
 )
 from conveyor.store import rules
-from conveyor.store.base import JobSpec, Settlement, job_from_values
+from conveyor.store.base import Settlement, job_from_values
 from conveyor.store.rules import Outcome
 
 
@@ -97,22 +96,6 @@ def event_model(text: str) -> JobEvent:
     raw = loads(text)
     raw["at"] = datetime.fromtimestamp(raw["at"], UTC)
     return trusted(JobEvent, raw)
-
-
-def check_batch_keys(specs: Sequence[JobSpec]) -> None:
-    """Refuse a batch that names one idempotency key twice (as the SQLite store does)."""
-    seen: dict[str, str | None] = {}
-    for spec in specs:
-        key = spec.idempotency_key
-        if key is None:
-            continue
-        if key in seen:
-            if seen[key] != spec.request_hash:
-                raise errors.IdempotencyConflictError(idempotency_key=key)
-            raise errors.InvalidInputError(
-                f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
-            )
-        seen[key] = spec.request_hash
 
 
 def is_success(s: Settlement) -> bool:

@@ -37,7 +37,15 @@ from conveyor.models import (
     from_ts,
 )
 from conveyor.store import rules
-from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, job_from_values, new_job
+from conveyor.store.base import (
+    Beat,
+    BeatStatus,
+    JobSpec,
+    Settlement,
+    batch_keys,
+    job_from_values,
+    new_job,
+)
 from conveyor.store.rules import Outcome
 from conveyor.store.wake import SocketWaker, ThreadWaker
 
@@ -285,24 +293,13 @@ class SqliteStore:
         self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
     ) -> dict[str | None, str]:
         existing: dict[str | None, str] = {}
-        seen: dict[str, str | None] = {}
-        for spec in specs:
-            key = spec.idempotency_key
-            if key is None:
-                continue
-            if key in seen:
-                if seen[key] != spec.request_hash:
-                    raise errors.IdempotencyConflictError(idempotency_key=key)
-                raise errors.InvalidInputError(
-                    f"idempotency key {key!r} appears twice in one batch", idempotency_key=key
-                )
-            seen[key] = spec.request_hash
+        for key, request_hash in batch_keys(specs).items():
             row = db.execute(
                 "SELECT job_id, request_hash FROM idempotency WHERE key = ? AND expires_at > ?",
                 (key, now),
             ).fetchone()
             if row is not None:
-                if row[1] != spec.request_hash:
+                if row[1] != request_hash:
                     raise errors.IdempotencyConflictError(idempotency_key=key, job_id=row[0])
                 existing[key] = row[0]
         return existing
