@@ -408,7 +408,9 @@ def background(
         return
     command = [sys.executable, "-m", "conveyor", "webhooks", "run", "--store", store_url,
                "--parent", str(os.getpid()), "--log-level", "warning"]  # fmt: skip
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    # Its own session: Ctrl-C drains the supervisor for a while, and the events of jobs that
+    # finish meanwhile should still go out; the block's end (or the parent's death) stops it.
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         yield
     finally:
