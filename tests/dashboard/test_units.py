@@ -3,6 +3,7 @@ session signing."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,11 +19,12 @@ from conveyor.dashboard.jobs import Filters, _load, id_floor
 from conveyor.errors import InvalidInputError
 from conveyor.kinds.demo import CountIn, FailIn
 from conveyor.kinds.registry import import_kinds
-from conveyor.models import JobError, JobFilter, NewJob
+from conveyor.models import JobError, JobFilter, NewJob, QueueStats
 from conveyor.service import Service
 from conveyor.storage import open_storage
 from conveyor.store import open_store
 from conveyor.store.base import complete, fail
+from tests.integration.harness import wait_for
 
 
 def demo_service(tmp_path: Path, clock: FakeClock | None = None) -> Service:
@@ -195,3 +197,30 @@ def test_created_since_cuts_the_walk_instead_of_filtering_in_the_store(tmp_path:
         filters.cursor = page.next_cursor
     assert seen == sorted((j.id for j in new), reverse=True)
     assert not {j.id for j in old} & set(seen)
+
+
+def test_queue_stats_are_shared_and_refreshed_in_the_background(tmp_path: Path) -> None:
+    service = demo_service(tmp_path)
+    service.submit(NewJob(kind="noop"))
+    calls: list[int] = []
+    gate = threading.Event()
+    real = service.store.queue_stats
+
+    def slow_stats() -> list[QueueStats]:
+        calls.append(1)
+        if len(calls) > 1:
+            assert gate.wait(10)
+        return real()
+
+    service.store.queue_stats = slow_stats  # type: ignore[method-assign]
+    activity = Activity(service.store, stats_min_s=0)
+    first = activity.queue_stats()
+    assert [s.queued for s in first] == [1]
+    service.submit(NewJob(kind="noop"))
+    # Due again: the answer comes at once (the old one) while the store is asked behind it.
+    assert activity.queue_stats() is first
+    assert activity.queue_stats() is first
+    gate.set()
+    wait_for(lambda: activity.queue_stats() is not first, timeout=10)
+    assert [s.queued for s in activity.queue_stats()] == [2]
+    assert len(calls) >= 2

@@ -110,6 +110,7 @@ class Activity:
         self._stats: list[QueueStats] | None = None
         self._stats_due = 0.0
         self._stats_lock = threading.Lock()
+        self._refreshing = False
         self._task: asyncio.Task[None] | None = None
 
     def touch(self) -> None:
@@ -152,15 +153,35 @@ class Activity:
     def queue_stats(self) -> list[QueueStats]:
         """The store's queue stats, shared by every viewer of this process. They are asked
         again only after max(`stats_min_s`, 5 times the last query's time), so a store whose
-        counts are slow (millions of jobs) is not kept busy by open overview pages."""
+        counts are slow (millions of jobs) is not kept busy by open overview pages, and in the
+        background: a view gets the last answer at once (only the very first one waits)."""
         with self._stats_lock:
-            if self._stats is None or time.monotonic() >= self._stats_due:
-                began = time.monotonic()
-                self._stats = self.store.queue_stats()
-                took = time.monotonic() - began
-                self._stats_due = began + max(self.stats_min_s, 5 * took)
-                self.record(self._stats)
+            cached = self._stats
+            due = cached is not None and time.monotonic() >= self._stats_due
+            if due and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, name="conveyor-queue-stats").start()
+        if cached is None:
+            return self._refresh()
+        return cached
+
+    def _refresh(self) -> list[QueueStats]:
+        began = time.monotonic()
+        try:
+            stats = self.store.queue_stats()
+        except Exception:
+            with self._stats_lock:
+                self._refreshing = False
+            if self._stats is None:
+                raise
+            log.warning("refreshing the queue stats failed; showing the last ones", exc_info=True)
             return self._stats
+        with self._stats_lock:
+            self._stats = stats
+            self._stats_due = began + max(self.stats_min_s, 5 * (time.monotonic() - began))
+            self._refreshing = False
+        self.record(stats)
+        return stats
 
     def record(self, queues: list[QueueStats]) -> None:
         """Note each queue's depth (queued + scheduled) in the current minute."""
