@@ -213,22 +213,28 @@ async def fanout(url: str, watchers: int) -> dict[str, Any]:
         ends: list[float] = []
         all_open = asyncio.Event()
         failures: list[str] = []
+        reconnects = 0
 
         async def watch(job_id: str) -> None:
-            nonlocal opened, errors
+            nonlocal opened, errors, reconnects
             final = None
-            try:
-                async with http.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
-                    opened += 1
-                    if opened == watchers:
-                        all_open.set()
-                    async for line in stream.aiter_lines():
-                        if line.startswith("data:"):
-                            final = json.loads(line[5:])
-            except httpx.HTTPError as exc:
-                errors += 1
-                failures.append(type(exc).__name__)
-                return
+            for attempt in range(3):
+                try:
+                    async with http.stream("GET", f"/v1/jobs/{job_id}/events") as stream:
+                        if attempt == 0:
+                            opened += 1
+                            if opened == watchers:
+                                all_open.set()
+                        async for line in stream.aiter_lines():
+                            if line.startswith("data:"):
+                                final = json.loads(line[5:])
+                    break
+                except httpx.RemoteProtocolError:  # a pooled connection the server had closed
+                    reconnects += 1
+                except httpx.HTTPError as exc:
+                    errors += 1
+                    failures.append(type(exc).__name__)
+                    return
             if not final or final["data"].get("state") != "succeeded":
                 errors += 1
             ends.append(time.perf_counter())
@@ -245,6 +251,7 @@ async def fanout(url: str, watchers: int) -> dict[str, Any]:
         "watchers": watchers,
         "errors": errors,
         "failures": sorted(set(failures)),
+        "reconnects": reconnects,
         "completed": len(ends),
         "seconds_to_open_all": round(open_s, 3),
         "seconds_total": round(total_s, 3),
@@ -358,7 +365,8 @@ def report(r: dict[str, Any]) -> None:
             f"SSE watchers ({sse['watchers']})",
             f"{sse['completed']} completed",
             "no errors",
-            f"errors {sse['errors']}, all open in {sse['seconds_to_open_all']} s",
+            f"errors {sse['errors']}, reconnects {sse['reconnects']},"
+            f" all open in {sse['seconds_to_open_all']} s",
         ),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

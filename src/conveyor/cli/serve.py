@@ -31,6 +31,10 @@ ImportOpt = Annotated[
     list[str] | None,
     typer.Option("--import", "-i", help="Module declaring kinds (repeatable; CONVEYOR_IMPORTS)."),
 ]
+#: Idle keep-alive connections are kept this long (uvicorn's 5 s makes clients that pause
+#: between requests race the server closing their pooled connection).
+KEEP_ALIVE_S = 30
+
 LogOpt = Annotated[str, typer.Option(help="debug, info, warning, error.")]
 
 
@@ -75,7 +79,7 @@ def _server(settings: Settings, host: str, port: int, log_level: str) -> uvicorn
     app.state.bind_host = host
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level.lower(), access_log=False,
-        timeout_graceful_shutdown=5, lifespan="on",
+        timeout_graceful_shutdown=5, lifespan="on", timeout_keep_alive=KEEP_ALIVE_S,
     )  # fmt: skip
     return uvicorn.Server(config)
 
@@ -116,6 +120,7 @@ def api(
     uvicorn.run(
         "conveyor.api.app:create_app", factory=True, host=host, port=port, workers=processes,
         log_level=log_level.lower(), access_log=False, timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )  # fmt: skip
 
 
