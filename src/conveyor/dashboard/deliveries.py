@@ -44,4 +44,6 @@ def _row(value: dict[str, Any]) -> dict[str, Any]:
 
 def for_job(store: Store, job_id: str) -> list[dict[str, Any]]:
     """The job's deliveries, oldest first."""
-    return [_row(value) for _, value in store.list_records(COLLECTION, prefix=f"{job_id}/")]
+    from conveyor.webhooks.dispatcher import deliveries_of  # pending ones live elsewhere
+
+    return [_row(value) for value in deliveries_of(store, job_id)]
