@@ -180,6 +180,8 @@ def test_malformed_csv_is_400_naming_the_line(env: Env, tmp_path: Path) -> None:
     r = env.a.post("/allocation/allocate_file/", files={"pref": ("p.csv", b"name,P1\n1,1\n")})
     assert r.status_code == 400 and "proj" in r.json()["detail"]
 
+    r = env.a.post("/allocation/allocate_json/", content=b"{nope")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
     r = env.a.post("/allocation/allocate_json/", json={"pref": {}})
     assert r.status_code == 400 and "staff" in r.json()["detail"]
     r = env.a.post("/allocation/allocate_json/", json={"pref": {"1": [[1, "x"]]}, "staff": {}})

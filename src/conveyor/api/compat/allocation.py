@@ -28,6 +28,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -37,6 +38,7 @@ from conveyor import errors
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.deps import ServiceDep
 from conveyor.api.problems import problem
+from conveyor.api.routes.jobs import read_json
 from conveyor.kinds.allocate import csvio
 from conveyor.kinds.allocate.models import AllocateInput, AllocationConfig
 from conveyor.kinds.registry import registry
@@ -218,9 +220,9 @@ async def allocate_json(
     configSearch: str | None = None,
 ) -> Response:
     try:
-        data = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return bad_request(f"the body is not JSON: {exc}")
+        data = await read_json(request, MAX_FILE_BYTES)  # 413 past the limit
+    except RequestValidationError:
+        return bad_request("the body is not valid JSON")
     try:
         job_id = await run_in_threadpool(submit, service, data, bool(configSearch))
     except BadRequest as exc:
