@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.02) -> T:
     """Poll until `predicate()` is truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -30,7 +30,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
         time.sleep(interval)
 
 
-def wait_state(store: Store, job_id: str, states: Iterable[JobState], timeout: float = 30) -> Job:
+def wait_state(store: Store, job_id: str, states: Iterable[JobState], timeout: float = 60) -> Job:
     wanted = set(states)
     return wait_for(lambda: (j := store.get(job_id)).state in wanted and j, timeout)
 

@@ -190,3 +190,15 @@ def test_drain_request_record_stops_the_worker(
         assert service.store.workers() == []
     finally:
         stop(worker)
+
+
+def test_worker_claims_only_kinds_it_can_run(
+    service: Service, url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    foreign = submit(service, "test.block", input={"dir": str(tmp_path)})
+    mine = submit(service, "noop")
+    demo_only = {**env, "CONVEYOR_IMPORTS": "conveyor.kinds.demo"}
+    worker = start_worker(url, tmp_path / "home", "-c", "1", "--burst", env=demo_only)
+    assert worker.wait(60) == 0
+    assert service.get(mine).state is JobState.SUCCEEDED
+    assert service.get(foreign).state is JobState.QUEUED, "left for a worker that knows it"

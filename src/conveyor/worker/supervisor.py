@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from conveyor import errors
 from conveyor.ids import uuid7
+from conveyor.kinds.registry import import_kinds
 from conveyor.models import JobError, Progress, WorkerInfo, utcnow
 from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
@@ -64,6 +65,8 @@ class Supervisor:
         self.prefetch = max(1, prefetch)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid7()[-8:]}"
         self.storage = open_storage(settings.storage_url)
+        # Claim only kinds the children can run: a queue may carry kinds of other workers.
+        self.kinds = [spec.name for spec in import_kinds(settings.import_list)]
         self.slots = [
             Slot(i, settings.import_list, settings.storage_url) for i in range(self.concurrency)
         ]
@@ -230,8 +233,9 @@ class Supervisor:
         want = self._capacity()
         if want > 0 and self.hungry:
             claimed = self._store_call(
-                self.store.claim, self.queues, self.id, want, self.settings.lease_s
-            )
+                self.store.claim, self.queues, self.id, want, self.settings.lease_s,
+                kinds=self.kinds,
+            )  # fmt: skip
             if claimed is not None:
                 self.buffer.extend(InFlight(job, job.lease.token) for job in claimed if job.lease)
                 self.hungry = len(claimed) == want
@@ -498,10 +502,10 @@ class Supervisor:
         )
         self._store_call(self.store.worker_beat, info)
 
-    def _store_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the store; on an outage log it and return None (the loop retries later)."""
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except errors.StoreUnavailableError as exc:
             log.warning("store unavailable (%s); retrying", exc)
             time.sleep(STORE_RETRY_S)
