@@ -256,21 +256,29 @@ def _solve_highs(
         raise SolveCancelled()
     if status == highspy.HighsModelStatus.kInfeasible:
         raise InfeasibleError("infeasible: the solver proved the constraints cannot all hold")
+    info = h.getInfo()
     values = h.getSolution().col_value
+    bound = float(info.mip_dual_bound)
+    bound_or_none = bound if math.isfinite(bound) else None
+    optimal = status == highspy.HighsModelStatus.kOptimal
+    if not optimal and (info.primal_solution_status == 0 or len(values) < len(inst.pairs)):
+        # Stopped before it even took the start: the start is the best allocation known.
+        start = start_assignment(inst)
+        value = objective(inst, start, pair_costs(inst))
+        return Solution(start, "time_limit", value, bound_or_none, "highs", _since(started))
     if len(values) < len(inst.pairs):
         raise RuntimeError(f"HiGHS returned no solution (status {h.modelStatusToString(status)})")
     assignment = [-1] * inst.n_students
     for i, pair in enumerate(inst.pairs):
         if values[i] > 0.5:
             assignment[pair.student] = pair.project
-    info = h.getInfo()
     return Solution(
         assignment=assignment,
-        status="optimal" if status == highspy.HighsModelStatus.kOptimal else "time_limit",
+        status="optimal" if optimal else "time_limit",
         objective=float(info.objective_function_value),
-        bound=float(info.mip_dual_bound),
+        bound=bound_or_none,
         solver="highs",
-        elapsed=time.monotonic() - started,
+        elapsed=_since(started),
     )
 
 
