@@ -3,11 +3,13 @@ escaping, cookies, redirects."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 
 from conveyor.api.auth import create_key, revoke_key
-from conveyor.models import JobState
+from conveyor.models import JobState, WorkerInfo
 from tests.dashboard.conftest import Dashboard, csrf_of, login
 
 PAGES = ["/ui/", "/ui/overview/live", "/ui/jobs", "/ui/kinds", "/ui/kinds/demo.count",
@@ -170,3 +172,26 @@ def test_bad_input_gives_a_page_not_a_500(client: httpx.Client, dashboard: Dashb
     assert client.get("/ui/jobs/not-a-job").status_code == 404
     assert client.get("/ui/kinds/no.such.kind").status_code == 404
     assert client.get("/ui/static/../session.py").status_code == 404
+
+
+def test_drain_writes_the_worker_command_record(client: httpx.Client, dashboard: Dashboard
+                                               ) -> None:  # fmt: skip
+    token = login(client, dashboard.admin_key)
+    store = dashboard.store()
+    now = datetime.now(UTC)
+    try:  # a worker record of our own, so the session's real worker keeps serving
+        store.worker_beat(WorkerInfo(id="testhost:1:drainme", host="testhost", pid=1,
+                                     queues=["nowhere"], concurrency=1, started_at=now,
+                                     last_seen=now))  # fmt: skip
+        assert client.post("/ui/workers/nobody/drain", data={"csrf": token}).status_code == 404
+        answer = client.post("/ui/workers/testhost:1:drainme/drain", data={"csrf": token})
+        assert answer.status_code == 303
+        record = store.get_record("worker_commands", "testhost:1:drainme")
+        assert record is not None
+        assert (record["command"], record["by"]) == ("drain", "admin")
+        assert "drain requested" in client.get("/ui/workers").text
+    finally:
+        store.worker_beat(WorkerInfo(id="testhost:1:drainme", host="testhost", pid=1,
+                                     queues=["nowhere"], concurrency=1, state="stopped",
+                                     started_at=now, last_seen=now))  # fmt: skip
+        store.close()
