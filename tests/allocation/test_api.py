@@ -36,8 +36,10 @@ class Env:
         self.b = httpx.Client(base_url=urls[1], timeout=30)
 
     def worker(self, *args: str) -> subprocess.Popen[bytes]:
-        env = worker_env(self.home, CONVEYOR_IMPORTS="conveyor.kinds.allocate")
-        return start_worker(self.store_url, self.home, "--concurrency", "1", *args, env=env)
+        return start_worker(
+            self.store_url, self.home, "--import", "conveyor.kinds.allocate",
+            "--concurrency", "1", *args, env=worker_env(self.home),
+        )  # fmt: skip
 
     def run_burst(self, timeout: float = 90) -> None:
         process = self.worker("--burst")

@@ -48,8 +48,8 @@ def test_upload_watch_and_download(tmp_path: Path) -> None:
         assert 'hx-trigger="every 1s"' in waiting.text and "queued" in waiting.text
         assert store.get(job_id).input["config"]["timeLimit"] == 10
 
-        env = worker_env(home, CONVEYOR_IMPORTS="conveyor.kinds.allocate")
-        worker = start_worker(store_url, home, "--burst", "--concurrency", "1", env=env)
+        worker = start_worker(store_url, home, "--burst", "--import", "conveyor.kinds.allocate",
+                              "--concurrency", "1", env=worker_env(home))  # fmt: skip
         try:
             assert worker.wait(90) == 0
         finally:
