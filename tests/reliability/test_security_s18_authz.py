@@ -1,0 +1,249 @@
+"""S18: the authn/authz matrix over every operation of the served OpenAPI document.
+
+Every operation (the /v1 API and the compatibility APIs) is called with no key, a wrong key, a
+revoked key and each single-scope key, against real ids, through a real `conveyor api`. Pass:
+bad credentials get 401 on 100% of protected operations, every operation refuses (403) at least
+two of the three single scopes (read, submit, work), no refused call answers 2xx, and the
+operations that answer without a key are exactly the documented public ones. Also: protected
+fields cannot be mass-assigned through `POST /v1/jobs`, the database holds no plaintext key,
+and schemathesis over the compatibility APIs (bounded) gives 0 responses >= 500.
+
+The failure limiter answers 429 after 10 bad keys from one address (tested in
+tests/api/test_api_auth.py); here each batch of bad-key calls comes from its own loopback source
+address (127.0.0.x), so every answer is the authentication verdict itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from conveyor.api import auth
+from tests.api.conftest import ApiServer, start_api
+from tests.integration.harness import stop
+from tests.reliability.security_results import record
+
+# Operations that answer without a key, and why.
+PUBLIC = {
+    ("GET", "/healthz"): "liveness probe",
+    ("GET", "/readyz"): "readiness probe",
+    ("GET", "/_ah/health"): "App Engine style health probe (taskqueue compat)",
+    ("GET", "/discovery/v1/apis/{name}/{version}/rest"): "static discovery document",
+    ("GET", "/api/{name}/{version}"): "static discovery document",
+    # The Swiss AI Center contract has no credentials: its core engine calls services as-is.
+    ("GET", "/swissai/{kind}/status"): "Swiss AI Center contract (no auth in the original)",
+    ("GET", "/swissai/{kind}/tasks/{task_id}/status"): "Swiss AI Center contract",
+    ("POST", "/swissai/{kind}/compute"): "Swiss AI Center contract",
+}
+SINGLE_SCOPES = ("read", "submit", "work")
+COMPAT_TAGS = ("taskqueue", "allocation")
+COMPAT_EXAMPLES = 5
+
+
+class Sources:
+    """Loopback source addresses, a fresh one every few bad-key calls (below the limiter)."""
+
+    def __init__(self) -> None:
+        self._next = itertools.count(2)
+        self._client: httpx.Client | None = None
+        self._used = 0
+
+    def client(self) -> httpx.Client:
+        if self._client is None or self._used >= auth.MAX_FAILURES - 1:
+            if self._client is not None:
+                self._client.close()
+            n = next(self._next)
+            address = f"127.0.{n // 250}.{n % 250 + 2}"
+            self._client = httpx.Client(
+                transport=httpx.HTTPTransport(local_address=address), timeout=30
+            )
+            self._used = 0
+        self._used += 1
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, dict[str, str]]]:
+    server = start_api(tmp_path_factory.mktemp("s18"))
+    store = server.open_store()
+    keys = {s: auth.create_key(store, s, [s])[1] for s in (*SINGLE_SCOPES, "admin")}
+    revoked_id, keys["revoked"] = auth.create_key(store, "old", ["admin"])
+    auth.revoke_key(store, revoked_id)
+    store.close()
+    try:
+        yield server, keys
+    finally:
+        stop(server.process)
+
+
+def _operations(server: ApiServer, admin: str) -> list[tuple[str, str]]:
+    spec = httpx.get(f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {admin}"},
+                     timeout=30).json()  # fmt: skip
+    return [(m.upper(), p) for p, ops in spec["paths"].items() for m in ops]
+
+
+def _fill(path: str, job_id: str) -> str:
+    values = {"job_id": job_id, "name": "in.txt", "kind": "noop", "queue": "s18",
+              "project": "p", "taskqueue": "s18", "task": "t1", "task_id": job_id,
+              "version": "v1beta2"}  # fmt: skip
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x"), path)
+
+
+def _request(client: httpx.Client, url: str, method: str, path: str, key: str | None,
+             job_id: str) -> httpx.Response:  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    kw: dict[str, Any] = {"headers": headers, "params": {"job_id": job_id}}
+    if method in ("POST", "PUT", "PATCH"):
+        kw["json"] = {}  # a parseable body, so the verdict is about auth, not the body
+    return client.request(method, url + _fill(path, job_id), **kw)
+
+
+def test_every_operation_refuses_bad_credentials_and_wrong_scopes(
+    secured: tuple[ApiServer, dict[str, str]],
+) -> None:
+    server, keys = secured
+    job = httpx.post(f"{server.url}/v1/jobs", json={"kind": "noop", "queue": "s18"},
+                     headers={"Authorization": f"Bearer {keys['admin']}"}, timeout=30)  # fmt: skip
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+    operations = _operations(server, keys["admin"])
+    assert len(operations) >= 40
+    sources = Sources()
+    failures: list[str] = []
+    cases = 0
+    scope_of: dict[str, str] = {}
+    try:
+        for method, path in operations:
+            label = f"{method} {path}"
+            if path.endswith("/events"):
+                continue  # an SSE stream; its auth is checked with the read routes below
+            credentials: list[tuple[str, str | None]] = [
+                ("no key", None), ("wrong key", keys["admin"] + "x"),
+                ("not a key", "cvk_forged"), ("revoked", keys["revoked"]),
+            ]  # fmt: skip
+            for what, key in credentials:
+                cases += 1
+                r = _request(sources.client(), server.url, method, path, key, job_id)
+                public = (method, path) in PUBLIC
+                if public and what == "no key":
+                    if r.status_code in (401, 403):
+                        failures.append(f"{label}: documented public but answered {r.status_code}")
+                elif not public and r.status_code != 401:
+                    failures.append(f"{label} with {what}: {r.status_code} {r.text[:100]}")
+            if (method, path) in PUBLIC:
+                continue
+            refused = []
+            for scope in SINGLE_SCOPES:
+                cases += 1
+                r = _request(sources.client(), server.url, method, path, keys[scope], job_id)
+                if r.status_code == 403:
+                    refused.append(scope)
+                elif r.status_code == 401:
+                    failures.append(f"{label}: valid {scope} key got 401")
+            if len(refused) < 2:
+                failures.append(f"{label}: only {refused} of the single scopes refused")
+            allowed = sorted(set(SINGLE_SCOPES) - set(refused))
+            scope_of[label] = "+".join(allowed) or "admin"
+    finally:
+        sources.close()
+    events = httpx.get(f"{server.url}/v1/jobs/{job_id}/events", timeout=30)
+    cases += 1
+    if events.status_code != 401:
+        failures.append(f"events stream without a key: {events.status_code}")
+    record("S18 authz matrix", cases, len(failures),
+           f"{len(operations)} operations x (no/wrong/forged/revoked key + 3 single scopes); "
+           f"{len(PUBLIC)} documented public operations; admin-only: "
+           f"{sum(v == 'admin' for v in scope_of.values())}")  # fmt: skip
+    assert not failures, "\n".join(failures)
+
+
+PROTECTED = {"state": "succeeded", "attempt": 7, "lease_token": "forged", "lease_owner": "me",
+             "lease_expires_at": "2099-01-01T00:00:00Z", "result": {"x": 1},
+             "error": {"type": "x", "message": "y"}, "id": "forged-id",
+             "created_at": "2000-01-01T00:00:00Z", "tenant_id": "other"}  # fmt: skip
+
+
+def test_protected_fields_cannot_be_mass_assigned(
+    secured: tuple[ApiServer, dict[str, str]],
+) -> None:
+    """Each server-owned field is refused by name (422), one job or inside a batch; no job is
+    created in the probe queue."""
+    server, keys = secured
+    headers = {"Authorization": f"Bearer {keys['submit']}"}
+    failures = []
+    for field, value in PROTECTED.items():
+        for body in (
+            {"kind": "noop", "queue": "s18-mass", field: value},
+            {"jobs": [{"kind": "noop", "queue": "s18-mass", field: value}]},
+        ):
+            r = httpx.post(f"{server.url}/v1/jobs", json=body, headers=headers, timeout=30)
+            if r.status_code != 422 or field not in r.json().get("detail", ""):
+                failures.append(f"{field}: {r.status_code} {r.text[:120]}")
+    listed = httpx.get(f"{server.url}/v1/jobs", params={"queue": "s18-mass"},
+                       headers={"Authorization": f"Bearer {keys['read']}"}, timeout=30)  # fmt: skip
+    if listed.json()["jobs"]:
+        failures.append(f"{len(listed.json()['jobs'])} jobs created by mass-assignment probes")
+    record("S18 mass assignment", 2 * len(PROTECTED), len(failures),
+           f"POST /v1/jobs (single and batch) with each of {', '.join(PROTECTED)}: "
+           "422 naming the field, 0 jobs created")  # fmt: skip
+    assert not failures, failures
+
+
+def test_database_holds_no_plaintext_key(secured: tuple[ApiServer, dict[str, str]]) -> None:
+    server, keys = secured
+    db = Path(server.store_url.removeprefix("sqlite:///"))
+    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+    dump = b"".join(p.read_bytes() for p in files)
+    leaked = [name for name, raw in keys.items() if raw.encode() in dump]
+    secrets = [raw.split("_")[-1].encode() for raw in keys.values()]
+    leaked += [s.decode()[:6] for s in secrets if len(s) >= 16 and s in dump]
+    notes = f"{len(keys)} keys searched in {len(files)} database files ({len(dump)} bytes)"
+    record("S18 no plaintext keys", len(keys), len(leaked), notes)
+    assert not leaked, leaked
+
+
+def test_compat_apis_never_answer_5xx(secured: tuple[ApiServer, dict[str, str]]) -> None:
+    """Schemathesis over the compatibility APIs (the /v1 API has tests/api)."""
+    server, keys = secured
+    loaded = schemathesis.openapi.from_url(
+        f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {keys['admin']}"}
+    )
+    operations = [
+        op for op in (r.ok() for r in loaded.get_all_operations())
+        if any(t.startswith(COMPAT_TAGS) for t in op.definition.raw.get("tags", ()))
+    ]  # fmt: skip
+    assert len(operations) >= 15
+    failures: list[str] = []
+    calls = 0
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=COMPAT_EXAMPLES, deadline=None,
+                  suppress_health_check=list(HealthCheck), database=None)  # fmt: skip
+        def check(case: Any) -> None:
+            nonlocal calls
+            calls += 1
+            response = case.call(headers=headers)
+            assert response.status_code < 500, (response.status_code, response.text[:300])
+
+        try:
+            check()
+        except Exception as exc:  # report every operation's failure together
+            failures.append(f"{operation.label}: {exc}")
+    record("S18 compat fuzzing", calls, len(failures),
+           f"schemathesis, {len(operations)} taskqueue/allocation operations, "
+           f"{COMPAT_EXAMPLES} examples each, admin key; failure = status >= 500")  # fmt: skip
+    assert not failures, "\n\n".join(failures)
