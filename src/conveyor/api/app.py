@@ -58,6 +58,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api.compat import allocation
 
     app.include_router(allocation.router)
+    try:  # the kge-server API needs numpy (part of the optional `kge` extra)
+        from conveyor.api.compat import kge
+    except ImportError:
+        kge = None  # type: ignore[assignment]
+    if kge is not None:
+        app.include_router(kge.router)
     from conveyor.dashboard.routes import router as dashboard
 
     app.include_router(dashboard)
