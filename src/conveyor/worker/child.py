@@ -14,16 +14,18 @@ import asyncio
 import json
 import logging
 import os
-import queue
 import shutil
 import signal
 import tempfile
 import threading
+import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from conveyor import errors
@@ -32,6 +34,7 @@ from conveyor.storage import BlobStorage, open_storage
 from conveyor.worker.context import Context, JobCancelled, PermanentError
 
 log = logging.getLogger("conveyor.worker")
+CANCEL_POLL_S = 0.02
 
 
 class Child:
@@ -39,47 +42,58 @@ class Child:
         self.conn = conn
         self.registry = registry
         self.storage = storage
-        self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self.pending: deque[dict[str, Any]] = deque()
         self.cancelled: set[str] = set()
         self.stopping = False
         self.send_lock = threading.Lock()
+        self.read_lock = threading.Lock()
+        self.last_poll = 0.0
         self.loop = asyncio.new_event_loop()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":"), default=str).encode()
+        data = orjson.dumps(message, default=str)
         with self.send_lock:
             self.conn.send_bytes(data)
 
-    def read_pipe(self) -> None:
-        """Reader thread: hand runs to the main thread, note cancels at once."""
-        try:
-            while True:
-                message = json.loads(self.conn.recv_bytes())
-                op = message["op"]
-                if op == "run_many":
-                    for job in message["jobs"]:
-                        self.inbox.put(job)
-                elif op == "cancel":
-                    self.cancelled.add(message["id"])
-                elif op == "stop":
-                    self.stopping = True
-                    self.inbox.put(None)
-        except (EOFError, OSError):
-            self.stopping = True  # the supervisor is gone: stop after this job
-            self.inbox.put(None)
+    def receive(self, block: bool) -> None:
+        """Read what the supervisor sent: jobs to run, cancels, stop. No reader thread: the
+        main thread reads between jobs, and handlers' `ctx` calls read while a job runs."""
+        with self.read_lock:
+            try:
+                if block or self.conn.poll(0):
+                    self.handle(orjson.loads(self.conn.recv_bytes()))
+                while self.conn.poll(0):
+                    self.handle(orjson.loads(self.conn.recv_bytes()))
+            except (EOFError, OSError):
+                self.stopping = True  # the supervisor is gone: stop after this job
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == "run_many":
+            self.pending.extend(message["jobs"])
+        elif op == "cancel":
+            self.cancelled.add(message["id"])
+        elif op == "stop":
+            self.stopping = True
+
+    def is_cancelled(self, job_id: str) -> bool:
+        now = time.monotonic()
+        if now - self.last_poll >= CANCEL_POLL_S:
+            self.last_poll = now
+            self.receive(block=False)
+        return job_id in self.cancelled
 
     def serve(self) -> None:
-        threading.Thread(target=self.read_pipe, daemon=True, name="pipe-reader").start()
-        while True:
-            message = self.inbox.get()
-            if message is None or self.stopping:
-                break
-            self.send(self.run(message))
+        while not self.stopping:
+            if not self.pending:
+                self.receive(block=True)
+                continue
+            self.receive(block=False)  # a cancel or stop may have arrived behind the job
+            if not self.stopping:
+                self.send(self.run(self.pending.popleft()))
         # Anything still waiting was never started: hand it back.
-        while not self.inbox.empty():
-            message = self.inbox.get()
-            if message is not None:
-                self.send({"op": "done", "id": message["id"], "outcome": "released"})
+        for message in self.pending:
+            self.send({"op": "done", "id": message["id"], "outcome": "released"})
 
     def run(self, message: dict[str, Any]) -> dict[str, Any]:
         job_id = message["id"]
@@ -95,7 +109,7 @@ class Child:
                 storage=self.storage,
                 workdir=workdir,
                 send=self.send,
-                is_cancelled=lambda: job_id in self.cancelled,
+                is_cancelled=lambda: self.is_cancelled(job_id),
             )
             result = self.call(spec, message["input"], ctx)
             ctx.flush()
@@ -117,7 +131,8 @@ class Child:
                 return {"op": "done", "id": job_id, "outcome": "cancelled"}
             return _failure(job_id, exc, "error", retry=True)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir.exists():
+                shutil.rmtree(workdir, ignore_errors=True)
 
     def call(self, spec: KindSpec, raw_input: Any, ctx: Context) -> Any:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
 from collections import deque
@@ -10,6 +9,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal
+
+import orjson
 
 from conveyor.models import Job, Progress
 from conveyor.worker.child import child_main
@@ -101,10 +102,10 @@ class Slot:
         if self.outbox:
             batch = {"op": "run_many", "jobs": self.outbox}
             self.outbox = []
-            self.send(json.dumps(batch, separators=(",", ":")).encode())
+            self.send(orjson.dumps(batch))
 
     def control(self, op: str, **fields: Any) -> None:
-        self.send(json.dumps({"op": op, **fields}).encode())
+        self.send(orjson.dumps({"op": op, **fields}))
 
     def pop(self, job_id: str, now: float) -> InFlight | None:
         for item in self.jobs:

@@ -9,7 +9,6 @@ and drains, and sweep expired leases of other workers.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -21,6 +20,8 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any, Literal
+
+import orjson
 
 from conveyor import errors
 from conveyor.ids import uuid7
@@ -290,7 +291,7 @@ class Supervisor:
             return
         try:
             while conn.poll():
-                self._handle(slot, json.loads(conn.recv_bytes()), now)
+                self._handle(slot, orjson.loads(conn.recv_bytes()), now)
         except (EOFError, OSError):
             pass  # the child died; its sentinel tells us next pass
 
