@@ -20,6 +20,10 @@ class Report:
     unexplained_duplicates: list[str] = field(default_factory=list)
     attempts: Counter[int] = field(default_factory=Counter)
     start_latency_ms: list[float] = field(default_factory=list)
+    # Per re-run job: when the store made it claimable again (its first `queued`/`scheduled`
+    # event after the first start) minus that start: an upper bound on fault -> rescue, since the
+    # fault came after the start. Queueing behind a backlog is not counted.
+    recovery_s: list[float] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         values = sorted(self.start_latency_ms)
@@ -49,6 +53,13 @@ def check(store: Store, job_ids: list[str], ledger: Path) -> Report:
             report.duplicate_executions.append(job_id)
             if sorted(r["attempt"] for r in runs)[1:] == [1] * (len(runs) - 1):
                 report.unexplained_duplicates.append(job_id)  # re-run without a new attempt
+        if len(runs) > 1:
+            first = min(r["t"] for r in runs)
+            again = [e.at.timestamp() for e in events if e.type == "state"
+                     and e.data["state"] in (JobState.QUEUED, JobState.SCHEDULED)
+                     and e.at.timestamp() > first]  # fmt: skip
+            if again:
+                report.recovery_s.append(min(again) - first)
         if runs:
             report.start_latency_ms.append((runs[0]["t"] - job.created_at.timestamp()) * 1000)
     return report
