@@ -100,6 +100,14 @@ def _submit(service: Service, new: NewJob, uploads: dict[str, UploadFile], limit
 @router.post("/kinds/{name}", include_in_schema=False)
 async def submit(request: Request, name: str, viewer: ViewerDep, service: ServiceDep) -> Response:
     form = await posted(request, viewer, "submit")
+    try:
+        return await _submit_form(request, form, name, service)
+    finally:
+        await form.close()  # uploaded files are spooled to temp files
+
+
+async def _submit_form(request: Request, form: FormData, name: str, service: Service) -> Response:
+    """Read the generated form back; on any problem show it again with the errors (422)."""
     kind = await run_in_threadpool(service.kind, name)
     fields = forms.fields(kind.input_schema)
     values = {k: v for k, v in form.items() if isinstance(v, str) and not k.startswith("_")}
