@@ -1,0 +1,280 @@
+"""The kge-server API end to end: uvicorn on a free port, a real `conveyor worker` process,
+PyKEEN training TransE on its bundled Nations graph (14 countries, 55 relations, 1,992 triples).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from conveyor.api.app import create_app
+from conveyor.models import JobState
+from conveyor.settings import Settings
+from conveyor.store import Store, open_store
+from tests.integration.harness import start_worker, stop, wait_for, worker_env
+from tests.servers.http import serve_in_thread
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def nations() -> list[tuple[str, str, str]]:
+    import pykeen.datasets
+
+    folder = Path(pykeen.datasets.__file__).parent / "nations"
+    rows = []
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        for line in (folder / name).read_text().splitlines():
+            s, p, o = line.split("\t")
+            rows.append((s, p, o))
+    return rows
+
+
+def as_json(triples: list[tuple[str, str, str]]) -> dict[str, Any]:
+    return {
+        "triples": [
+            {"subject": {"value": s}, "predicate": {"value": p}, "object": {"value": o}}
+            for s, p, o in triples
+        ]
+    }
+
+
+@dataclass
+class Env:
+    http: httpx.Client
+    store: Store
+    worker: subprocess.Popen[bytes]
+
+    def dataset(self, name: str, triples: list[tuple[str, str, str]] | None = None) -> int:
+        r = self.http.post("/kge/datasets/", json={"name": name, "description": "test"})
+        assert r.status_code == 201, r.text
+        dataset_id = int(r.json()["dataset"]["id"])
+        assert r.headers["location"] == f"/kge/datasets/{dataset_id}"
+        if triples:
+            r = self.http.post(f"/kge/datasets/{dataset_id}/triples", json=as_json(triples))
+            assert r.status_code == 202, r.text
+        return dataset_id
+
+    def algorithm(self, **params: Any) -> int:
+        r = self.http.post("/kge/algorithms/", json={"algorithm": params})
+        assert r.status_code == 201, r.text
+        return int(r.json()["algorithm"]["id"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/kge/tasks/{task_id}", params={"no_redirect": "true"})
+        assert r.status_code == 200, r.text
+        return dict(r.json()["task"])
+
+    def finish(self, task_id: str, timeout: float = 150) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+
+        def done() -> bool:
+            seen.append(self.task(task_id))
+            return seen[-1]["state"] in ("SUCCESS", "FAILURE", "REVOKED")
+
+        wait_for(done, timeout, interval=0.05)
+        return seen
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("kge")
+    home = tmp / "home"
+    store_url = f"sqlite:///{tmp / 'conveyor.db'}"
+    settings = Settings(home=home, store=store_url, storage=f"file://{home / 'files'}")
+    with ExitStack() as stack:
+        url = stack.enter_context(serve_in_thread(create_app(settings)))
+        store = open_store(store_url)
+        stack.callback(store.close)
+        worker = start_worker(
+            store_url, home, "--queues", "kge", "--concurrency", "1",
+            env=worker_env(home, CONVEYOR_IMPORTS="conveyor.kinds.kge"),
+        )  # fmt: skip
+        stack.callback(stop, worker)
+        http = stack.enter_context(httpx.Client(base_url=url, timeout=60))
+        yield Env(http, store, worker)
+
+
+@pytest.fixture(scope="module")
+def trained(env: Env) -> dict[str, Any]:
+    """Nations posted as JSON triples, TransE trained through the API, then indexed."""
+    dataset_id = env.dataset("nations", nations())
+    algorithm_id = env.algorithm(
+        model="TransE", embedding_size=32, max_epochs=30, margin=1.0, learning_rate=0.02,
+        batch_size=256,
+    )  # fmt: skip
+    r = env.http.post(f"/kge/datasets/{dataset_id}/train", params={"algorithm": algorithm_id})
+    assert r.status_code == 202, r.text
+    task_id = r.json()["task"]["id"]
+    assert r.headers["location"] == f"/kge/tasks/{task_id}"
+    busy = env.http.post(f"/kge/datasets/{dataset_id}/generate_index")
+    assert busy.status_code == 409, busy.text  # the dataset is busy training
+    seen = env.finish(task_id)
+    index = env.http.post(f"/kge/datasets/{dataset_id}/generate_index")
+    assert index.status_code == 202, index.text
+    index_seen = env.finish(index.json()["task"]["id"], timeout=60)
+    return {"id": dataset_id, "task": task_id, "seen": seen, "index_seen": index_seen}
+
+
+def test_training_progress_rises_to_the_total_and_the_task_redirects(
+    env: Env, trained: dict[str, Any]
+) -> None:
+    seen = trained["seen"]
+    assert seen[-1]["state"] == "SUCCESS", seen[-1]
+    assert {"PENDING", "STARTED"} & {s["state"] for s in seen[:-1]}
+    currents = [s["progress"]["current"] for s in seen if "progress" in s]
+    assert currents == sorted(currents), currents  # never goes back
+    assert len(set(currents)) >= 3  # several epochs were seen on the way
+    final = seen[-1]["progress"]
+    assert final["current"] == final["total"] == 30
+    assert {"current_steps", "total_steps"} <= set(final)
+    r = env.http.get(f"/kge/tasks/{trained['task']}", follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/kge/datasets/{trained['id']}"
+    job = env.store.get(trained["task"])
+    assert job.kind == "kge.train" and job.state is JobState.SUCCEEDED  # an ordinary job
+    assert trained["index_seen"][-1]["state"] == "SUCCESS"
+
+
+def test_the_model_beats_a_random_ranker_on_held_out_triples(
+    env: Env, trained: dict[str, Any]
+) -> None:
+    dataset = env.http.get(f"/kge/datasets/{trained['id']}").json()["dataset"]
+    assert dataset["status"] == "indexed"
+    assert (dataset["triples"], dataset["entities"], dataset["relations"]) == (1992, 14, 55)
+    metrics = dataset["metrics"]
+    print(f"\nNations TransE: {metrics}")
+    assert metrics["test_triples"] >= 150
+    assert metrics["mrr"] > 1.3 * metrics["random_mrr"], metrics
+    assert metrics["hits_at_10"] > metrics["random_hits_at_10"], metrics
+
+
+def embeddings(env: Env, dataset_id: int, names: list[str]) -> dict[str, np.ndarray[Any, Any]]:
+    r = env.http.post(f"/kge/datasets/{dataset_id}/embeddings", json={"entities": names})
+    assert r.status_code == 200, r.text
+    return {name: np.asarray(vector) for name, vector in r.json()["embeddings"]}
+
+
+def test_index_agrees_with_exact_search_and_distances_match_embeddings(
+    env: Env, trained: dict[str, Any]
+) -> None:
+    dataset_id = trained["id"]
+    entities = sorted({t[0] for t in nations()} | {t[2] for t in nations()})
+    vectors = embeddings(env, dataset_id, entities)
+    assert all(v.shape == (32,) for v in vectors.values())
+    overlap = []
+    for entity in entities:
+        r = env.http.get(f"/kge/datasets/{dataset_id}/similar_entities/{entity}?limit=10")
+        assert r.status_code == 200, r.text
+        answer = r.json()["similar_entities"]
+        assert answer["entity"] == entity and answer["limit"] == 10
+        got = [(x["distance"], x["entity"]) for x in answer["response"]]
+        exact = sorted((float(np.linalg.norm(vectors[e] - vectors[entity])), e) for e in entities)
+        overlap.append(len({e for _, e in got} & {e for _, e in exact[:10]}) / 10)
+        assert got[0][1] == entity and got[0][0] == pytest.approx(0, abs=1e-3)
+        for d, e in got:  # the index's distances are the embeddings' distances
+            assert d == pytest.approx(float(np.linalg.norm(vectors[e] - vectors[entity])), abs=1e-3)
+    assert sum(overlap) / len(overlap) >= 0.9, overlap
+    r = env.http.post(f"/kge/datasets/{dataset_id}/distance", json={"distance": ["usa", "ussr"]})
+    assert r.status_code == 200, r.text
+    expected = float(np.linalg.norm(vectors["usa"] - vectors["ussr"]))
+    assert r.json()["distance"] == pytest.approx(expected, rel=1e-5)
+    by_vector = env.http.post(
+        f"/kge/datasets/{dataset_id}/similar_entities?limit=3",
+        json={"entity": {"value": vectors["china"].tolist(), "type": "embedding"}},
+    )
+    assert by_vector.status_code == 200, by_vector.text
+    assert by_vector.json()["similar_entities"]["response"][0]["entity"] == "china"
+    suggest = env.http.post(f"/kge/datasets/{dataset_id}/suggest_name", json={"input": "bra"})
+    assert [s["entity"]["entity"] for s in suggest.json()] == ["brazil"]
+
+
+def test_bad_input_is_named(env: Env, trained: dict[str, Any]) -> None:
+    dataset_id = trained["id"]
+    r = env.http.post(
+        f"/kge/datasets/{dataset_id}/embeddings", json={"entities": ["usa", "atlantis"]}
+    )
+    assert r.status_code == 404 and "atlantis" in r.json()["detail"]
+    assert r.json()["entities"] == ["atlantis"]
+    r = env.http.get(f"/kge/datasets/{dataset_id}/similar_entities/atlantis")
+    assert r.status_code == 404 and "atlantis" in r.json()["detail"]
+
+    fresh = env.dataset("bad-input")
+    body = "a\tb\tc\nonly two\tterms\nd\te\tf\n\t\tx\n"
+    r = env.http.post(
+        f"/kge/datasets/{fresh}/triples", content=body,
+        headers={"content-type": "text/tab-separated-values"},
+    )  # fmt: skip
+    assert r.status_code == 400, r.text
+    assert [x["line"] for x in r.json()["lines"]] == [2, 4]
+    assert env.http.get(f"/kge/datasets/{fresh}").json()["dataset"]["triples"] == 0  # all or none
+    algorithm_id = env.algorithm(model="TransE", embedding_size=8, max_epochs=1)
+    r = env.http.post(f"/kge/datasets/{fresh}/train", params={"algorithm_id": algorithm_id})
+    assert r.status_code == 409 and "no triples" in r.json()["detail"]
+    r = env.http.post(f"/kge/datasets/{fresh}/embeddings", json={"entities": ["a"]})
+    assert r.status_code == 409  # untrained
+    for absurd in (
+        {"max_epochs": 10**9}, {"embedding_size": 0}, {"margin": -1},
+        {"learning_rate": 50}, {"model": "NotAModel"},
+    ):  # fmt: skip
+        r = env.http.post("/kge/algorithms/", json={"algorithm": absurd})
+        assert r.status_code == 422, (absurd, r.text)
+    assert env.http.post(f"/kge/datasets/{fresh}/train?algorithm_id=999").status_code == 404
+    assert env.http.post(f"/kge/datasets/{fresh}/train").status_code == 400
+    assert env.http.get("/kge/datasets/999").status_code == 404
+    assert env.http.get("/kge/tasks/not-a-task").status_code == 404
+    again = env.http.post("/kge/datasets/", json={"name": "bad-input"})
+    assert again.status_code == 409
+    r = env.http.post(f"/kge/datasets/{dataset_id}/triples", json=as_json([("a", "b", "c")]))
+    assert r.status_code == 409  # trained datasets take no more triples
+
+
+def test_cancel_mid_training_leaves_the_dataset_untrained(env: Env) -> None:
+    dataset_id = env.dataset("cancelled", nations())
+    algorithm_id = env.algorithm(model="DistMult", embedding_size=16, max_epochs=2000)
+    r = env.http.post(f"/kge/datasets/{dataset_id}/train", params={"algorithm_id": algorithm_id})
+    assert r.status_code == 202, r.text
+    task_id = r.json()["task"]["id"]
+    wait_for(lambda: env.task(task_id).get("progress", {}).get("current", 0) >= 2, 120, 0.05)
+    assert env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]["task"]["id"] == task_id
+    assert env.http.delete(f"/kge/tasks/{task_id}").status_code == 204
+    seen = env.finish(task_id, timeout=60)
+    assert seen[-1]["state"] == "REVOKED"
+    job = env.store.get(task_id)
+    assert job.state is JobState.CANCELLED
+    assert job.progress is not None and job.progress.current < 2000
+    dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
+    assert dataset["status"] == "untrained" and dataset["task"] is None
+    r = env.http.post(f"/kge/datasets/{dataset_id}/embeddings", json={"entities": ["usa"]})
+    assert r.status_code == 409  # no partial model is served
+    assert env.http.delete(f"/kge/tasks/{task_id}").status_code == 409  # already ended
+
+
+def test_import_ntriples_file_through_a_job(env: Env) -> None:
+    dataset_id = env.dataset("imported")
+    ex = "http://example.org/"
+    lines = [
+        f"<{ex}alice> <{ex}knows> <{ex}bob> .",
+        f"<{ex}bob> <{ex}knows> <{ex}carol> .",
+        f'<{ex}alice> <http://www.w3.org/2000/01/rdf-schema#label> "Alice" .',
+    ]
+    r = env.http.post(
+        f"/kge/datasets/{dataset_id}/import?format=nt", content="\n".join(lines).encode()
+    )
+    assert r.status_code == 202, r.text
+    assert env.finish(r.json()["task"]["id"], timeout=60)[-1]["state"] == "SUCCESS"
+    dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
+    assert (dataset["triples"], dataset["entities"], dataset["relations"]) == (2, 3, 1)
+    bad = env.http.post(
+        f"/kge/datasets/{dataset_id}/import?format=nt", content=b"<a> <b> .\nnot rdf\n"
+    )
+    last = env.finish(bad.json()["task"]["id"], timeout=60)[-1]
+    assert last["state"] == "FAILURE" and "line 1" in last["error"]["exception"]
+    assert "line 2" in last["error"]["exception"]
