@@ -90,3 +90,17 @@ helm-check: $(STAMP)
 # Everything, including the slow image test (builds and runs containers; minutes).
 test-deploy: $(STAMP) deploy-tools
 	$(BIN)/pytest -q -p no:cacheprovider -s tests/deploy
+
+# -- knowledge-graph embeddings (the `kge` extra: torch + PyKEEN, ~5 min to install; not in dev) -
+.PHONY: install-kge test-kge bench-kge
+# CPU torch first: this machine provides torch 2.13.0+cpu; a plain requirement pulls a CUDA build.
+install-kge: $(STAMP)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/python -c "import pykeen, hnswlib, rdflib" 2>/dev/null || $(BIN)/pip install -q -e '.[dev,kge]'
+
+# tests/kge are reported SKIPPED by `make test` unless the extra is installed; this runs them.
+test-kge: install-kge
+	$(BIN)/pytest -q -p no:cacheprovider tests/kge
+
+bench-kge: install-kge
+	$(BIN)/python bench/kge.py
