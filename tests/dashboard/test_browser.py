@@ -201,3 +201,19 @@ def test_reading_works_with_javascript_off(browser: Browser, dashboard: Dashboar
         expect(page.locator("#log-lines li")).to_have_count(3)
     finally:
         context.close()
+
+
+UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button')]
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+               && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map(e => e.outerHTML.slice(0, 80))"""
+
+
+def test_every_control_has_a_label(page: Page, dashboard: Dashboard) -> None:
+    page.goto("/ui/login")
+    assert page.evaluate(UNLABELLED) == []
+    sign_in(page, dashboard.admin_key)
+    for path in ("/ui/jobs", "/ui/kinds/demo.count", "/ui/kinds/demo.fail", "/ui/workers"):
+        page.goto(path)
+        assert page.evaluate(UNLABELLED) == [], path
