@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import platform
 import random
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -251,6 +252,8 @@ def main() -> None:
     report = {"jobs": args.jobs, "repeat": args.repeat, "machine": platform.machine(),
               "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
               "pages": results}  # fmt: skip
+    store.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # a million jobs take about 470 MB
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
