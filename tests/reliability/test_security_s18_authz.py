@@ -43,8 +43,15 @@ PUBLIC = {
     ("GET", "/swissai/{kind}/tasks/{task_id}/status"): "Swiss AI Center contract",
     ("POST", "/swissai/{kind}/compute"): "Swiss AI Center contract",
 }
+# Anonlink Entity Service compat: its own per-project tokens, not conveyor keys (a missing
+# project answers 403 so existence does not leak; creating a project needs no token, as in the
+# original). Bad tokens there must never give 2xx or 5xx.
+OWN_TOKENS = ("/api/v1/",)
+# Public in the original too: create a project, list project ids, status and version.
+OWN_TOKENS_PUBLIC = {("POST", "/api/v1/projects"), ("GET", "/api/v1/projects"),
+                     ("GET", "/api/v1/status"), ("GET", "/api/v1/version")}  # fmt: skip
 SINGLE_SCOPES = ("read", "submit", "work")
-COMPAT_TAGS = ("taskqueue", "allocation")
+COMPAT_TAGS = ("taskqueue", "allocation", "kge")
 COMPAT_EXAMPLES = 5
 
 
@@ -101,13 +108,41 @@ def _fill(path: str, job_id: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x"), path)
 
 
+class Answer:
+    """A status code, or 0 with the transport error (a reset means the server crashed)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        self.status_code, self.text = status, text
+
+
 def _request(client: httpx.Client, url: str, method: str, path: str, key: str | None,
-             job_id: str) -> httpx.Response:  # fmt: skip
-    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+             job_id: str, bearer: bool = True) -> Answer:  # fmt: skip
+    value = f"Bearer {key}" if bearer else str(key)
+    headers = {"Authorization": value} if key is not None else {}
     kw: dict[str, Any] = {"headers": headers, "params": {"job_id": job_id}}
     if method in ("POST", "PUT", "PATCH"):
         kw["json"] = {}  # a parseable body, so the verdict is about auth, not the body
-    return client.request(method, url + _fill(path, job_id), **kw)
+    try:
+        r = client.request(method, url + _fill(path, job_id), **kw)
+    except httpx.TransportError as exc:
+        return Answer(0, repr(exc))
+    return Answer(r.status_code, r.text)
+
+
+def _own_tokens(sources: Sources, url: str, operations: list[tuple[str, str]], job_id: str,
+                failures: list[str]) -> int:  # fmt: skip
+    """Operations with their own token scheme: bad tokens never reach 2xx or 5xx."""
+    cases = 0
+    for method, path in operations:
+        if (method, path) in OWN_TOKENS_PUBLIC:
+            continue
+        for token in (None, "forged-token", "0" * 48):
+            cases += 1
+            r = _request(sources.client(), url, method, path, token, job_id, bearer=False)
+            if r.status_code < 300 or r.status_code >= 500:
+                failures.append(f"{method} {path} with token {token!r}: {r.status_code}"
+                                f" {r.text[-160:]}")  # fmt: skip
+    return cases
 
 
 def test_every_operation_refuses_bad_credentials_and_wrong_scopes(
@@ -118,13 +153,16 @@ def test_every_operation_refuses_bad_credentials_and_wrong_scopes(
                      headers={"Authorization": f"Bearer {keys['admin']}"}, timeout=30)  # fmt: skip
     assert job.status_code == 201, job.text
     job_id = job.json()["id"]
-    operations = _operations(server, keys["admin"])
+    everything = _operations(server, keys["admin"])
+    own = [op for op in everything if op[1].startswith(OWN_TOKENS)]
+    operations = [op for op in everything if op not in own]
     assert len(operations) >= 40
     sources = Sources()
     failures: list[str] = []
     cases = 0
     scope_of: dict[str, str] = {}
     try:
+        cases += _own_tokens(sources, server.url, own, job_id, failures)
         for method, path in operations:
             label = f"{method} {path}"
             if path.endswith("/events"):
@@ -164,6 +202,7 @@ def test_every_operation_refuses_bad_credentials_and_wrong_scopes(
         failures.append(f"events stream without a key: {events.status_code}")
     record("S18 authz matrix", cases, len(failures),
            f"{len(operations)} operations x (no/wrong/forged/revoked key + 3 single scopes); "
+           f"{len(own)} linkage operations with bad project tokens (never 2xx/5xx); "
            f"{len(PUBLIC)} documented public operations; admin-only: "
            f"{sum(v == 'admin' for v in scope_of.values())}")  # fmt: skip
     assert not failures, "\n".join(failures)
@@ -244,6 +283,6 @@ def test_compat_apis_never_answer_5xx(secured: tuple[ApiServer, dict[str, str]])
         except Exception as exc:  # report every operation's failure together
             failures.append(f"{operation.label}: {exc}")
     record("S18 compat fuzzing", calls, len(failures),
-           f"schemathesis, {len(operations)} taskqueue/allocation operations, "
+           f"schemathesis, {len(operations)} taskqueue/allocation/kge operations, "
            f"{COMPAT_EXAMPLES} examples each, admin key; failure = status >= 500")  # fmt: skip
     assert not failures, "\n\n".join(failures)
