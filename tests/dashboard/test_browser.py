@@ -4,6 +4,8 @@ actions, download, sign out. Screenshots go to test-artifacts/dashboard/."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import Browser, Page, expect
 
 from conveyor.models import JobState
@@ -148,7 +150,13 @@ def test_read_only_key_sees_no_action_buttons(page: Page, dashboard: Dashboard) 
 
 
 def test_workers_page_and_sign_out(page: Page, dashboard: Dashboard) -> None:
+    job_id = dashboard.submit("noop")
+    dashboard.wait_state(job_id, JobState.SUCCEEDED)
     sign_in(page, dashboard.admin_key)
+    # The last hour is read back from the event feed and the panel refreshes itself.
+    finished = page.locator("#overview .stats li").nth(2)
+    expect(finished).to_have_text(re.compile(r"^[1-9]\d* finished in the last hour"))
+    expect(page.locator("#overview table.queues svg").first).to_be_visible()
     shot(page, "overview")
     page.goto("/ui/workers")
     expect(page.locator("tbody tr")).to_have_count(1)
