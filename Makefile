@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/pip install -q -e '.[dev]'
+	# The linkage tests drive the real anonlink-client, whose pins (pydantic<2, numpy<2,
+	# cryptography<41) clash with conveyor's: it gets a venv of its own, as a data holder's.
+	test -x $(VENV)/linkage-client/bin/anonlink || ($(PY) -m venv $(VENV)/linkage-client && \
+	  $(VENV)/linkage-client/bin/pip install -q anonlink-client==0.1.5 anonlink==0.15.3 \
+	  'recordlinkage>=0.16')
 	touch $(STAMP)
 
 install: $(STAMP)

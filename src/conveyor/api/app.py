@@ -46,6 +46,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api import routes
 
     routes.install(app)
+    # The entity-service API (optional `linkage` extra, anonlink) goes before taskqueue, whose
+    # discovery route `/api/{name}/{version}` would shadow `/api/v1/status`.
+    try:
+        from conveyor.api.compat import linkage
+    except ImportError:
+        linkage = None  # type: ignore[assignment]
+    if linkage is not None:
+        app.include_router(linkage.router)
     from conveyor.api.compat import taskqueue
 
     app.include_router(taskqueue.router)

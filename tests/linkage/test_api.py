@@ -1,0 +1,167 @@
+"""The entity-service API's answers to bad input, tokens and deletion (plain HTTP)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+import pytest
+
+from conveyor.models import JobFilter, JobState
+from tests.integration.harness import wait_for
+from tests.linkage.conftest import SCHEMA, Env
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def clks(n: int, size: int = 128, seed: int = 0) -> list[str]:
+    rng = __import__("random").Random(seed)
+    return [base64.b64encode(rng.randbytes(size)).decode() for _ in range(n)]
+
+
+def project(env: Env, result_type: str = "groups", **extra: Any) -> dict[str, Any]:
+    body = {"schema": json.loads(SCHEMA.read_text()), "result_type": result_type, **extra}
+    r = env.http.post("/api/v1/projects", json=body)
+    assert r.status_code == 201, r.text
+    creds: dict[str, Any] = r.json()
+    assert len(creds["update_tokens"]) == extra.get("number_parties", 2)
+    assert all(len(t) == 48 for t in [*creds["update_tokens"], creds["result_token"]])
+    return creds
+
+
+def test_status_version_and_listing(env: Env) -> None:
+    assert env.http.get("/api/v1/status").json()["status"] == "ok"
+    version = env.http.get("/api/v1/version").json()
+    assert set(version) == {"anonlink", "entityservice", "python"}
+    creds = project(env)
+    listed = env.http.get("/api/v1/projects").json()
+    assert [p["project_id"] for p in listed] == [creds["project_id"]]
+    assert env.http.get("/api/v1/status").json()["project_count"] == 1
+    r = env.http.get(f"/api/v1/projects/{creds['project_id']}",
+                     headers={"Authorization": creds["update_tokens"][1]})  # fmt: skip
+    assert r.json()["parties_contributed"] == 0 and r.json()["number_parties"] == 2
+
+
+def test_missing_project_or_run_and_bad_token_are_403(env: Env) -> None:
+    creds = project(env)
+    pid, token = creds["project_id"], creds["result_token"]
+    for path in (f"/api/v1/projects/{'0' * 48}", f"/api/v1/projects/{pid}",
+                 f"/api/v1/projects/{pid}/runs/{'1' * 48}/status"):  # fmt: skip
+        assert env.http.get(path, headers={"Authorization": "wrong"}).status_code == 403, path
+    r = env.http.get(f"/api/v1/projects/{pid}/runs/{'1' * 48}/status",
+                     headers={"Authorization": token})  # fmt: skip
+    assert r.status_code == 403
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert env.http.get(f"/api/v1/projects/{'0' * 48}/runs",
+                        headers={"Authorization": token}).status_code == 403  # fmt: skip
+
+
+def test_bad_uploads_and_thresholds_are_400_and_token_reuse_403(env: Env) -> None:
+    creds = project(env)
+    pid, (t0, t1) = creds["project_id"], creds["update_tokens"]
+    url = f"/api/v1/projects/{pid}/clks"
+    cases = [
+        ({"clks": clks(3, 128)[:2] + clks(1, 64)}, "same size"),
+        ({"clks": clks(3, 64)}, "expects 128 bytes"),  # the schema says 1024 bits
+        ({"clks": ["not base64!!"]}, "not valid base64"),
+        ({"clks": []}, "empty"),
+        ({"nothing": 1}, "'clks'"),
+    ]
+    for body, message in cases:
+        r = env.http.post(url, json=body, headers={"Authorization": t0})
+        assert r.status_code == 400, (body, r.text)
+        assert message in r.json()["detail"], r.json()
+    r = env.http.post(url, content=b"{nope", headers={"Authorization": t0})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    assert env.http.post(url, json={"clks": clks(2)}).status_code == 401
+
+    ok = env.http.post(url, json={"clks": clks(5)}, headers={"Authorization": t0})
+    assert ok.status_code == 201 and ok.json()["message"] == "Updated"
+    again = env.http.post(url, json={"clks": clks(5)}, headers={"Authorization": t0})
+    assert again.status_code == 403
+    assert again.json()["detail"] == "This token has already been used to upload clks."
+
+    binary = b"".join(base64.b64decode(c) for c in clks(4, seed=1))
+    r = env.http.post(f"/api/v1/projects/{pid}/binaryclks", content=binary[:-1],
+                      headers={"Authorization": t1, "Hash-Count": "4", "Hash-Size": "128",
+                               "Content-Type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 400 and "Hash-Count" in r.json()["detail"]
+    r = env.http.post(f"/api/v1/projects/{pid}/binaryclks", content=binary,
+                      headers={"Authorization": t1, "Hash-Count": "4", "Hash-Size": "128",
+                               "Content-Type": "application/octet-stream"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert len(r.json()["receipt_token"]) == 48
+
+    runs = f"/api/v1/projects/{pid}/runs"
+    auth = {"Authorization": creds["result_token"]}
+    for threshold in (0, -0.1, 1.5, "high", None):
+        r = env.http.post(runs, json={"threshold": threshold}, headers=auth)
+        assert r.status_code == 400 and "threshold" in r.json()["detail"], threshold
+    r = env.http.post(runs, json={"threshold": 1.0, "name": "edge"}, headers=auth)
+    assert r.status_code == 201 and r.json()["threshold"] == 1.0
+
+
+def test_project_validation_and_external_upload_error(env: Env) -> None:
+    r = env.http.post("/api/v1/projects", json={"schema": {}, "result_type": "permutations",
+                                                "number_parties": 3})  # fmt: skip
+    assert r.status_code == 400 and "groups" in r.json()["detail"]
+    r = env.http.post("/api/v1/projects", json={"schema": {}, "result_type": "nope"})
+    assert r.status_code == 400
+    creds = project(env)
+    r = env.http.get(f"/api/v1/projects/{creds['project_id']}/authorize-external-upload",
+                     headers={"Authorization": creds["update_tokens"][0]})  # fmt: skip
+    assert r.status_code == 500 and "cannot issue temporary" in r.json()["detail"]
+
+
+def test_run_waits_for_clks_then_result_404_until_complete(env: Env) -> None:
+    creds = project(env, number_parties=3)
+    pid, auth = creds["project_id"], {"Authorization": creds["result_token"]}
+    run = env.http.post(f"/api/v1/projects/{pid}/runs", json={"threshold": 0.8}, headers=auth)
+    run_id = run.json()["run_id"]
+    base = f"/api/v1/projects/{pid}/runs/{run_id}"
+    status = env.http.get(f"{base}/status", headers=auth).json()
+    assert status["state"] == "created"
+    assert status["current_stage"]["description"] == "waiting for CLKs"
+    env.http.post(f"/api/v1/projects/{pid}/clks", json={"clks": clks(3)},
+                  headers={"Authorization": creds["update_tokens"][0]})  # fmt: skip
+    progress = env.http.get(f"{base}/status", headers=auth).json()["current_stage"]["progress"]
+    assert progress["absolute"] == 1 and progress["relative"] == pytest.approx(1 / 3)
+    r = env.http.get(f"{base}/result", headers=auth)
+    assert r.status_code == 404 and r.json()["detail"] == "run is not complete"
+    listed = env.http.get(f"/api/v1/projects/{pid}/runs", headers=auth).json()
+    assert listed == [{"run_id": run_id, "time_added": status["time_added"], "state": "created"}]
+
+
+def test_deleting_a_running_run_cancels_its_sub_jobs(env: Env) -> None:
+    creds = project(env)
+    pid, auth = creds["project_id"], {"Authorization": creds["result_token"]}
+    # 6,000 x 6,000 = 36M comparisons in 120 chunks: far from done when deleted.
+    for n, token in enumerate(creds["update_tokens"]):
+        r = env.http.post(f"/api/v1/projects/{pid}/clks", json={"clks": clks(6000, seed=n)},
+                          headers={"Authorization": token})  # fmt: skip
+        assert r.status_code == 201
+    run_id = env.http.post(f"/api/v1/projects/{pid}/runs", json={"threshold": 0.9},
+                           headers=auth).json()["run_id"]  # fmt: skip
+    tag = f"linkage-run:{run_id}"
+    env.worker("--concurrency", "2")
+    wait_for(lambda: env.store.list_jobs(JobFilter(tag=tag, state=[JobState.SUCCEEDED])).jobs,
+             timeout=60)  # fmt: skip
+    status = env.http.get(f"/api/v1/projects/{pid}/runs/{run_id}/status", headers=auth).json()
+    assert status["state"] == "running" and status["current_stage"]["number"] == 2
+    assert 0 < status["current_stage"]["progress"]["absolute"] < 36_000_000
+    assert env.http.delete(f"/api/v1/projects/{pid}/runs/{run_id}", headers=auth).status_code == 204
+
+    def settled() -> bool:
+        jobs = env.store.list_jobs(JobFilter(tag=tag), limit=500).jobs
+        return all(j.state.is_final for j in jobs)
+
+    wait_for(settled, timeout=30)
+    jobs = env.store.list_jobs(JobFilter(tag=tag), limit=500).jobs
+    states = [j.state for j in jobs]
+    assert states.count(JobState.CANCELLED) > len(jobs) // 2
+    assert not any(j.kind == "linkage.solve" for j in jobs)
+    r = env.http.get(f"/api/v1/projects/{pid}/runs/{run_id}/status", headers=auth)
+    assert r.status_code == 403
+    assert os.environ.get("CONVEYOR_LINKAGE_CHUNK_COMPARISONS") == "300000"
