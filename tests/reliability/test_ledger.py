@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,30 +21,15 @@ from conveyor.models import JobFilter, JobState, NewJob
 from conveyor.service import Service
 from conveyor.storage import open_storage
 from conveyor.store import open_store
-from tests.backends import BACKENDS, Backend
+from tests.backends import Backend
 from tests.integration.harness import children, start_worker, stop, wait_for, worker_env
 from tests.integration.ledger import check
+from tests.reliability.conftest import SQLITE_IN_PR, STORES
 from tests.reliability.fault_results import record_fault_run
 
 pytestmark = pytest.mark.timeout(600)
 N = 2000
 LEASE_S, SWEEP_S = 4.0, 0.5
-STORES = [pytest.param(b, id=b.name, marks=b.marks) for b in BACKENDS if b.shared]
-# The fault-free baseline on the server stores adds a minute to `make test` and proves less than
-# the kill storm on the same stores, so it runs in the nightly tier only.
-NIGHTLY = (pytest.mark.soak,)
-BASELINE_STORES = [
-    pytest.param(b, id=b.name, marks=(*b.marks, *(() if b.name == "sqlite" else NIGHTLY)))
-    for b in BACKENDS
-    if b.shared
-]
-
-
-@pytest.fixture
-def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    backend: Backend = request.param
-    with backend.prepare(request, tmp_path) as ready:
-        yield ready
 
 
 def run_jobs(
@@ -72,7 +56,7 @@ def all_finished(service: Service) -> bool:
     return not waiting.jobs
 
 
-@pytest.mark.parametrize("shared_backend", BASELINE_STORES, indirect=True)
+@pytest.mark.parametrize("shared_backend", SQLITE_IN_PR, indirect=True)
 def test_s1_baseline_no_faults(shared_backend: Backend, tmp_path: Path) -> None:
     service, ids, ledger = run_jobs(shared_backend, tmp_path, ms=1)
     home = tmp_path / "home"
