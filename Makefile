@@ -66,6 +66,10 @@ bench-pg-claims: $(STAMP)
 bench-peers: $(STAMP)
 	bash bench/peers/run.sh
 
+# The HTTP API: single and batched submits, latency through SSE, 500 SSE watchers.
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
+
 clean:
 	rm -rf $(VENV) .conveyor site .mypy_cache .ruff_cache
 
