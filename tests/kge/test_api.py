@@ -278,3 +278,53 @@ def test_import_ntriples_file_through_a_job(env: Env) -> None:
     last = env.finish(bad.json()["task"]["id"], timeout=60)[-1]
     assert last["state"] == "FAILURE" and "line 1" in last["error"]["exception"]
     assert "line 2" in last["error"]["exception"]
+
+
+def test_python_client_runs_kge_train_as_an_ordinary_job(env: Env, tmp_path: Path) -> None:
+    """The tutorial's Python-client path: submit `kge.train` with the triples file, follow
+    its progress events, download the vectors."""
+    import json
+
+    import conveyor
+
+    tsv = tmp_path / "nations.tsv"
+    tsv.write_text("".join(f"{s}\t{p}\t{o}\n" for s, p, o in nations()))
+    client = conveyor.Client(str(env.http.base_url))
+    job = client.submit(
+        "kge.train",
+        {"model": "ComplEx", "embedding_size": 8, "max_epochs": 3, "learning_rate": 0.02},
+        files={"triples.tsv": tsv},
+    )
+    job = client.wait(job.id, timeout=120)
+    assert job.state is JobState.SUCCEEDED, job.error
+    assert job.result is not None and job.result["epochs"] == 3
+    epochs = [e.data["current"] for e in client.events(job.id) if e.type == "progress"]
+    assert epochs == sorted(epochs) and epochs[-1] == 3
+    vectors = np.load(
+        client.download(job.id, "entity_embeddings.npy", tmp_path), allow_pickle=False
+    )
+    entities = json.loads(client.download(job.id, "entities.json", tmp_path).read_text())
+    assert vectors.shape == (14, 16) and len(entities) == 14  # complex: [real, imaginary]
+    client.close()
+
+
+def test_worker_child_killed_mid_training_is_retried_and_completes(env: Env) -> None:
+    import os
+    import signal
+
+    from tests.integration.harness import children
+
+    dataset_id = env.dataset("killed", nations())
+    algorithm_id = env.algorithm(model="TransE", embedding_size=8, max_epochs=40)
+    r = env.http.post(f"/kge/datasets/{dataset_id}/train", params={"algorithm_id": algorithm_id})
+    task_id = r.json()["task"]["id"]
+    wait_for(lambda: env.task(task_id).get("progress", {}).get("current", 0) >= 2, 120, 0.05)
+    busy = wait_for(lambda: children(env.worker.pid), 10)
+    for pid in busy:  # the child training the job dies; the supervisor holds the lease
+        os.kill(pid, signal.SIGKILL)
+    seen = env.finish(task_id, timeout=150)
+    assert seen[-1]["state"] == "SUCCESS", seen[-1]
+    job = env.store.get(task_id)
+    assert job.attempt == 2 and job.result is not None and job.result["epochs"] == 40
+    dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
+    assert dataset["status"] == "trained"

@@ -41,6 +41,9 @@ class TrainInput(Algorithm):
     test_fraction: float = Field(0.1, ge=0, le=0.5, description="Held out for MRR/Hits@10.")
     max_test_triples: int = Field(2000, ge=1, le=100_000)
     seed: int = Field(42, ge=0, le=2**31 - 1)
+    threads: int = Field(
+        1, ge=1, le=64, description="torch threads; 1 suits a worker with one child per core."
+    )
 
 
 class Metrics(BaseModel):
