@@ -276,7 +276,7 @@ class Authenticator:
 
 def authenticator(request: Request) -> Authenticator:
     auth: Authenticator | None = getattr(request.app.state, "auth", None)
-    if auth is None:
+    if auth is None or auth.store is not request.app.state.service.store:  # app restarted
         bind_host = getattr(request.app.state, "bind_host", None)
         auth = Authenticator(request.app.state.service.store, bind_host)
         request.app.state.auth = auth

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 def hub(request: Request) -> sse.FeedHub:
     """The app's one feed follower, made on first use."""
     found: sse.FeedHub | None = getattr(request.app.state, "feed_hub", None)
-    if found is None:
+    if found is None or found.store is not request.app.state.service.store:  # app restarted
         found = sse.FeedHub(request.app.state.service.store)
         request.app.state.feed_hub = found
     return found
