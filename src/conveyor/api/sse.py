@@ -43,7 +43,7 @@ def is_final(event: JobEvent) -> bool:
 class FeedHub:
     """Follows the store's feed while there are watchers; delivers events per job."""
 
-    def __init__(self, store: Store, interval: float = 0.005, batch: int = 1000) -> None:
+    def __init__(self, store: Store, interval: float = 0.002, batch: int = 1000) -> None:
         self.store = store
         self.interval = interval
         self.batch = batch
@@ -76,7 +76,7 @@ class FeedHub:
 
     async def _follow(self) -> None:
         idle = 0
-        while idle < 100:  # stop after ~1 s without watchers; the next watcher restarts it
+        while idle < 250:  # stop after ~0.5 s without watchers; the next watcher restarts it
             if not self._watchers:
                 idle += 1
                 await asyncio.sleep(self.interval)
