@@ -59,7 +59,8 @@ class Podman:
 
     def __post_init__(self) -> None:
         # Run state goes on /run (cleared at boot, as podman expects); storage is cached.
-        self.run_dir = Path("/run/conveyor-deploy-podman")
+        runtime = Path("/run") if os.access("/run", os.W_OK) else self.home
+        self.run_dir = runtime / "conveyor-deploy-podman"
         self.home.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.containers_conf = self.home / "containers.conf"
