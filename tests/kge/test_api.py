@@ -328,3 +328,27 @@ def test_worker_child_killed_mid_training_is_retried_and_completes(env: Env) -> 
     assert job.attempt == 2 and job.result is not None and job.result["epochs"] == 40
     dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
     assert dataset["status"] == "trained"
+
+
+def test_triples_body_formats(env: Env) -> None:
+    dataset_id = env.dataset("formats")
+    plain = env.http.post(f"/kge/datasets/{dataset_id}/triples", content=b"a\tb\tc\n")
+    assert plain.status_code == 202, plain.text  # no content type: tab-separated lines
+    nt = env.http.post(
+        f"/kge/datasets/{dataset_id}/triples",
+        content=b"<http://x/a> <http://x/p> <http://x/d> .\n",
+        headers={"content-type": "application/n-triples"},
+    )
+    assert nt.status_code == 202, nt.text
+    broken = env.http.post(
+        f"/kge/datasets/{dataset_id}/triples", content=b'{"triples": [',
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["detail"]
+    bad_json = env.http.post(
+        f"/kge/datasets/{dataset_id}/triples",
+        json={"triples": [{"subject": {"value": "a"}, "predicate": {"value": "b"}}]},
+    )
+    assert bad_json.status_code == 400 and bad_json.json()["lines"][0]["line"] == 1
+    dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
+    assert (dataset["triples"], dataset["entities"]) == (2, 4)

@@ -11,6 +11,7 @@ labels in the API process (see `conveyor.kinds.kge.vectors`), not Elasticsearch.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import numpy as np
@@ -179,11 +180,6 @@ async def delete_dataset(dataset_id: int, service: ServiceDep, _: Submitter) -> 
 
 async def _triples(request: Request) -> list[tuple[str, str, str]]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in ("", "application/json"):
-        data = await read_json(request, MAX_BODY)
-        if not isinstance(data, dict) or "triples" not in data:
-            raise TriplesError([(0, 'the body must be {"triples": [...]}')])
-        return parse_json(data["triples"])
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
@@ -195,7 +191,17 @@ async def _triples(request: Request) -> list[tuple[str, str, str]]:
         raise TriplesError([(0, "the body is not UTF-8")]) from None
     if kind == "application/n-triples":
         return (await run_in_threadpool(parse_rdf, text, "nt"))[0]
-    return parse_tsv(text)  # text/tab-separated-values, text/plain
+    if kind in ("text/tab-separated-values", "text/plain"):
+        return parse_tsv(text)
+    if kind == "application/json" or text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TriplesError([(exc.lineno, f"not valid JSON: {exc.msg}")]) from None
+        if not isinstance(data, dict) or "triples" not in data:
+            raise TriplesError([(0, 'the body must be {"triples": [...]}')])
+        return parse_json(data["triples"])
+    return parse_tsv(text)  # no (or another) content type and not JSON: tab-separated lines
 
 
 @router.post("/datasets/{dataset_id}/triples", status_code=202, summary="Add triples")
