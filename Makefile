@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck pytest soak docs bench bench-peers bench-pg-claims clean install
+.PHONY: chaos
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -49,6 +50,15 @@ pytest: $(STAMP)
 # Long suites (fault soak, nightly reliability tiers): not part of `make test`.
 soak: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m soak
+
+# Reliability suite, nightly tier: every fault scenario in tests/reliability including the soak
+# ones (S10 needs root for `ip netns`, and socat); each writes its row to
+# bench/results/reliability.json, rendered into docs/reliability.md even when a scenario fails.
+chaos: $(STAMP)
+	command -v socat >/dev/null || ! command -v apt-get >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q socat iproute2)
+	CHAOS_TIER=nightly $(BIN)/pytest -q -p no:cacheprovider -m "not image" tests/reliability; \
+	  status=$$?; $(BIN)/python bench/reliability_table.py; exit $$status
 
 test: lint typecheck pytest
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,12 +47,18 @@ def worker_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def start_worker(
-    store_url: str, home: Path, *args: str, env: dict[str, str] | None = None
+    store_url: str,
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
+    """Start `conveyor worker`; `prefix` wraps the command (e.g. `ip netns exec <ns>`, which
+    execs, so the returned process is still the supervisor itself)."""
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / f"worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "worker", "--store", store_url, "--log-level",
+        [*prefix, sys.executable, "-m", "conveyor", "worker", "--store", store_url, "--log-level",
          "warning", *args],
         env=env or worker_env(home),
         stdout=log,
