@@ -272,8 +272,20 @@ def test_import_ntriples_file_through_a_job(env: Env) -> None:
     assert env.finish(r.json()["task"]["id"], timeout=60)[-1]["state"] == "SUCCESS"
     dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
     assert (dataset["triples"], dataset["entities"], dataset["relations"]) == (2, 3, 1)
+    # train briefly: label search finds alice by her imported rdfs:label, bob by his URI
+    algorithm_id = env.algorithm(model="TransE", embedding_size=4, max_epochs=2, batch_size=2)
+    r = env.http.post(f"/kge/datasets/{dataset_id}/train", params={"algorithm_id": algorithm_id})
+    assert env.finish(r.json()["task"]["id"], timeout=90)[-1]["state"] == "SUCCESS"
+    alice = env.http.post(f"/kge/datasets/{dataset_id}/suggest_name", json={"input": "ali"})
+    assert alice.json() == [
+        {"text": "Alice", "entity": {"label": "Alice", "alt_label": [], "description": "",
+                                     "entity": f"{ex}alice"}}
+    ]  # fmt: skip
+    bob = env.http.post(f"/kge/datasets/{dataset_id}/suggest_name", json={"input": "bo"})
+    assert [s["entity"]["entity"] for s in bob.json()] == [f"{ex}bob"]
     bad = env.http.post(
-        f"/kge/datasets/{dataset_id}/import?format=nt", content=b"<a> <b> .\nnot rdf\n"
+        f"/kge/datasets/{dataset_id}/import?format=nt&ignore_status=true",
+        content=b"<a> <b> .\nnot rdf\n",
     )
     last = env.finish(bad.json()["task"]["id"], timeout=60)[-1]
     assert last["state"] == "FAILURE" and "line 1" in last["error"]["exception"]

@@ -6,7 +6,8 @@ defects fixed: `train` takes `algorithm_id=` and the documented `algorithm=`; `D
 triples errors list every malformed line; state lives in the store, not in one process.
 Task states are Celery's words: PENDING (queued/scheduled), STARTED, SUCCESS, FAILURE,
 REVOKED (cancelled). Label search (`suggest_name`) is SQLite FTS5 over the trained entities'
-labels in the API process (see `conveyor.kinds.kge.vectors`), not Elasticsearch.
+labels (imported `rdfs:label`s, and words made from the URIs) in the API process (see
+`conveyor.kinds.kge.vectors`), not Elasticsearch.
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ async def _triples(request: Request) -> list[tuple[str, str, str]]:
     except UnicodeDecodeError:
         raise TriplesError([(0, "the body is not UTF-8")]) from None
     if kind == "application/n-triples":
-        return (await run_in_threadpool(parse_rdf, text, "nt"))[0]
+        triples, _, _ = await run_in_threadpool(parse_rdf, text, "nt")
+        return triples
     if kind in ("text/tab-separated-values", "text/plain"):
         return parse_tsv(text)
     if kind == "application/json" or text.lstrip().startswith("{"):
@@ -275,7 +277,8 @@ def _trained(service: Service, dataset_id: int, indexed: bool = False) -> vector
         raise ds.Conflict(f"dataset {dataset_id} is not trained")
     if indexed and record["index_job"] is None:
         raise ds.Conflict(f"dataset {dataset_id} has no index; POST .../generate_index first")
-    return vectors.load(service.storage, record["model_job"], record["index_job"])
+    labels = ds.labels(service, dataset_id)
+    return vectors.load(service.storage, record["model_job"], record["index_job"], labels)
 
 
 def _embeddings(service: Service, dataset_id: int, names: list[str]) -> dict[str, Any]:
@@ -348,7 +351,7 @@ def _suggest(service: Service, dataset_id: int, text: str) -> list[dict[str, Any
     model = _trained(service, dataset_id)
     out = []
     for entity in model.suggest(text):
-        label = vectors.label_of(entity)
+        label = model.label(entity)
         info = {"label": label, "alt_label": [], "description": "", "entity": entity}
         out.append({"text": label, "entity": info})
     return out

@@ -9,6 +9,7 @@ dataset's status never depends on a web process having seen the job finish.
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 from conveyor import errors
@@ -50,6 +51,29 @@ def _new_id(service: Service, collection: str) -> int:
 
 def triples_key(dataset_id: int) -> str:
     return f"kge/datasets/{dataset_id}/{m.TRIPLES_FILE}"
+
+
+def labels_key(dataset_id: int) -> str:
+    return f"kge/datasets/{dataset_id}/{m.LABELS_FILE}"
+
+
+def labels(service: Service, dataset_id: int) -> dict[str, str]:
+    """The dataset's entity labels (from imported `rdfs:label`/`skos:prefLabel`), or {}."""
+    try:
+        found = json.loads(b"".join(service.storage.read(labels_key(dataset_id))))
+    except (errors.ConveyorError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _merge_labels(service: Service, dataset_id: int, job_id: str) -> None:
+    try:
+        new = json.loads(b"".join(service.storage.read(job_key(job_id, "out", m.LABELS_FILE))))
+    except (errors.ConveyorError, ValueError):
+        return  # the import found no labels file to add
+    if isinstance(new, dict) and new:
+        merged = {**labels(service, dataset_id), **new}
+        service.storage.write(labels_key(dataset_id), [json.dumps(merged).encode()])
 
 
 # -- algorithms ------------------------------------------------------------------------------
@@ -270,6 +294,7 @@ def refresh(service: Service, record: dict[str, Any]) -> dict[str, Any]:
         record.update(status=INDEXED, index_job=job.id)
     elif ok and job is not None and task["op"] == "import" and job.id not in record["imported"]:
         record["imported"].append(job.id)
+        _merge_labels(service, record["id"], job.id)
         data = b"".join(service.storage.read(job_key(job.id, "out", m.TRIPLES_FILE)))
         return _append(service, record, parse_tsv(data.decode("utf-8")))
     elif task["op"] == "train":  # failed or cancelled: no partial model is ever served

@@ -18,6 +18,7 @@ ENTITY_VECTORS = "entity_embeddings.npy"
 RELATION_VECTORS = "relation_embeddings.npy"
 MODEL_FILE = "model.json"
 INDEX_FILE = "index.hnsw"
+LABELS_FILE = "labels.json"
 
 
 class Algorithm(BaseModel):
@@ -101,4 +102,5 @@ class ImportInput(BaseModel):
 
 class ImportOutput(BaseModel):
     triples: int
+    labels: int
     skipped_literals: int

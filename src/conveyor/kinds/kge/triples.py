@@ -71,9 +71,16 @@ def parse_json(items: Any) -> list[Triple]:
     return found
 
 
-def parse_rdf(text: str, fmt: str) -> tuple[list[Triple], int]:
-    """Entity triples of an N-Triples (`nt`) or Turtle document, and how many literal-object
-    triples were skipped (labels are not graph edges). Bad N-Triples lines are all reported."""
+LABELS = (
+    "http://www.w3.org/2000/01/rdf-schema#label",
+    "http://www.w3.org/2004/02/skos/core#prefLabel",
+)
+
+
+def parse_rdf(text: str, fmt: str) -> tuple[list[Triple], dict[str, str], int]:
+    """Entity triples of an N-Triples (`nt`) or Turtle document, the entities' labels
+    (`rdfs:label` / `skos:prefLabel`, English or untagged preferred), and how many literal-object
+    triples were left out of the graph. Bad N-Triples lines are all reported."""
     import rdflib
 
     graph = rdflib.Graph()
@@ -84,14 +91,19 @@ def parse_rdf(text: str, fmt: str) -> tuple[list[Triple], int]:
             raise TriplesError(_bad_nt_lines(text) or [(0, _first(exc))]) from None
         raise TriplesError([(0, f"not valid {fmt}: {_first(exc)}")]) from None
     found: list[Triple] = []
+    labels: dict[str, tuple[int, str]] = {}
     literals = 0
     for s, p, o in graph:
         if isinstance(o, rdflib.Literal):
             literals += 1
+            if str(p) in LABELS and str(o).strip():
+                rank = 0 if o.language in (None, "en") else 1  # English/untagged first
+                if str(s) not in labels or rank < labels[str(s)][0]:
+                    labels[str(s)] = (rank, str(o).strip()[:500])
             continue
         found.append((str(s), str(p), str(o)))
     found.sort()
-    return found, literals
+    return found, {entity: label for entity, (_, label) in sorted(labels.items())}, literals
 
 
 def to_tsv(triples: Iterable[Sequence[str]]) -> str:

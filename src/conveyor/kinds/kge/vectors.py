@@ -43,8 +43,15 @@ def label_of(entity: str) -> str:
 class Trained:
     """One trained model's entity vectors, and its HNSW index when one was built."""
 
-    def __init__(self, entities: list[str], vectors: np.ndarray[Any, Any], index: Any) -> None:
+    def __init__(
+        self,
+        entities: list[str],
+        vectors: np.ndarray[Any, Any],
+        index: Any,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.entities = entities
+        self.labels = labels or {}
         self.position = {name: i for i, name in enumerate(entities)}
         self.vectors = vectors
         self.index = index
@@ -89,23 +96,30 @@ class Trained:
         best = best[np.argsort(distances[best], kind="stable")]
         return [(float(distances[i]), self.entities[int(i)]) for i in best]
 
+    def label(self, entity: str) -> str:
+        """The imported label, else words made from the URI."""
+        return self.labels.get(entity) or label_of(entity)
+
     def suggest(self, text: str, limit: int = 10) -> list[str]:
-        """Entities whose label has words starting with every word of `text` (FTS5 prefix)."""
+        """Entities whose label (imported, or made from the URI) has words starting with every
+        word of `text` (FTS5 prefix queries)."""
         words = re.findall(r"\w+", text.lower())
         if not words:
             return []
         with self._lock:
             if self._labels is None:
                 self._labels = sqlite3.connect(":memory:", check_same_thread=False)
-                self._labels.execute("CREATE VIRTUAL TABLE labels USING fts5(label, entity)")
+                self._labels.execute(
+                    "CREATE VIRTUAL TABLE labels USING fts5(label, uri_words, entity UNINDEXED)"
+                )
                 self._labels.executemany(
-                    "INSERT INTO labels VALUES (?, ?)",
-                    ((label_of(e), e) for e in self.entities),
+                    "INSERT INTO labels VALUES (?, ?, ?)",
+                    ((self.labels.get(e, ""), label_of(e), e) for e in self.entities),
                 )
             query = " ".join(f'"{w}"*' for w in words)
             found = self._labels.execute(
                 "SELECT entity FROM labels WHERE labels MATCH ? ORDER BY rank LIMIT ?",
-                (f"label: ({query})", limit),
+                (f"{{label uri_words}}: ({query})", limit),
             ).fetchall()
         return [str(row[0]) for row in found]
 
@@ -114,8 +128,14 @@ _cache: OrderedDict[tuple[str, str | None], Trained] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def load(storage: BlobStorage, model_job: str, index_job: str | None) -> Trained:
-    """The trained model of `model_job` (with `index_job`'s index), cached."""
+def load(
+    storage: BlobStorage,
+    model_job: str,
+    index_job: str | None,
+    labels: dict[str, str] | None = None,
+) -> Trained:
+    """The trained model of `model_job` (with `index_job`'s index and the dataset's labels as
+    they are at first load), cached."""
     key = (model_job, index_job)
     with _cache_lock:
         if key in _cache:
@@ -134,7 +154,7 @@ def load(storage: BlobStorage, model_job: str, index_job: str | None) -> Trained
             storage.download(job_key(index_job, "out", m.INDEX_FILE), folder / "i.hnsw")
             index = hnswlib.Index(space="l2", dim=int(vectors.shape[1]))
             index.load_index(str(folder / "i.hnsw"), max_elements=len(entities))
-    trained = Trained(entities, vectors, index)
+    trained = Trained(entities, vectors, index, labels)
     with _cache_lock:
         _cache[key] = trained
         while len(_cache) > CACHE_SIZE:
