@@ -5,7 +5,8 @@ serves every command the image is started with:
 
 - `api` / `up`: `GET /healthz` on the port the process listens on answers 200.
 - `worker`: this supervisor's heartbeat in the store (`conveyor workers --json`, matched by
-  host name and pid) is younger than `CONVEYOR_HEALTH_STALE_S` (default: 60 s).
+  host name and pid) is younger than `CONVEYOR_HEALTH_STALE_S` (default: 60 s), or, when
+  that record lags behind, the supervisor still renews a lease it holds on a running job.
 - anything else (`db migrate`, `keys`, one-shot commands): healthy while it runs.
 """
 
@@ -57,21 +58,48 @@ def check_http(args: list[str]) -> str | None:
         return f"{url}: {exc}"
 
 
-def check_worker(pid: int) -> str | None:
-    """None if this worker's last heartbeat in the store is fresh, else the reason."""
-    stale_s = float(os.environ.get("CONVEYOR_HEALTH_STALE_S", "60"))
+def conveyor_json(*args: str) -> object:
+    """The JSON a `conveyor ... --json` command prints; `RuntimeError` if it fails."""
     done = subprocess.run(
-        ["conveyor", "workers", "--json"], capture_output=True, text=True, timeout=20, check=False
+        ["conveyor", *args, "--json"], capture_output=True, text=True, timeout=20, check=False
     )
     if done.returncode != 0:
-        return f"`conveyor workers` failed: {done.stderr.strip()[-300:]}"
-    host = socket.gethostname()
-    mine = [w for w in json.loads(done.stdout) if w.get("host") == host and w.get("pid") == pid]
-    if not mine:
-        return f"no heartbeat from worker {host}:{pid} in the store"
-    seen = datetime.fromisoformat(str(mine[0]["last_seen"]).replace("Z", "+00:00"))
-    age = (datetime.now(UTC) - seen).total_seconds()
-    return None if age <= stale_s else f"last heartbeat {age:.0f}s ago (limit {stale_s:.0f}s)"
+        raise RuntimeError(f"`conveyor {' '.join(args)}` failed: {done.stderr.strip()[-300:]}")
+    return json.loads(done.stdout)
+
+
+def age_s(timestamp: str) -> float:
+    """Seconds since an ISO timestamp (negative: in the future)."""
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - moment).total_seconds()
+
+
+def holds_live_lease(worker_id: str) -> bool:
+    """True if the worker owns an unexpired lease: it is renewing its running jobs."""
+    page = conveyor_json("jobs", "list", "--state", "running", "--limit", "1000")
+    jobs = page.get("jobs", []) if isinstance(page, dict) else []
+    return any(
+        (j.get("lease") or {}).get("owner") == worker_id and age_s(j["lease"]["expires_at"]) < 0
+        for j in jobs
+    )
+
+
+def check_worker(pid: int) -> str | None:
+    """None if this worker's heartbeat in the store is fresh, else the reason."""
+    stale_s = float(os.environ.get("CONVEYOR_HEALTH_STALE_S", "60"))
+    try:
+        workers = conveyor_json("workers")
+        host = socket.gethostname()
+        found = workers if isinstance(workers, list) else []
+        mine = [w for w in found if w.get("host") == host and w.get("pid") == pid]
+        if not mine:
+            return f"no heartbeat from worker {host}:{pid} in the store"
+        age = age_s(str(mine[0]["last_seen"]))
+        if age <= stale_s or holds_live_lease(str(mine[0]["id"])):
+            return None
+    except (RuntimeError, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+        return str(exc)
+    return f"last heartbeat {age:.0f}s ago (limit {stale_s:.0f}s) and no live lease"
 
 
 def main() -> int:
