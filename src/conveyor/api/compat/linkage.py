@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import logging
 import platform
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import Field
@@ -45,6 +47,46 @@ class LinkageSettings(BaseSettings):
     chunk_comparisons: int = Field(
         plan.DEFAULT_AIM, ge=1000, description="Comparisons per chunk sub-job (aimed at)."
     )
+    rate_limit: float = Field(
+        0.0, ge=0, description="Requests per second per client (0: no limit); past it, 503."
+    )
+
+
+class RateLimiter:
+    """A token bucket per client (its token, else its address), as the original's nginx
+    limit: past the rate the API answers 503 and the client retries with backoff."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, max(1.0, rate)
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            level, at = self.buckets.get(client, (self.burst, now))
+            level = min(self.burst, level + (now - at) * self.rate)
+            if len(self.buckets) > 10_000:  # forget idle clients
+                self.buckets.clear()
+            if level < 1.0:
+                self.buckets[client] = (level, now)
+                return False
+            self.buckets[client] = (level - 1.0, now)
+            return True
+
+
+async def rate_limit(request: Request) -> None:
+    """503 (`Retry-After: 1`) once a client goes past `CONVEYOR_LINKAGE_RATE_LIMIT`."""
+    limiter: RateLimiter | None = getattr(request.app.state, "linkage_limiter", None)
+    if limiter is None:
+        limiter = RateLimiter(LinkageSettings().rate_limit)
+        request.app.state.linkage_limiter = limiter
+    if limiter.rate <= 0:
+        return
+    client = _token(request) or (request.client.host if request.client else "-")
+    if not limiter.allow(client):
+        raise HTTPException(503, "Rate limit exceeded: try again later",
+                            headers={"Retry-After": "1"})  # fmt: skip
 
 
 def _for_app(app: FastAPI) -> Linkage | None:
@@ -88,8 +130,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
 
 
-router = APIRouter(prefix="/api/v1", tags=["linkage (Anonlink Entity Service API)"],
-                   lifespan=lifespan)  # fmt: skip
+router = APIRouter(
+    prefix="/api/v1",
+    tags=["linkage (Anonlink Entity Service API)"],
+    lifespan=lifespan,
+    dependencies=[Depends(rate_limit)],
+)
 
 
 def _token(request: Request) -> str | None:
@@ -129,9 +175,10 @@ def _out(value: Any, status: int = 200) -> Response:
 @router.get("/status", summary="Service status")
 async def status(request: Request) -> Response:
     lk = _linkage(request)
-    projects = await _call(lambda: len(lk.list_projects()))
-    return _out(projects if isinstance(projects, Response)
-                else {"status": "ok", "project_count": projects, "rate": 1})  # fmt: skip
+    found = await _call(
+        lambda: {"status": "ok", "project_count": len(lk.list_projects()), "rate": lk.rate()}
+    )
+    return _out(found)
 
 
 @router.get("/version", summary="Versions")

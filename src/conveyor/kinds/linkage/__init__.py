@@ -6,4 +6,10 @@ worker) and then solves (`linkage.solve`: groups, similarity scores or permutati
 this package in a worker (`CONVEYOR_IMPORTS=conveyor.kinds.linkage`) to run both kinds.
 """
 
-import conveyor.kinds.linkage.kind  # noqa: F401 (declares the kinds)
+import warnings
+
+# anonlink 0.15 imports pkg_resources at import time; its deprecation notice is not ours.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+warnings.filterwarnings("ignore", message="mypy_extensions.TypedDict", category=DeprecationWarning)
+
+import conveyor.kinds.linkage.kind  # noqa: E402, F401 (declares the kinds)

@@ -129,18 +129,43 @@ def _compare_ranges(inp: CompareInput, ctx: Context) -> Candidates:
     return Candidates.concat(parts)
 
 
+@functools.lru_cache(maxsize=4)
+def _whole(key: str) -> bytes:
+    # A party's upload never changes (its token works once), so chunks of the same run in
+    # this process share one read of it.
+    return _read(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _blocks(key: str) -> dict[str, list[int]]:
+    return encodings.loads_blocks(_storage().read(key))
+
+
+def _rows(data: bytes, size: int, rows: list[int], cache: dict[int, bitarray]) -> list[bitarray]:
+    """Bitarrays of just these rows (a chunk touches few of a large party's records)."""
+    out = []
+    for r in rows:
+        bits = cache.get(r)
+        if bits is None:
+            bits = cache[r] = encodings.unpack(data[r * size : (r + 1) * size], size)[0]
+        out.append(bits)
+    return out
+
+
 def _compare_blocks(inp: CompareInput, ctx: Context) -> Candidates:
     assert inp.blocks is not None
     i, j = inp.datasets
-    clks = [encodings.unpack(_read(clks_key(inp.project_id, p)), inp.size) for p in (i, j)]
-    blocks = [encodings.loads_blocks(_storage().read(blocks_key(inp.project_id, p)))
-              for p in (i, j)]  # fmt: skip
+    data = [_whole(clks_key(inp.project_id, p)) for p in (i, j)]
+    blocks = [_blocks(blocks_key(inp.project_id, p)) for p in (i, j)]
+    seen: tuple[dict[int, bitarray], dict[int, bitarray]] = ({}, {})
     parts, done = [], 0
     for n, block in enumerate(inp.blocks):
         rows_i, rows_j = blocks[0].get(block, []), blocks[1].get(block, [])
         if rows_i and rows_j:
             sims, ri, rj = _compare(
-                [clks[0][r] for r in rows_i], [clks[1][r] for r in rows_j], inp.threshold
+                _rows(data[0], inp.size, rows_i, seen[0]),
+                _rows(data[1], inp.size, rows_j, seen[1]),
+                inp.threshold,
             )
             index_i, index_j = np.asarray(rows_i, np.uint32), np.asarray(rows_j, np.uint32)
             parts.append(_pairs(i, j, sims, index_i[ri], index_j[rj]))

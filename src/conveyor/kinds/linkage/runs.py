@@ -117,6 +117,17 @@ class Linkage:
             "result_token": record["result_token"],
         }
 
+    def rate(self) -> int:
+        """Comparisons per second of the most recently completed run (0 before any)."""
+        done = [r for _, r in self.store.list_records(RUNS)
+                if r["state"] == "completed" and r.get("time_started")]  # fmt: skip
+        if not done:
+            return 0
+        last = max(done, key=lambda r: r["time_completed"])
+        took = (datetime.fromisoformat(last["time_completed"])
+                - datetime.fromisoformat(last["time_started"])).total_seconds()  # fmt: skip
+        return int(last["total_comparisons"] / max(took, 1e-3))
+
     def list_projects(self) -> list[dict[str, Any]]:
         return [{"project_id": k, "time_added": v["time_added"]}
                 for k, v in self.store.list_records(PROJECTS)]  # fmt: skip
