@@ -245,3 +245,27 @@ def test_blocked_run_matches_anonlink_with_the_same_blocks(env: Env) -> None:
     assert len(expected) > n * 0.9
     jobs = env.store.list_jobs(JobFilter(tag=f"linkage-run:{run_id}"), limit=500).jobs
     assert sum(1 for j in jobs if j.kind == "linkage.compare") >= 1
+
+
+def test_a_cancelled_sub_job_turns_the_run_into_error_with_a_message(env: Env) -> None:
+    creds = project(env)
+    pid, auth = creds["project_id"], {"Authorization": creds["result_token"]}
+    for n, token in enumerate(creds["update_tokens"]):
+        env.http.post(f"/api/v1/projects/{pid}/clks", json={"clks": clks(1500, seed=n)},
+                      headers={"Authorization": token})  # fmt: skip
+    run_id = env.http.post(f"/api/v1/projects/{pid}/runs", json={"threshold": 0.9},
+                           headers=auth).json()["run_id"]  # fmt: skip
+    base = f"/api/v1/projects/{pid}/runs/{run_id}"
+    assert env.http.get(f"{base}/status", headers=auth).json()["state"] == "queued"
+    chunks = env.http.get("/v1/jobs", params={"tag": f"linkage-run:{run_id}"}).json()["jobs"]
+    assert len(chunks) > 1  # no worker yet: all waiting
+    assert env.http.post(f"/v1/jobs/{chunks[0]['id']}/cancel").status_code == 200
+    status = wait_for(lambda: (s := env.http.get(f"{base}/status", headers=auth).json())["state"]
+                      == "error" and s, timeout=10)  # fmt: skip
+    assert chunks[0]["id"] in status["message"] and "cancelled" in status["message"]
+    r = env.http.get(f"{base}/result", headers=auth)
+    assert r.status_code == 500 and "cancelled" in r.json()["detail"]
+    # The run's other sub-jobs were cancelled with it.
+    states = {j["state"] for j in env.http.get("/v1/jobs", params={
+        "tag": f"linkage-run:{run_id}"}).json()["jobs"]}  # fmt: skip
+    assert states == {"cancelled"}
