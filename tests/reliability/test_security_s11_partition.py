@@ -106,8 +106,9 @@ def _run(api: ApiServer, n: int, tag: str, tier: str) -> None:
     cases = n + len(probe_ids) + n + 50
     record("S11 idempotent submit", cases, len(failures),
            f"{n} keyed submits + 100 concurrent probes through a proxy resetting "
-           f"{stats.resets}/{stats.responses} responses; {len(stored)} jobs, 0 duplicates "
-           f"expected; {conflicts}/50 different-body replays → 422", tier=tier)  # fmt: skip
+           f"{stats.resets}/{stats.responses} responses; {len(stored)} jobs for "
+           f"{n + len(probe_keys)} keys; {conflicts}/50 different-body replays → 422",
+           tier=tier)  # fmt: skip
     assert not failures, failures
 
 
