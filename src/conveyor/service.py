@@ -19,7 +19,7 @@ from conveyor import errors
 from conveyor.ids import uuid7
 from conveyor.models import Job, JobEvent, JobFilter, JobPage, KindInfo, NewJob, QueueStats
 from conveyor.storage import BlobInfo, BlobStorage, check_name, job_key, job_prefix
-from conveyor.store.base import JobSpec, Store
+from conveyor.store.base import IDEMPOTENCY_WINDOW_S, JobSpec, Store
 from conveyor.webhooks.config import validate_webhook
 
 KINDS_TTL_S = 2.0
@@ -29,9 +29,16 @@ MAX_BATCH = 1000
 class Service:
     """Job operations over a store and blob storage."""
 
-    def __init__(self, store: Store, storage: BlobStorage) -> None:
+    def __init__(
+        self,
+        store: Store,
+        storage: BlobStorage,
+        *,
+        idempotency_window_s: float = IDEMPOTENCY_WINDOW_S,
+    ) -> None:
         self.store = store
         self.storage = storage
+        self.idempotency_window_s = idempotency_window_s
         self._kinds: dict[str, KindInfo] = {}
         self._kinds_at = 0.0
         self._validators: dict[str, SchemaCheck] = {}
@@ -77,6 +84,10 @@ class Service:
 
     def submit_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Validate and enqueue up to 1,000 jobs atomically (all or none)."""
+        return self.store.enqueue(self.prepare(jobs))
+
+    def prepare(self, jobs: Sequence[NewJob]) -> list[JobSpec]:
+        """Validate jobs and resolve the kinds' defaults: specs ready to enqueue."""
         if len(jobs) > MAX_BATCH:
             raise errors.InvalidInputError(f"at most {MAX_BATCH} jobs per batch, got {len(jobs)}")
         now = self.store.now()
@@ -91,10 +102,9 @@ class Service:
                         problem["loc"] = ["jobs", index, *problem["loc"]]
                 raise
             specs.append(self._spec(new, kind, now))
-        return self.store.enqueue(specs)
+        return specs
 
-    @staticmethod
-    def _spec(new: NewJob, kind: KindInfo, now: float) -> JobSpec:
+    def _spec(self, new: NewJob, kind: KindInfo, now: float) -> JobSpec:
         run_at = new.run_at.timestamp() if new.run_at else now + (new.delay_s or 0.0)
         return JobSpec(
             id=uuid7(int(now * 1000)),
@@ -109,6 +119,7 @@ class Service:
             tags=tuple(new.tags),
             idempotency_key=new.idempotency_key,
             request_hash=request_hash(new) if new.idempotency_key else None,
+            idempotency_window_s=self.idempotency_window_s,
             # An unsafe URL is refused here (SSRF guard) and re-checked at every delivery.
             webhook=None if new.webhook is None else validate_webhook(new.webhook),
         )
@@ -187,7 +198,8 @@ class SchemaCheck:
         self._full = validator_for(schema)(schema)
         try:
             self._fast: Callable[[Any], Any] | None = fastjsonschema.compile(
-                schema, use_default=False  # validate only: never rewrite the caller's input
+                schema,
+                use_default=False,  # validate only: never rewrite the caller's input
             )
         except fastjsonschema.JsonSchemaDefinitionException:
             self._fast = None  # a schema the fast compiler cannot handle: full check only

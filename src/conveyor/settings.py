@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(3.0, ge=0, description="Cancel: time before the kill.")
     retention_s: float = Field(7 * 86400.0, ge=0, description="Finished jobs kept this long.")
     max_upload_bytes: int = Field(1 << 30, ge=1)
+    idempotency_window_s: float = Field(
+        24 * 3600.0, gt=0, le=30 * 86400, description="How long Idempotency-Keys are remembered."
+    )
     url: str | None = Field(None, description="A conveyor API to talk to instead of the store.")
     token: str | None = Field(None, description="Bearer API key for `url`.")
 

@@ -531,3 +531,12 @@ def test_a_key_twice_in_one_batch_is_refused(store: Store, clock: FakeClock) -> 
     with pytest.raises(errors.IdempotencyConflictError):
         store.enqueue(different)
     assert store.list_jobs(JobFilter()).jobs == []
+
+
+def test_idempotency_window_is_per_spec(store: Store, clock: FakeClock) -> None:
+    short = {"idempotency_key": "k", "request_hash": "h", "idempotency_window_s": 60.0}
+    [first] = store.enqueue([spec(clock, **short)])
+    clock.advance(30)
+    assert store.enqueue([spec(clock, **short)])[0].id == first.id
+    clock.advance(31)
+    assert store.enqueue([spec(clock, **short)])[0].id != first.id

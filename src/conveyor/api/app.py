@@ -26,7 +26,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = store or open_store(settings.store_url)
         app.state.settings = settings
-        app.state.service = Service(opened, open_storage(settings.storage_url))
+        app.state.service = Service(
+            opened,
+            open_storage(settings.storage_url),
+            idempotency_window_s=settings.idempotency_window_s,
+        )
         try:
             yield
         finally:
@@ -54,15 +58,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         linkage = None  # type: ignore[assignment]
     if linkage is not None:
         app.include_router(linkage.router)
-    from conveyor.api.compat import taskqueue
-
-    app.include_router(taskqueue.router)
     from conveyor.api.routes import deliveries
 
     app.include_router(deliveries.router)
     from conveyor.api.compat import swissai
 
     app.include_router(swissai.router)
+    from conveyor.api.compat import taskqueue
+
+    app.include_router(taskqueue.router)
     from conveyor.api.compat import allocation
 
     app.include_router(allocation.router)

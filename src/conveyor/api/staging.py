@@ -45,12 +45,7 @@ def submit_with_files(
 ) -> tuple[list[Job], bool]:
     """Move staged uploads into each job's inputs *before* enqueueing, so no worker can claim
     a job whose files are not there yet."""
-    now = service.store.now()
-    specs = []
-    for new in jobs:
-        kind = service.kind(new.kind)
-        service.validate(kind, new.input)
-        specs.append(Service._spec(new, kind, now))
+    specs = service.prepare(jobs)
     for spec, staged in zip(specs, files, strict=True):
         for name, upload_id in staged.items():
             source = upload_key(upload_id, name)

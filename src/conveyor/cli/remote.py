@@ -60,7 +60,11 @@ def backend(settings: Settings) -> Backend:
     """A `Client` for `settings.url`, else the local store and files."""
     if settings.url:
         return Client(settings.url, settings.token)
-    return LocalService(open_store(settings.store_url), open_storage(settings.storage_url))
+    return LocalService(
+        open_store(settings.store_url),
+        open_storage(settings.storage_url),
+        idempotency_window_s=settings.idempotency_window_s,
+    )
 
 
 def save(source: Backend, job_id: str, name: str, dest: Path) -> Path:

@@ -30,6 +30,9 @@ from conveyor.models import (
 )
 from conveyor.store.rules import Outcome
 
+IDEMPOTENCY_WINDOW_S = 24 * 3600.0
+"""How long an idempotency key is remembered unless the settings say otherwise."""
+
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
@@ -47,6 +50,7 @@ class JobSpec:
     tags: tuple[str, ...] = ()
     idempotency_key: str | None = None
     request_hash: str | None = None
+    idempotency_window_s: float = IDEMPOTENCY_WINDOW_S
     webhook: dict[str, Any] | None = None
 
 

@@ -62,7 +62,6 @@ JOB_COLUMNS = (
     "lease_token, lease_expires_at, cancel_requested, created_at, started_at, finished_at, "
     "updated_at"
 )
-IDEMPOTENCY_WINDOW_S = 24 * 3600.0
 #: The clock of every statement: the injected one if any, else the server's.
 NOW = "coalesce(%(now)s::timestamptz, statement_timestamp())"
 #: Serializes enqueues that share an idempotency key (and nothing else).
@@ -806,7 +805,7 @@ def _insert_params(specs: Sequence[JobSpec], now: datetime | None) -> dict[str, 
     keyed = [s for s in specs if s.idempotency_key is not None]
     return {
         "now": now,
-        "window": IDEMPOTENCY_WINDOW_S,
+        "window": max((s.idempotency_window_s for s in keyed), default=0.0),
         "id": [s.id for s in specs],
         "kind": [s.kind for s in specs],
         "queue": [s.queue for s in specs],

@@ -60,7 +60,6 @@ from conveyor.store.rules import Outcome
 
 log = logging.getLogger("conveyor.store.redis")
 
-IDEMPOTENCY_WINDOW_S = 24 * 3600.0
 ALLOW_VOLATILE_ENV = "CONVEYOR_REDIS_ALLOW_VOLATILE"
 SETTLE_CHUNK = 1_000  # settlements per script call: bounds how long one call blocks Redis
 RESCUE_LIMIT = 100_000  # leases looked at per rescue sweep
@@ -253,7 +252,8 @@ class RedisStore:
         if not specs:
             return []
         batch_keys(specs)
-        args: list[Any] = [repr(IDEMPOTENCY_WINDOW_S), len(specs)]
+        window = max((s.idempotency_window_s for s in specs), default=0.0)
+        args: list[Any] = [repr(window), len(specs)]
         for s in specs:
             args += [
                 s.id, s.kind, s.queue, codec.dumps(s.input), s.priority, repr(float(s.run_at)),

@@ -56,7 +56,6 @@ JOB_COLUMNS = (
     "updated_at"
 )
 WAITING = "('queued', 'scheduled')"
-IDEMPOTENCY_WINDOW_S = 24 * 3600.0
 
 
 def _loads(text: str | None) -> Any:
@@ -272,7 +271,7 @@ class SqliteStore:
                 if spec.idempotency_key is not None:
                     keys.append(
                         (spec.idempotency_key, spec.id, spec.request_hash,
-                         now + IDEMPOTENCY_WINDOW_S)
+                         now + spec.idempotency_window_s)
                     )  # fmt: skip
             db.executemany(
                 "INSERT INTO jobs (id, kind, queue, state, input, priority, run_at, max_attempts,"
