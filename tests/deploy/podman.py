@@ -136,6 +136,8 @@ def build_image(podman: Podman, base: str, tag: str) -> None:
                  "PIP_CERT=/run/host-ca.crt"]  # fmt: skip
     args += ["-f", str(ROOT / "deploy" / "Dockerfile"), "-t", tag, str(ROOT)]
     podman(*args, timeout=1200)
+    # Each rebuild leaves the previous image untagged: keep the cache from growing.
+    podman("image", "prune", "--force", check=False)
 
 
 def main(argv: list[str]) -> int:
