@@ -151,17 +151,12 @@ def test_valid_json_bad_rows_fail_with_a_reason_and_the_worker_keeps_serving(
     assert not failures, "\n".join(failures) + "\n" + logs
 
 
-@pytest.mark.xfail(strict=True, reason="a row whose input is not JSON (pickle, truncated) makes "
-                   "SqliteStore.claim/get raise JSONDecodeError: the burst worker exits 1, the "
-                   "row stays queued and every worker that claims it crashes; it should be "
-                   "failed with a reason instead")  # fmt: skip
 def test_undecodable_rows_fail_with_a_reason_and_the_worker_keeps_serving(
     tmp_path: Path,
 ) -> None:
     failures, outcomes, logs, planted = _run(tmp_path, undecodable=True)
     record("S19 untrusted rows (not JSON)", len(outcomes) + 2, len(failures),
            "; ".join(f"{k}: {v}" for k, v in outcomes.items())
-           + f"; 3 controls; sentinel files {int(planted)} (orjson never unpickles); "
-           "KNOWN BUG, xfail")  # fmt: skip
+           + f"; 3 controls; sentinel files {int(planted)} (orjson never unpickles)")  # fmt: skip
     assert not planted
     assert not failures, "\n".join(failures) + "\n" + logs

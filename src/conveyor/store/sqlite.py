@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -62,6 +62,9 @@ def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+strict_loads = _loads
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -70,19 +73,30 @@ def _ts(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def row_to_job(row: Sequence[Any]) -> Job:
-    """Build a Job from a row selected with JOB_COLUMNS (no validation: the store wrote it)."""
+def _lenient(text: str | None) -> Any:
+    try:
+        return _loads(text)
+    except orjson.JSONDecodeError:
+        return None  # a row damaged outside conveyor: readable, never executed (see claim)
+
+
+def row_to_job(row: Sequence[Any], loads: Callable[[str | None], Any] = _lenient) -> Job:
+    """Build a Job from a row selected with JOB_COLUMNS (no validation: the store wrote it).
+
+    JSON that does not decode reads as null; `claim` passes the strict decoder instead, so a
+    job whose stored input is not JSON fails rather than running.
+    """
     lease = None
     if row[18] is not None and row[3] == "running":
         lease = Lease(owner=row[17], token=row[18], expires_at=_ts(row[19]))
-    progress = _loads(row[11])
-    error = _loads(row[13])
+    progress = loads(row[11])
+    error = loads(row[13])
     return job_from_values(
         id=row[0],
         kind=row[1],
         queue=row[2],
         state=JobState(row[3]),
-        input=_loads(row[4]),
+        input=loads(row[4]),
         priority=row[5],
         run_at=_ts(row[6]),
         attempt=row[7],
@@ -90,11 +104,11 @@ def row_to_job(row: Sequence[Any]) -> Job:
         timeout_s=row[9],
         backoff_s=row[10],
         progress=None if progress is None else Progress.model_construct(**progress),
-        result=_loads(row[12]),
+        result=loads(row[12]),
         error=None if error is None else JobError.model_construct(**error),
-        tags=_loads(row[14]),
+        tags=loads(row[14]),
         idempotency_key=row[15],
-        webhook=_loads(row[16]),
+        webhook=loads(row[16]),
         lease=lease,
         cancel_requested=bool(row[20]),
         created_at=_ts(row[21]),
@@ -346,7 +360,31 @@ class SqliteStore:
                     for r in rows
                 ],
             )  # fmt: skip
-        return [row_to_job(r) for r in rows]
+            jobs = []
+            for row in rows:
+                try:
+                    jobs.append(row_to_job(row, loads=strict_loads))
+                except orjson.JSONDecodeError as exc:
+                    self._fail_undecodable(db, row[0], str(exc), now)
+        if len(jobs) < len(rows):  # fill the places of the rows that could not run
+            jobs += self.claim(queues, owner, n - len(jobs), lease_s, kinds=kinds, tag=tag)
+        return jobs
+
+    def _fail_undecodable(self, db: sqlite3.Connection, job_id: str, why: str, now: float) -> None:
+        """A row whose JSON was damaged outside conveyor fails at once, never reaching a
+        handler: one bad row must not crash every worker that claims it."""
+        error = JobError(
+            type="InvalidPayload",
+            message=f"the stored job is not valid JSON and cannot run ({why})",
+            reason="invalid_input",
+        )
+        db.execute(
+            "UPDATE jobs SET state = 'failed', error = ?, finished_at = ?, updated_at = ?,"
+            " lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL WHERE id = ?",
+            (error.model_dump_json(), now, now, job_id),
+        )
+        data = {"state": "failed", "error": error.model_dump(exclude={"traceback"})}
+        self._add_events(db, [self._event(job_id, now, "state", data)])
 
     def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
         if not beats:
