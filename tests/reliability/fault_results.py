@@ -3,7 +3,7 @@
 The file is shared with the security scenarios (`security_results.py`): a JSON array of rows
 keyed by `(scenario, store)`; a rerun replaces its row, so the file holds the latest figures
 of real runs. The same lock file keeps concurrent test processes from losing each other's rows.
-`scripts/reliability_table.py` renders the rows into `docs/reliability.md`.
+`bench/reliability_table.py` renders the rows into `docs/reliability.md`.
 """
 
 from __future__ import annotations
