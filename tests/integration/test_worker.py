@@ -202,3 +202,19 @@ def test_worker_claims_only_kinds_it_can_run(
     assert worker.wait(60) == 0
     assert service.get(mine).state is JobState.SUCCEEDED
     assert service.get(foreign).state is JobState.QUEUED, "left for a worker that knows it"
+
+
+def test_worker_record_stays_fresh_while_jobs_report_progress(
+    service: Service, url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    job_id = submit(service, "demo.sleep", input={"seconds": 30})
+    worker = start_worker(url, tmp_path / "home", "-c", "1", env=env)
+    try:
+        wait_state(service.store, job_id, [JobState.RUNNING])
+        wait_for(lambda: (p := service.get(job_id).progress) is not None and p.current > 0)
+        [info] = wait_for(lambda: [w for w in service.store.workers() if w.running == [job_id]])
+        first_seen = info.last_seen
+        wait_for(lambda: service.store.workers()[0].last_seen > first_seen)
+    finally:
+        service.cancel(job_id)
+        assert stop(worker) == 0

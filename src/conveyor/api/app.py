@@ -6,6 +6,8 @@ each module exposes `router` and is included here. All of them use the same `Ser
 
 from __future__ import annotations
 
+import importlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +18,30 @@ from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.storage import open_storage
 from conveyor.store import Store, open_store
+
+log = logging.getLogger("conveyor.api")
+
+
+# The seed systems' APIs. Each may need an optional extra; without it, it is simply not served.
+# linkage goes before taskqueue, whose discovery route `/api/{name}/{version}` would shadow
+# `/api/v1/status`.
+COMPAT_ROUTERS = (
+    "conveyor.api.compat.linkage",
+    "conveyor.api.compat.swissai",
+    "conveyor.api.compat.taskqueue",
+    "conveyor.api.compat.allocation",
+    "conveyor.api.compat.kge",
+)
+
+
+def _include_compat(app: FastAPI) -> None:
+    for name in COMPAT_ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            log.info("%s is not served: %s (install its extra to serve it)", name, exc)
+            continue
+        app.include_router(module.router)
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -50,32 +76,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.api import routes
 
     routes.install(app)
-    # The entity-service API (optional `linkage` extra, anonlink) goes before taskqueue, whose
-    # discovery route `/api/{name}/{version}` would shadow `/api/v1/status`.
-    try:
-        from conveyor.api.compat import linkage
-    except ImportError:
-        linkage = None  # type: ignore[assignment]
-    if linkage is not None:
-        app.include_router(linkage.router)
     from conveyor.api.routes import deliveries
 
     app.include_router(deliveries.router)
-    from conveyor.api.compat import swissai
-
-    app.include_router(swissai.router)
-    from conveyor.api.compat import taskqueue
-
-    app.include_router(taskqueue.router)
-    from conveyor.api.compat import allocation
-
-    app.include_router(allocation.router)
-    try:  # the kge-server API needs numpy (part of the optional `kge` extra)
-        from conveyor.api.compat import kge
-    except ImportError:
-        kge = None  # type: ignore[assignment]
-    if kge is not None:
-        app.include_router(kge.router)
+    _include_compat(app)
     from conveyor.dashboard.routes import router as dashboard
 
     app.include_router(dashboard)

@@ -78,7 +78,7 @@ class Supervisor:
         self.drain_deadline: float | None = None
         self.hungry = True
         self.started_at = utcnow()
-        self.last_beat = self.last_sweep = self.last_prune = 0.0
+        self.last_beat = self.last_sweep = self.last_prune = self.last_worker_beat = 0.0
         self.last_ok_beat = time.monotonic()
         self.progress_dirty = False
         self.stats = {"succeeded": 0, "failed": 0, "cancelled": 0, "released": 0, "lost": 0}
@@ -368,7 +368,10 @@ class Supervisor:
         else:
             self.last_ok_beat = now
             self._apply_statuses(statuses, now)
-        if due:
+        # Progress beats come often; the worker record and operator commands have their own
+        # clock so frequent progress can never starve them.
+        if now - self.last_worker_beat >= self.settings.heartbeat_s:
+            self.last_worker_beat = now
             self._beat_worker("draining" if self.draining else "running")
             self._check_commands()
 
