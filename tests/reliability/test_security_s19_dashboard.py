@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import httpx
-import pytest
 
 from conveyor.ids import uuid7
 from conveyor.models import JobState, KindInfo, WorkerInfo
@@ -158,10 +157,6 @@ def test_script_in_names_renders_escaped_everywhere(dashboard: Dashboard) -> Non
     assert len(shown) >= 4, shown  # the markup really reached the pages
 
 
-@pytest.mark.xfail(strict=True, reason="a tampered kinds row (name failing the KindName pattern) "
-                   "makes SqliteStore.kinds() raise ValidationError, so /ui/kinds answers 500 for "
-                   "everyone; rows read back should be skipped or shown escaped, not trusted to "
-                   "validate")  # fmt: skip
 def test_a_tampered_kind_row_does_not_break_the_pages(dashboard: Dashboard) -> None:  # noqa: F811
     db = dashboard.store_url.removeprefix("sqlite:///")
     info = json.dumps({"name": EVIL, "description": EVIL})
@@ -178,5 +173,5 @@ def test_a_tampered_kind_row_does_not_break_the_pages(dashboard: Dashboard) -> N
         _forget(dashboard, [], [], [EVIL])
     record("S19 dashboard tampered kind row", len(pages), len(failures),
            "a kinds row whose name fails validation, planted in SQLite: "
-           + ("; ".join(failures) or "pages render") + " (KNOWN BUG, xfail)")  # fmt: skip
+           + ("; ".join(failures) or "pages render"))  # fmt: skip
     assert not failures, failures

@@ -23,8 +23,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from conveyor.ids import uuid7
 from conveyor.models import JobState, KindInfo
 from conveyor.store import open_store

@@ -7,10 +7,13 @@ it was given by `claim`; a stale token changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
+
+from pydantic import ValidationError
 
 from conveyor import errors
 from conveyor.models import (
@@ -29,6 +32,8 @@ from conveyor.models import (
     trusted,
 )
 from conveyor.store.rules import Outcome
+
+log = logging.getLogger("conveyor.store")
 
 IDEMPOTENCY_WINDOW_S = 24 * 3600.0
 """How long an idempotency key is remembered unless the settings say otherwise."""
@@ -99,6 +104,18 @@ def new_job(spec: JobSpec, state: JobState, now: float) -> Job:
         cancel_requested=False, created_at=created, started_at=None, finished_at=None,
         updated_at=created,
     )  # fmt: skip
+
+
+def read_kinds(rows: Iterable[dict[str, Any]]) -> list[KindInfo]:
+    """Kinds from stored rows, skipping (and logging) any that no longer validate: one damaged
+    row must not hide every other kind from the API and the dashboard."""
+    kinds = []
+    for row in rows:
+        try:
+            kinds.append(KindInfo.model_validate(row))
+        except ValidationError as exc:
+            log.warning("ignoring a stored kind that does not validate: %s", exc)
+    return kinds
 
 
 def batch_keys(specs: Sequence[JobSpec]) -> dict[str, str | None]:

@@ -47,7 +47,7 @@ from conveyor.models import (
     WorkerInfo,
 )
 from conveyor.store import pg_migrations, rules
-from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, batch_keys
+from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, batch_keys, read_kinds
 from conveyor.store.pg_listen import CHANNEL, Listener
 from conveyor.store.rules import Outcome
 
@@ -660,7 +660,7 @@ class PostgresStore:
 
     def kinds(self) -> list[KindInfo]:
         rows = self._read("SELECT info, updated_at FROM conveyor_kinds ORDER BY name")
-        return [KindInfo.model_validate({**info, "updated_at": at}) for info, at in rows]
+        return read_kinds({**info, "updated_at": at} for info, at in rows)
 
     def worker_beat(self, info: WorkerInfo) -> None:
         if info.state == "stopped":

@@ -55,6 +55,7 @@ from conveyor.store.base import (
     Settlement,
     batch_keys,
     new_job,
+    read_kinds,
 )
 from conveyor.store.rules import Outcome
 
@@ -540,11 +541,8 @@ class RedisStore:
 
     def kinds(self) -> list[KindInfo]:
         found: dict[str, str] = self._call(self._r.hgetall, self._key("kinds"))
-        out = []
-        for name in sorted(found):
-            raw = codec.loads(found[name])
-            out.append(KindInfo.model_validate({**raw["info"], "updated_at": from_ts(raw["at"])}))
-        return out
+        rows = (codec.loads(found[name]) for name in sorted(found))
+        return read_kinds({**raw["info"], "updated_at": from_ts(raw["at"])} for raw in rows)
 
     def worker_beat(self, info: WorkerInfo) -> None:
         if info.state == "stopped":

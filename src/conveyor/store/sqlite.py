@@ -45,6 +45,7 @@ from conveyor.store.base import (
     batch_keys,
     job_from_values,
     new_job,
+    read_kinds,
 )
 from conveyor.store.rules import Outcome
 from conveyor.store.wake import SocketWaker, ThreadWaker
@@ -651,10 +652,8 @@ class SqliteStore:
 
     def kinds(self) -> list[KindInfo]:
         rows = self._read("SELECT info, updated_at FROM kinds ORDER BY name")
-        return [
-            KindInfo.model_validate({**json.loads(info), "updated_at": from_ts(at)})
-            for info, at in rows
-        ]
+        stored = ((_lenient(info) or {}, at) for info, at in rows)
+        return read_kinds({**info, "updated_at": from_ts(at)} for info, at in stored)
 
     def worker_beat(self, info: WorkerInfo) -> None:
         with self._write() as db:
