@@ -36,7 +36,9 @@ from conveyor.service import Service
 
 log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 1 << 30
+#: How often the runs in progress are advanced; with none, how often to look for new ones.
 ADVANCE_EVERY_S = 0.25
+IDLE_EVERY_S = 2.0
 T = TypeVar("T")
 
 
@@ -108,13 +110,14 @@ def _linkage(request: Request) -> Linkage:
 
 async def _advance_forever(app: FastAPI) -> None:
     """Move active runs along even when no client polls (the original's Celery chord)."""
+    busy = 0
     while True:
-        await asyncio.sleep(ADVANCE_EVERY_S)
+        await asyncio.sleep(ADVANCE_EVERY_S if busy else IDLE_EVERY_S)
         linkage = _for_app(app)
         if linkage is None:
             continue
         try:
-            await run_in_threadpool(linkage.advance_all)
+            busy = await run_in_threadpool(linkage.advance_all)
         except Exception:  # keep the loop alive across store hiccups; logged for the operator
             log.exception("linkage: advancing runs failed")
 

@@ -330,10 +330,16 @@ class Linkage:
         for _, run in self.store.list_records(RUNS, f"{project_id}:"):
             self.advance(run)
 
-    def advance_all(self) -> None:
+    def advance_all(self) -> int:
+        """Advance every queued or running run; return how many are still in progress.
+
+        Runs still `created` are left alone: the upload that completes a project advances them.
+        """
+        busy = 0
         for _, run in self.store.list_records(RUNS):
-            if run["state"] in ACTIVE:
-                self.advance(run)
+            if run["state"] in ("queued", "running"):
+                busy += self.advance(run)["state"] in ("queued", "running")
+        return busy
 
     def advance(self, run: dict[str, Any]) -> dict[str, Any]:
         """Move the run as far as its jobs allow; return the (stored) run."""
