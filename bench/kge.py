@@ -3,8 +3,9 @@
 A synthetic graph of >= 100,000 triples with learnable structure (entities in clusters;
 relation r links cluster c to cluster c + r), trained with the `kge.train` handler in this
 process (a stand-in Context, the same code a worker runs), indexed with `kge.index`'s builder,
-then queried through `vectors.Trained` (what the API process serves). Also compares the ANN
-candidates (hnswlib, usearch, annoy: whichever are installed) on the trained vectors.
+then queried through `vectors.Trained` (what the API process serves) and over HTTP through a
+real `conveyor api` process. Also compares the ANN candidates (hnswlib, usearch, annoy:
+whichever are installed) on the trained vectors.
 
 Prints a table and writes bench/results/kge.json.
 """
@@ -169,6 +170,84 @@ def ann_candidates(
     return rows
 
 
+def http_bench(
+    entities: list[str], vectors: np.ndarray[Any, Any], built: Any, queries: np.ndarray[Any, Any]
+) -> dict[str, float]:
+    """Similar-entity queries through a real `conveyor api` process (GET .../similar_entities).
+
+    The dataset record and its model/index files are seeded into a fresh store as a finished
+    train + index would leave them (the training itself is measured above)."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    import httpx
+
+    from conveyor.kinds.kge import datasets as ds
+    from conveyor.storage import job_key, open_storage
+    from conveyor.store import open_store
+
+    home = Path(tempfile.mkdtemp(prefix="conveyor-bench-kge-"))
+    store_url = f"sqlite:///{home / 'bench.db'}"
+    storage = open_storage(f"file://{home / 'files'}")
+    model_job, index_job = uuid.uuid4().hex, uuid.uuid4().hex
+    np.save(home / "e.npy", vectors, allow_pickle=False)
+    storage.upload(job_key(model_job, "out", m.ENTITY_VECTORS), home / "e.npy")
+    storage.write(job_key(model_job, "out", m.ENTITIES_FILE), [json.dumps(entities).encode()])
+    built.save_index(str(home / "i.hnsw"))
+    storage.upload(job_key(index_job, "out", m.INDEX_FILE), home / "i.hnsw")
+    store = open_store(store_url)
+    store.put_record(ds.DATASETS, f"{1:012d}", {
+        "id": 1, "name": "bench", "description": "", "status": ds.INDEXED, "triples": 0,
+        "entities": len(entities), "relations": 0, "algorithm": None, "task": None,
+        "model_job": model_job, "index_job": index_job, "metrics": None, "imported": [],
+    })  # fmt: skip
+    store.close()
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env["CONVEYOR_HOME"] = str(home)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "api", "--port", str(port), "--store", store_url,
+         "--log-level", "warning"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start")
+            time.sleep(0.1)
+        latencies: list[float] = []
+        with httpx.Client(base_url=url, timeout=30) as http:
+            first = http.get(f"/kge/datasets/1/similar_entities/{entities[0]}")  # loads the model
+            assert first.status_code == 200, first.text
+            for row in queries:
+                started = time.perf_counter()
+                r = http.get(f"/kge/datasets/1/similar_entities/{entities[int(row)]}?limit=10")
+                latencies.append(time.perf_counter() - started)
+                assert r.status_code == 200, r.text
+        return {
+            "queries": len(latencies),
+            "qps": round(len(latencies) / sum(latencies), 1),
+            "p50_ms": round(percentile(latencies, 50) * 1e3, 2),
+            "p99_ms": round(percentile(latencies, 99) * 1e3, 2),
+        }
+    finally:
+        api.terminate()
+        api.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--entities", type=int, default=10_000)
@@ -195,7 +274,7 @@ def main() -> None:
             max_test_triples=500,
         )
         started = time.monotonic()
-        out = kge_train.train(inp, ctx)  # type: ignore[arg-type]
+        out = kge_train.train(inp, ctx)
         train_s = time.monotonic() - started
         vectors = np.load(ctx.output_file(m.ENTITY_VECTORS), allow_pickle=False)
         entities = json.loads(ctx.output_file(m.ENTITIES_FILE).read_text())
@@ -208,8 +287,9 @@ def main() -> None:
     )
     query = query_bench(trained, queries, 10)
     ann = ann_candidates(vectors, queries[:300], 10)
+    http = http_bench(entities, vectors, built, queries)
 
-    result = {
+    result: dict[str, Any] = {
         "dataset": {"triples": len(triples), "entities": out.entities, "relations": out.relations},
         "train": {
             "model": "TransE", "dim": args.dim, "epochs": out.epochs, "batch_size": args.batch,
@@ -220,6 +300,7 @@ def main() -> None:
         "index": {"library": "hnswlib", "M": 16, "ef_construction": 200,
                   "build_s": round(index_s, 2)},
         "similar_entities": query,
+        "similar_entities_http": http,
         "ann_candidates": ann,
     }  # fmt: skip
     print(
@@ -234,6 +315,10 @@ def main() -> None:
     print(
         f"similar entities (k=10): {query['qps']:,.0f} q/s, p50 {query['p50_ms']} ms, "
         f"p99 {query['p99_ms']} ms, recall@10 {query['recall_at_10']}"
+    )
+    print(
+        f"similar entities over HTTP (one client, GET, k=10): {http['qps']:,.0f} q/s, "
+        f"p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms"
     )
     print(f"\n{'ANN library':<24}{'build s':>9}{'recall@10':>11}{'query us':>10}")
     for row in ann:

@@ -327,7 +327,7 @@ def test_worker_child_killed_mid_training_is_retried_and_completes(env: Env) -> 
     from tests.integration.harness import children
 
     dataset_id = env.dataset("killed", nations())
-    algorithm_id = env.algorithm(model="TransE", embedding_size=8, max_epochs=40)
+    algorithm_id = env.algorithm(model="TransE", embedding_size=8, max_epochs=15)
     r = env.http.post(f"/kge/datasets/{dataset_id}/train", params={"algorithm_id": algorithm_id})
     task_id = r.json()["task"]["id"]
     wait_for(lambda: env.task(task_id).get("progress", {}).get("current", 0) >= 2, 120, 0.05)
@@ -337,7 +337,7 @@ def test_worker_child_killed_mid_training_is_retried_and_completes(env: Env) -> 
     seen = env.finish(task_id, timeout=150)
     assert seen[-1]["state"] == "SUCCESS", seen[-1]
     job = env.store.get(task_id)
-    assert job.attempt == 2 and job.result is not None and job.result["epochs"] == 40
+    assert job.attempt == 2 and job.result is not None and job.result["epochs"] == 15
     dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
     assert dataset["status"] == "trained"
 

@@ -271,18 +271,24 @@ async def generate_index(
 # -- queries on a trained dataset ----------------------------------------------------------------
 
 
-def _trained(service: Service, dataset_id: int, indexed: bool = False) -> vectors.Trained:
+def _trained(
+    service: Service, dataset_id: int, indexed: bool = False
+) -> tuple[dict[str, Any], vectors.Trained]:
+    """The dataset and its trained model (409 unless trained, or indexed when asked)."""
     record = ds.get(service, dataset_id)
     if record["model_job"] is None or record["status"] == ds.UNTRAINED:
         raise ds.Conflict(f"dataset {dataset_id} is not trained")
     if indexed and record["index_job"] is None:
         raise ds.Conflict(f"dataset {dataset_id} has no index; POST .../generate_index first")
-    labels = ds.labels(service, dataset_id)
-    return vectors.load(service.storage, record["model_job"], record["index_job"], labels)
+    model = vectors.load(
+        service.storage, record["model_job"], record["index_job"],
+        lambda: ds.labels(service, dataset_id),
+    )  # fmt: skip
+    return record, model
 
 
 def _embeddings(service: Service, dataset_id: int, names: list[str]) -> dict[str, Any]:
-    model = _trained(service, dataset_id)
+    _, model = _trained(service, dataset_id)
     rows = model.rows(names)
     return {
         "embeddings": [[n, model.vectors[r].tolist()] for n, r in zip(names, rows, strict=True)]
@@ -296,7 +302,7 @@ async def embeddings(dataset_id: int, request: Request, service: ServiceDep, _: 
 
 
 def _distance(service: Service, dataset_id: int, a: str, b: str) -> dict[str, Any]:
-    return {"distance": _trained(service, dataset_id).distance(a, b)}
+    return {"distance": _trained(service, dataset_id)[1].distance(a, b)}
 
 
 @router.post("/datasets/{dataset_id}/distance", summary="Distance between two entities")
@@ -308,7 +314,7 @@ async def distance(dataset_id: int, request: Request, service: ServiceDep, _: Re
 def _similar(
     service: Service, dataset_id: int, ref: EntityRef, limit: int, search_k: int | None
 ) -> dict[str, Any]:
-    model = _trained(service, dataset_id, indexed=True)
+    record, model = _trained(service, dataset_id, indexed=True)
     if ref.type == "uri":
         if not isinstance(ref.value, str):
             raise ds.NotFound("entity.value must be a URI string when type is uri")
@@ -318,7 +324,6 @@ def _similar(
             raise ds.Conflict(f"an embedding needs {model.vectors.shape[1]} numbers")
         vector, shown = np.asarray(ref.value, dtype=np.float32), "embedding"
     found = model.similar(vector, limit, search_k)
-    record = ds.get(service, dataset_id)
     return {
         "similar_entities": {
             "response": [{"distance": d, "entity": e} for d, e in found],
@@ -348,7 +353,7 @@ async def similar_post(
 
 
 def _suggest(service: Service, dataset_id: int, text: str) -> list[dict[str, Any]]:
-    model = _trained(service, dataset_id)
+    _, model = _trained(service, dataset_id)
     out = []
     for entity in model.suggest(text):
         label = model.label(entity)

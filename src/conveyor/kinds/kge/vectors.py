@@ -13,7 +13,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +132,10 @@ def load(
     storage: BlobStorage,
     model_job: str,
     index_job: str | None,
-    labels: dict[str, str] | None = None,
+    labels: Callable[[], dict[str, str]] | None = None,
 ) -> Trained:
-    """The trained model of `model_job` (with `index_job`'s index and the dataset's labels as
-    they are at first load), cached."""
+    """The trained model of `model_job` (with `index_job`'s index and the dataset's labels,
+    read by `labels()` on first load only), cached."""
     key = (model_job, index_job)
     with _cache_lock:
         if key in _cache:
@@ -154,7 +154,7 @@ def load(
             storage.download(job_key(index_job, "out", m.INDEX_FILE), folder / "i.hnsw")
             index = hnswlib.Index(space="l2", dim=int(vectors.shape[1]))
             index.load_index(str(folder / "i.hnsw"), max_elements=len(entities))
-    trained = Trained(entities, vectors, index, labels)
+    trained = Trained(entities, vectors, index, labels() if labels is not None else None)
     with _cache_lock:
         _cache[key] = trained
         while len(_cache) > CACHE_SIZE:
