@@ -242,8 +242,6 @@ def test_rebinding_and_redirects_are_refused_at_delivery(app_url: tuple[str, str
     assert blocked == []
 
 
-@pytest.mark.xfail(strict=True, reason="the SSRF guard has no port allowlist yet (plan 3.3: "
-                   "443/80 or configured); public hosts on any port are accepted")  # fmt: skip
 def test_public_host_on_a_service_port_is_refused(app_url: tuple[str, str]) -> None:
     url, _ = app_url
     r = httpx.post(f"{url}/v1/jobs", json={"kind": "noop", "webhook": {

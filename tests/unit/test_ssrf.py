@@ -152,3 +152,14 @@ def test_sender_refuses_and_never_follows_redirects() -> None:
         assert refused.error is not None and "loopback" in refused.error
         for sender in (allowed, guarded):
             sender.close()
+
+
+def test_public_hosts_only_on_web_ports_unless_configured() -> None:
+    for port in (22, 5432, 6379):
+        with pytest.raises(UnsafeURLError, match="port"):
+            CallbackPolicy(resolver=DNS).check(f"http://public.example:{port}/hook")
+    assert CallbackPolicy(resolver=DNS).check("http://public.example:8080/").port == 8080
+    custom = CallbackPolicy(resolver=DNS, ports=[9000])
+    assert custom.check("http://public.example:9000/").port == 9000
+    with pytest.raises(UnsafeURLError):
+        custom.check("https://public.example/")

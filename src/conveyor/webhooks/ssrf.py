@@ -38,6 +38,9 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 NUMERIC_V4 = re.compile(r"^[0-9a-fA-FxX.]+$")
 
 
+DEFAULT_PORTS = (80, 443, 8080, 8443)
+
+
 class UnsafeURLError(errors.InvalidInputError):
     """The URL is not allowed as a callback target."""
 
@@ -50,6 +53,10 @@ class GuardSettings(BaseSettings):
 
     callback_allow: str = Field(
         "", description="Comma-separated CIDRs and host names callbacks may reach anyway."
+    )
+    callback_ports: str = Field(
+        ",".join(map(str, DEFAULT_PORTS)),
+        description="Ports callbacks may use on public hosts (allowed hosts may use any).",
     )
 
 
@@ -94,7 +101,13 @@ def system_resolver(host: str, port: int) -> list[str]:
 class CallbackPolicy:
     """Decides which URLs outgoing requests may go to."""
 
-    def __init__(self, allow: Iterable[str] = (), resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        resolver: Resolver | None = None,
+        ports: Iterable[int] = DEFAULT_PORTS,
+    ) -> None:
+        self.ports = frozenset(ports)
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.names: set[str] = set()
         self.suffixes: list[str] = []
@@ -115,7 +128,15 @@ class CallbackPolicy:
     @classmethod
     def from_env(cls, resolver: Resolver | None = None) -> CallbackPolicy:
         """The policy `CONVEYOR_CALLBACK_ALLOW` describes."""
-        return cls(GuardSettings().callback_allow.split(","), resolver)
+        settings = GuardSettings()
+        try:
+            ports = [int(p) for p in settings.callback_ports.split(",") if p.strip()]
+        except ValueError:
+            raise errors.ConfigurationError(
+                f"CONVEYOR_CALLBACK_PORTS must be comma-separated port numbers, got"
+                f" {settings.callback_ports!r}"
+            ) from None
+        return cls(settings.callback_allow.split(","), resolver, ports)
 
     def check(self, url: str, *, what: str = "callback URL") -> Target:
         """Parse, resolve and check `url`; raise `UnsafeURLError` saying why it is refused."""
@@ -143,7 +164,8 @@ class CallbackPolicy:
                 raise UnsafeURLError(f"the {what} host {host!r} does not resolve: {exc}") from None
             if not addresses:
                 raise UnsafeURLError(f"the {what} host {host!r} does not resolve")
-        if not self._name_allowed(host):
+        allowed_name = self._name_allowed(host)
+        if not allowed_name:
             for address in addresses:
                 reason = self.refusal(address)
                 if reason is not None:
@@ -153,12 +175,29 @@ class CallbackPolicy:
                         host=host,
                         address=str(address),
                     )
+        if not allowed_name:
+            self._check_port(port, addresses, what, host)
         return Target(
             url=url.strip(),
             scheme=scheme,
             host=host,
             port=port,
             addresses=tuple(str(a) for a in addresses),
+        )
+
+    def _check_port(self, port: int, addresses: Sequence[IPAddress], what: str, host: str) -> None:
+        """Public hosts only on web ports: a callback must not poke Redis, SSH or a database
+        that happens to listen on a public address."""
+        if port in self.ports:
+            return
+        if all(any(a in net for net in self.networks) for a in addresses):
+            return  # the operator allowed these addresses explicitly
+        raise UnsafeURLError(
+            f"the {what} uses port {port}, which callbacks may not use (allowed:"
+            f" {', '.join(map(str, sorted(self.ports)))}); set CONVEYOR_CALLBACK_PORTS"
+            " or allow the host with CONVEYOR_CALLBACK_ALLOW",
+            host=host,
+            port=port,
         )
 
     def _name_allowed(self, host: str) -> bool:
