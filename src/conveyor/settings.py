@@ -14,7 +14,7 @@ def _split(value: str) -> list[str]:
 
 
 class Settings(BaseSettings):
-    """Every setting has a `CONVEYOR_` environment variable, e.g. `CONVEYOR_STORE`."""
+    """Core: where data lives, which kinds and queues workers serve, leases and timings."""
 
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
 
@@ -25,14 +25,19 @@ class Settings(BaseSettings):
         "conveyor.kinds.demo", description="Comma-separated modules that declare kinds."
     )
     queues: str = Field("default", description="Comma-separated queues a worker serves.")
-    concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    concurrency: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="Child processes per worker (default: the number of CPUs).",
+    )
     lease_s: float = Field(30.0, gt=0, description="Lease length; renewed by heartbeats.")
     heartbeat_s: float = Field(2.0, gt=0, description="How often workers renew leases.")
     sweep_s: float = Field(5.0, gt=0, description="How often expired leases are rescued.")
     grace_s: float = Field(10.0, ge=0, description="Drain: time in-flight jobs get to finish.")
     cancel_grace_s: float = Field(3.0, ge=0, description="Cancel: time before the kill.")
     retention_s: float = Field(7 * 86400.0, ge=0, description="Finished jobs kept this long.")
-    max_upload_bytes: int = Field(1 << 30, ge=1)
+    max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest file upload accepted.")
     idempotency_window_s: float = Field(
         24 * 3600.0, gt=0, le=30 * 86400, description="How long Idempotency-Keys are remembered."
     )

@@ -36,13 +36,17 @@ class S3Settings(BaseSettings):
 
     endpoint_url: str | None = Field(None, description="e.g. http://minio:9000; unset = AWS.")
     region: str | None = Field(None, description="e.g. eu-central-2; unset = AWS default chain.")
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
+    access_key_id: str | None = Field(
+        None, description="Access key; else the standard AWS variables and config files."
+    )
+    secret_access_key: str | None = Field(None, description="Secret key for `ACCESS_KEY_ID`.")
     presign_endpoint_url: str | None = Field(
         None, description="Endpoint put into presigned URLs when clients reach S3 differently."
     )
     part_size: int = Field(8 << 20, ge=MIN_PART, le=5 << 30, description="Multipart part size.")
-    addressing_style: Literal["auto", "path", "virtual"] | None = None
+    addressing_style: Literal["auto", "path", "virtual"] | None = Field(
+        None, description="`path` (default with a custom endpoint, e.g. MinIO), `virtual`, `auto`."
+    )
 
 
 class S3Storage:

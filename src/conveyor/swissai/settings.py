@@ -15,9 +15,9 @@ class SwissAISettings(BaseSettings):
     )
     max_tasks: int = Field(50, ge=1, description="Tasks waiting or running per service: 503 past.")
     ping_s: float = Field(20.0, gt=0, description="Heartbeat to the engines.")
-    announce_retries: int = Field(5, ge=1)
-    retry_delay_s: float = Field(3.0, ge=0)
-    timeout_s: float = Field(10.0, gt=0)
+    announce_retries: int = Field(5, ge=1, description="Tries per engine call before giving up.")
+    retry_delay_s: float = Field(3.0, ge=0, description="Pause between those tries.")
+    timeout_s: float = Field(10.0, gt=0, description="Timeout of each call to an engine.")
 
     @property
     def engines(self) -> list[str]:
