@@ -199,26 +199,27 @@ def permutations(
 ) -> tuple[list[list[int]], list[int], int]:
     """Random row orders for both parties that put every matched pair on the same row.
 
-    As the entity service did: `rows = max(n0, n1)` new rows, shuffled; the matches take the
-    first shuffled rows (mask 1), the other records of each party fill the rest (mask 0).
+    As the entity service did: the matches take random rows among the first
+    `rows = min(n0, n1)` (mask 1 there); each party's other records fill its remaining rows
+    at random, so each party's permutation is a permutation of its own rows.
     """
-    rows = max(sizes)
+    rows = min(sizes)
+    rng = secrets.SystemRandom()
     order = list(range(rows))
-    secrets.SystemRandom().shuffle(order)
+    rng.shuffle(order)
     perms: list[list[int]] = [[-1] * sizes[0], [-1] * sizes[1]]
     mask = [0] * rows
-    used = 0
-    for group in groups:
-        new_row = order[used]
-        used += 1
+    for new_row, group in zip(order, groups, strict=False):
         mask[new_row] = 1
         for dset, rec in group:
             perms[dset][rec] = new_row
+    left = order[len(groups) :]
     for party in (0, 1):
-        free = iter(order[used:])
+        free = [*left, *range(rows, sizes[party])]
+        rng.shuffle(free)
         for rec, row in enumerate(perms[party]):
             if row < 0:
-                perms[party][rec] = next(free)
+                perms[party][rec] = free.pop()
     return perms, mask, rows
 
 
