@@ -69,3 +69,17 @@ def test_limiter_blocks_after_repeated_failures() -> None:
 )  # fmt: skip
 def test_is_loopback(host: str | None, loop: bool) -> None:
     assert auth.is_loopback(host) is loop
+
+
+def test_installed_keys_come_from_a_secret_and_install_once() -> None:
+    store = open_store("memory://")
+    raw = "cvk_deploy1_" + "s" * 40
+    key_id = auth.install_key(store, "ops", ["admin"], raw)
+    assert auth.install_key(store, "ops", ["admin"], raw) == key_id, "idempotent"
+    found = auth.verify_key(store, raw)
+    assert found is not None and found.allows("submit")
+    assert len(auth.list_keys(store)) == 1
+    with pytest.raises(ValueError, match="at least 32"):
+        auth.install_key(store, "weak", ["read"], "cvk_weak_short")
+    with pytest.raises(ValueError, match="already uses"):
+        auth.install_key(store, "clash", ["read"], "cvk_deploy1_" + "t" * 40)

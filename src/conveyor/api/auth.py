@@ -134,6 +134,34 @@ def create_key(store: Store, name: str, scopes: Sequence[str]) -> tuple[str, str
     return key_id, raw
 
 
+def install_key(store: Store, name: str, scopes: Sequence[str], raw: str) -> str:
+    """Store a key whose raw value comes from elsewhere (a deployment secret); return its id.
+
+    Idempotent, so a deployment can run it at every start: an existing key with this value is
+    left as it is. `ValueError` if `raw` is not a well-formed key (`cvk_<id>_<secret>`, a
+    secret of 32+ characters), so weak secrets are refused.
+    """
+    wanted = check_scopes(scopes)
+    key_id, sep, secret = raw.removeprefix(PREFIX).partition("_")
+    well_formed = raw.startswith(PREFIX) and sep and key_id.isalnum() and len(key_id) <= 32
+    if not well_formed or len(secret) < 32:
+        raise ValueError(
+            "a key must look like cvk_<id>_<secret> with a secret of at least 32 characters;"
+            " `conveyor keys create` prints one"
+        )
+    existing = store.get_record(COLLECTION, key_id)
+    if existing is not None and hmac.compare_digest(str(existing.get("hash", "")), _hash(raw)):
+        return key_id
+    if existing is not None:
+        raise ValueError(f"another key already uses the id {key_id!r}")
+    store.put_record(
+        COLLECTION,
+        key_id,
+        {"name": name, "scopes": wanted, "hash": _hash(raw), "created_at": store.now()},
+    )
+    return key_id
+
+
 def list_keys(store: Store) -> list[KeyRecord]:
     return [_record(key_id, value) for key_id, value in store.list_records(COLLECTION)]
 

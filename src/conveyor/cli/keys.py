@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -32,18 +33,33 @@ def create(
         list[str] | None,
         typer.Option("--scope", "-s", help="read, submit, work or admin (repeatable)."),
     ] = None,
+    from_env: Annotated[
+        str | None,
+        typer.Option(
+            "--from-env",
+            help="Install the key held by this environment variable instead of making one"
+            " (idempotent: for deployments that keep the key in a secret).",
+        ),
+    ] = None,
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a key and print it once; it is stored hashed and cannot be shown again."""
+    raw = os.environ.get(from_env, "") if from_env else None
+    if from_env and not raw:
+        err.print(f"[red]error:[/] the environment variable {from_env} is not set")
+        raise typer.Exit(2)
+    opened = _store(store)
     try:
         scopes = auth.check_scopes(scope or ["read", "submit"])
+        if raw:
+            key_id = auth.install_key(opened, name, scopes, raw)
+            err.print(f"key [bold]{key_id}[/] from {from_env} is installed ({', '.join(scopes)})")
+            return
+        key_id, raw = auth.create_key(opened, name, scopes)
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    opened = _store(store)
-    try:
-        key_id, raw = auth.create_key(opened, name, scopes)
     finally:
         opened.close()
     if as_json:
