@@ -22,7 +22,7 @@ from conveyor.store import Store, open_store
 from tests.integration.harness import start_worker, stop, wait_for, worker_env
 from tests.servers.http import serve_in_thread
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.kge, pytest.mark.timeout(240)]
 
 
 def nations() -> list[tuple[str, str, str]]:
