@@ -44,7 +44,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# install-kge: the kge extra (CPU torch from this machine's wheel, then PyKEEN) so its tests run.
+pytest: $(STAMP) install-kge
 	$(BIN)/pytest -q -p no:cacheprovider -m "not soak and not image"
 
 # Long suites (fault soak, nightly reliability tiers): not part of `make test`.
