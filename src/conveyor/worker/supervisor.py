@@ -42,6 +42,7 @@ BUFFER_MAX = 200  # claimed jobs waiting in the supervisor for a free child
 BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
 PIPELINE_BELOW_S = 0.005  # hand a busy child a next job only when jobs are this short
 RATE_WINDOW_S = 0.25
+FENCE_AT = 0.9  # stop in-flight jobs this far into a lease not renewed since (self-fencing)
 WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
 
@@ -168,6 +169,10 @@ class Supervisor:
 
     def _tick(self) -> None:
         now = time.monotonic()
+        # Checked every pass, not only after a failed heartbeat: a store call that hangs on a
+        # silent partition must not keep us running jobs whose leases others may own by now.
+        if now - self.last_ok_beat > self.settings.lease_s * FENCE_AT:
+            self._self_fence(now)
         self._reap(now)
         if not self.draining:
             self._fill(now)
@@ -363,7 +368,7 @@ class Supervisor:
         items = self._all_items()
         statuses = self._beat(items)
         if statuses is None:
-            if now - self.last_ok_beat > self.settings.lease_s:
+            if now - self.last_ok_beat > self.settings.lease_s * FENCE_AT:
                 self._self_fence(now)
         else:
             self.last_ok_beat = now
@@ -424,13 +429,14 @@ class Supervisor:
 
     def _self_fence(self, now: float) -> None:
         """The store has been unreachable for a whole lease: others may own our jobs now."""
-        if not self._all_items():
-            return
-        log.error("store unreachable for %.0fs: stopping in-flight jobs", self.settings.lease_s)
         self.buffer.clear()
-        for slot in self.slots:
-            if slot.jobs:
-                slot.kill("lost", now)
+        doomed = [slot for slot in self.slots if slot.jobs and slot.kill_reason != "lost"]
+        if not doomed:
+            return
+        log.error("leases not renewed for %.0fs (store unreachable): stopping in-flight jobs",
+                  now - self.last_ok_beat)  # fmt: skip
+        for slot in doomed:
+            slot.kill("lost", now)
 
     # -- deadlines, children, sweeping ------------------------------------------------------
 
