@@ -61,13 +61,16 @@ def record_fault_run(
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "notes": notes,
     }
+    write_row(row)
+
+
+def write_row(row: dict[str, Any]) -> None:
+    """Add a row, replacing the one with the same (scenario, store), under a file lock."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    key = (row.get("scenario"), row.get("store"))
     with open(RESULTS.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = [
-            r for r in read_rows()
-            if (r.get("scenario"), r.get("store")) != (scenario, store)
-        ]  # fmt: skip
+        rows = [r for r in read_rows() if (r.get("scenario"), r.get("store")) != key]
         rows.append(row)
         rows.sort(key=lambda r: (str(r.get("scenario")), str(r.get("store"))))
         tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")

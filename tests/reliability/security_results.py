@@ -8,27 +8,9 @@ processes from overwriting each other's rows.
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "reliability.json"
-LOCK = Path(tempfile.gettempdir()) / "conveyor-reliability-json.lock"
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    if not path.exists() or not path.read_text().strip():
-        return []
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:  # JSON lines, if a writer chose that
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return list(data) if isinstance(data, list) else [data]
+from tests.reliability.fault_results import write_row
 
 
 def record(
@@ -52,15 +34,4 @@ def record(
         "at": at,
         "notes": notes,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = [
-            r for r in _read(RESULTS)
-            if (r.get("scenario"), r.get("store")) != (scenario, store)
-        ]  # fmt: skip
-        rows.append(row)
-        rows.sort(key=lambda r: (str(r.get("scenario")), str(r.get("store"))))
-        tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(rows, indent=1) + "\n")
-        os.replace(tmp, RESULTS)
+    write_row(row)
