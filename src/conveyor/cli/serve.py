@@ -162,6 +162,7 @@ def up(
         url = _url(server, host)
         err.print(
             f"conveyor is up\n  API   [bold]{url}[/]\n  docs  [bold]{url}/docs[/]\n"
+            f"  UI    [bold]{url}/ui/[/]\n"
             f"  store [bold]{settings.store_url}[/]\n  files [bold]{settings.storage_url}[/]\n"
             f"  kinds {', '.join(settings.import_list)}\n  Ctrl-C drains and stops.",
             soft_wrap=True,
