@@ -508,12 +508,7 @@ class PostgresStore:
         params = {"now": self._now_param(), "id": job_id}
         with self._conn() as conn:
             job = self._locked_job(conn, job_id)
-            if not rules.check_cancellable(job.state):
-                raise errors.InvalidStateError(
-                    f"job {job_id} is {job.state.value}; only waiting or running jobs can be"
-                    " cancelled",
-                    state=job.state.value,
-                )
+            rules.ensure_cancellable(job_id, job.state)
             if job.state is JobState.RUNNING:
                 change = "cancel_requested = true"
                 event = {"state": "running", "cancel_requested": True}
@@ -534,12 +529,7 @@ class PostgresStore:
         params = {"now": self._now_param(), "id": job_id}
         with self._conn() as conn:
             job = self._locked_job(conn, job_id)
-            if not rules.check_retryable(job.state):
-                raise errors.InvalidStateError(
-                    f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be"
-                    " retried",
-                    state=job.state.value,
-                )
+            rules.ensure_retryable(job_id, job.state)
             update = (
                 f"UPDATE conveyor_jobs SET state = 'queued', attempt = 0, run_at = {NOW},"
                 " cancel_requested = false, finished_at = NULL, result = NULL, progress = NULL,"
@@ -557,12 +547,7 @@ class PostgresStore:
     def delete(self, job_id: str) -> None:
         with self._conn() as conn:
             job = self._locked_job(conn, job_id)
-            if not rules.check_deletable(job.state):
-                raise errors.InvalidStateError(
-                    f"job {job_id} is {job.state.value}; cancel it first, only finished jobs"
-                    " can be deleted",
-                    state=job.state.value,
-                )
+            rules.ensure_deletable(job_id, job.state)
             self._pipeline(
                 conn,
                 [("DELETE FROM conveyor_events WHERE job_id = %(id)s", {"id": job_id}),

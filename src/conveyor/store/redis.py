@@ -393,14 +393,13 @@ class RedisStore:
 
     # -- user operations ----------------------------------------------------------------------
 
-    def _change(self, op: str, job_id: str, allowed: Callable[[JobState], bool], what: str) -> Any:
-        """Check `allowed` (a rule) on the current state, then apply `op` if it still holds."""
+    def _change(self, op: str, job_id: str, ensure: Callable[[str, JobState], None]) -> Any:
+        """Check `ensure` (a rule) on the current state, then apply `op` if it still holds."""
         for _ in range(100):
             state: str | None = self._call(self._r.hget, self._key("job", job_id), "state")
             if state is None:
                 raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
-            if not allowed(JobState(state)):
-                raise errors.InvalidStateError(f"job {job_id} is {state}; {what}", state=state)
+            ensure(job_id, JobState(state))
             reply = self._run("change", [op, job_id, state])
             if reply[0] == "ok":
                 return reply[1:]
@@ -409,23 +408,15 @@ class RedisStore:
         raise errors.StoreUnavailableError(f"job {job_id} kept changing; try again")
 
     def cancel(self, job_id: str) -> Job:
-        flat = self._change(
-            "cancel", job_id, rules.check_cancellable,
-            "only waiting or running jobs can be cancelled",
-        )  # fmt: skip
+        flat = self._change("cancel", job_id, rules.ensure_cancellable)
         return codec.hash_to_job(codec.pairs(flat))
 
     def retry(self, job_id: str) -> Job:
-        flat = self._change(
-            "retry", job_id, rules.check_retryable, "only failed or cancelled jobs can be retried"
-        )
+        flat = self._change("retry", job_id, rules.ensure_retryable)
         return codec.hash_to_job(codec.pairs(flat))
 
     def delete(self, job_id: str) -> None:
-        self._change(
-            "delete", job_id, rules.check_deletable,
-            "cancel it first, only finished jobs can be deleted",
-        )  # fmt: skip
+        self._change("delete", job_id, rules.ensure_deletable)
 
     def get(self, job_id: str) -> Job:
         h: dict[str, str] = self._call(self._r.hgetall, self._key("job", job_id))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from conveyor import errors
 from conveyor.models import FINAL_STATES, JobError, JobState
 
 
@@ -90,13 +91,21 @@ def initial_state(run_at: float, now: float) -> JobState:
     return JobState.SCHEDULED if run_at > now else JobState.QUEUED
 
 
-def check_cancellable(state: JobState) -> bool:
-    return state in CANCELLABLE
+def ensure_cancellable(job_id: str, state: JobState) -> None:
+    """Raise `InvalidStateError` unless a job in `state` may be cancelled."""
+    _ensure(job_id, state, CANCELLABLE, "only waiting or running jobs can be cancelled")
 
 
-def check_retryable(state: JobState) -> bool:
-    return state in RETRYABLE
+def ensure_retryable(job_id: str, state: JobState) -> None:
+    """Raise `InvalidStateError` unless a job in `state` may be retried."""
+    _ensure(job_id, state, RETRYABLE, "only failed or cancelled jobs can be retried")
 
 
-def check_deletable(state: JobState) -> bool:
-    return state in FINAL_STATES
+def ensure_deletable(job_id: str, state: JobState) -> None:
+    """Raise `InvalidStateError` unless a job in `state` may be deleted."""
+    _ensure(job_id, state, FINAL_STATES, "cancel it first, only finished jobs can be deleted")
+
+
+def _ensure(job_id: str, state: JobState, allowed: frozenset[JobState], why: str) -> None:
+    if state not in allowed:
+        raise errors.InvalidStateError(f"job {job_id} is {state.value}; {why}", state=state.value)

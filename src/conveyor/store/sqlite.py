@@ -511,12 +511,7 @@ class SqliteStore:
         now = self.clock()
         with self._write() as db:
             job = self._get(db, job_id)
-            if not rules.check_cancellable(job.state):
-                raise errors.InvalidStateError(
-                    f"job {job_id} is {job.state.value}; only waiting or running jobs can be"
-                    " cancelled",
-                    state=job.state.value,
-                )
+            rules.ensure_cancellable(job_id, job.state)
             if job.state is JobState.RUNNING:
                 db.execute(
                     "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
@@ -537,12 +532,7 @@ class SqliteStore:
         now = self.clock()
         with self._write() as db:
             job = self._get(db, job_id)
-            if not rules.check_retryable(job.state):
-                raise errors.InvalidStateError(
-                    f"job {job_id} is {job.state.value}; only failed or cancelled jobs can be"
-                    " retried",
-                    state=job.state.value,
-                )
+            rules.ensure_retryable(job_id, job.state)
             db.execute(
                 "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?, cancel_requested = 0,"
                 " finished_at = NULL, result = NULL, progress = NULL, updated_at = ?"
@@ -558,12 +548,7 @@ class SqliteStore:
     def delete(self, job_id: str) -> None:
         with self._write() as db:
             job = self._get(db, job_id)
-            if not rules.check_deletable(job.state):
-                raise errors.InvalidStateError(
-                    f"job {job_id} is {job.state.value}; cancel it first, only finished jobs"
-                    " can be deleted",
-                    state=job.state.value,
-                )
+            rules.ensure_deletable(job_id, job.state)
             db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
