@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +11,7 @@ import httpx
 import pytest
 
 from conveyor.store import Store, open_store
-from tests.integration.harness import ROOT, start_worker, stop, worker_env
-from tests.servers.http import free_port
+from tests.integration.harness import start_server, start_worker, stop, worker_env
 
 
 @dataclass
@@ -43,28 +40,9 @@ class ApiServer:
 
 
 def start_api(home: Path, *extra: str, env_extra: dict[str, str] | None = None) -> ApiServer:
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     store_url = f"sqlite:///{home / 'conveyor.db'}"
     env = worker_env(home, **(env_extra or {}))
-    log = open(home / "api.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "api", "--port", str(port), "--store", store_url,
-         "--log-level", "warning", *extra],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise RuntimeError((home / "api.log").read_text())
-        time.sleep(0.05)
+    url, process = start_server("api", store_url, home, *extra, env=env)
     return ApiServer(url, home, store_url, process)
 
 

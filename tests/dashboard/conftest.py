@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +17,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from conveyor.api.auth import create_key
 from conveyor.models import Job, JobState
 from conveyor.store import Store, open_store
-from tests.integration.harness import ROOT, stop, wait_for, worker_env
-from tests.servers.http import free_port
+from tests.integration.harness import ROOT, start_server, stop, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -66,25 +63,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     _, admin = create_key(store, "admin", ["admin"])
     _, reader = create_key(store, "viewer", ["read"])
     store.close()
-    port = free_port()
-    log = open(home / "up.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "up", "--port", str(port), "--store", store_url,
-         "-c", "2", "--log-level", "warning"],
-        env=worker_env(home), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise RuntimeError((home / "up.log").read_text())
-        time.sleep(0.05)
+    url, process = start_server("up", store_url, home, "-c", "2", log_name="up.log")
     try:
         yield Dashboard(url, home, store_url, admin, reader, process)
     finally:

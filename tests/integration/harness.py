@@ -93,3 +93,43 @@ def children(pid: int) -> list[int]:
             if b"resource_tracker" not in cmdline:
                 found.append(int(entry))
     return found
+
+
+def start_server(
+    command: str,
+    store_url: str,
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    log_name: str = "api.log",
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start `conveyor api|up` on a free loopback port; return its URL once /healthz answers."""
+    import httpx
+
+    from tests.servers.http import free_port
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = open(home / log_name, "wb")  # noqa: SIM115 - the child writes to it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", command, "--port", str(port), "--store", store_url,
+         "--log-level", "warning", *args],
+        env=env or worker_env(home), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise RuntimeError((home / log_name).read_text()) from None
+            return False
+
+    try:
+        wait_for(healthy, timeout=30, interval=0.05)
+    except BaseException:
+        stop(process)
+        raise
+    return url, process

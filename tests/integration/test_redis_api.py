@@ -7,8 +7,6 @@ API serves again without being restarted, and a worker runs the job.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,8 +16,7 @@ import pytest
 
 from conveyor.kinds.registry import import_kinds
 from conveyor.store import open_store
-from tests.integration.harness import ROOT, start_worker, stop, wait_for, worker_env
-from tests.servers.http import free_port
+from tests.integration.harness import start_server, start_worker, stop, wait_for
 from tests.servers.redis import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
@@ -39,28 +36,11 @@ def redis(redis_factory: Callable[..., RedisServer]) -> RedisServer:
 def api(redis: RedisServer, tmp_path: Path) -> Iterator[str]:
     home = tmp_path / "home"
     home.mkdir()
-    port = free_port()
-    log = open(home / "api.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "api", "--port", str(port), "--store", redis.url,
-         "--log-level", "warning"],
-        env=worker_env(home), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            assert process.poll() is None, (home / "api.log").read_text()
-            return False
-
+    url, process = start_server("api", redis.url, home)
     try:
-        wait_for(healthy, timeout=30, interval=0.05)
         yield url
     finally:
         stop(process)
-        log.close()
         assert "Traceback" not in (home / "api.log").read_text()
 
 
