@@ -88,6 +88,7 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._closing = threading.Event()
         self._retry_claim = False
+        self._last_claim_empty = False  # burst mode ends after an empty claim with nothing left
         self._last_reap = 0.0
         self.settler = Settler(store, self._committed)
 
@@ -145,12 +146,10 @@ class Supervisor:
     def _finished(self) -> bool:
         if self.draining:
             return not any(s.process for s in self.slots) and self.settler.idle
-        if self.burst and not self.hungry:
+        if not self.burst or not self._last_claim_empty:
             return False
-        if self.burst:
-            busy = self.buffer or any(s.jobs for s in self.slots) or not self.settler.idle
-            return not busy and self._last_claim_empty
-        return False
+        busy = self.buffer or any(s.jobs for s in self.slots) or not self.settler.idle
+        return not busy
 
     def _shutdown(self) -> None:
         for slot in self.slots:
@@ -164,8 +163,6 @@ class Supervisor:
         log.info("worker %s stopped: %s", self.id, self.stats)
 
     # -- the loop -------------------------------------------------------------------------------
-
-    _last_claim_empty = False
 
     def _tick(self) -> None:
         now = time.monotonic()
