@@ -17,7 +17,16 @@ from jsonschema.validators import validator_for
 
 from conveyor import errors
 from conveyor.ids import uuid7
-from conveyor.models import Job, JobEvent, JobFilter, JobPage, KindInfo, NewJob, QueueStats
+from conveyor.models import (
+    WAITING_STATES,
+    Job,
+    JobEvent,
+    JobFilter,
+    JobPage,
+    KindInfo,
+    NewJob,
+    QueueStats,
+)
 from conveyor.storage import BlobInfo, BlobStorage, check_name, job_key, job_prefix
 from conveyor.store.base import IDEMPOTENCY_WINDOW_S, JobSpec, Store
 from conveyor.webhooks.config import validate_webhook
@@ -173,7 +182,7 @@ class Service:
     ) -> BlobInfo:
         """Attach an input file to a job that has not started yet."""
         job = self.store.get(job_id)
-        if job.state.is_final or job.state.value == "running":
+        if job.state not in WAITING_STATES:
             raise errors.InvalidStateError(
                 f"job {job_id} is {job.state.value}; input files can only be added before it runs"
             )
