@@ -119,6 +119,41 @@ def test_async_client(api: ApiServer) -> None:
     asyncio.run(main())
 
 
+def test_async_files_events_and_state_changes(api: ApiServer, tmp_path: Path) -> None:
+    """The paths of the generated `Client` that `test_async_client` leaves out, run async."""
+    source = tmp_path / "in.txt"
+    source.write_text("abc")
+
+    async def main() -> None:
+        async with conveyor.AsyncClient(api.url) as client:
+            job = await client.submit(
+                "demo.count", {"to": 2, "delay": 0, "write_file": True}, files={"data.txt": source}
+            )
+            assert ("data.txt", "in") in {
+                (f["name"], f["direction"]) for f in await client.files(job.id)
+            }
+            await asyncio.to_thread(api.run_worker)
+            states = [e.data["state"] async for e in client.watch(job.id) if e.type == "state"]
+            assert states == ["queued", "running", "succeeded"]
+            assert [e.seq for e in await client.events(job.id)] == [
+                e.seq async for e in client.watch(job.id)
+            ]
+            saved = await client.download(job.id, "numbers.txt", tmp_path)
+            assert saved.read_text().split() == ["1", "2"]
+            later = await client.submit("noop", delay_s=3600)
+            assert (await client.upload(later.id, "x.bin", b"\x00\x01"))["size"] == 2
+            with pytest.raises(TimeoutError):
+                await client.wait(later.id, timeout=1)
+            assert (await client.cancel(later.id)).state is JobState.CANCELLED
+            assert (await client.retry(later.id)).state is JobState.QUEUED
+            await client.cancel(later.id)
+            await client.delete(later.id)
+            with pytest.raises(errors.JobNotFoundError):
+                await client.get(later.id)
+
+    asyncio.run(main())
+
+
 def test_wait_times_out_on_a_quiet_job(api: ApiServer) -> None:
     with Client(api.url) as client:
         job = client.submit("noop", delay_s=3600)

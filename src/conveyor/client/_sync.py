@@ -1,0 +1,288 @@
+"""`Client`, generated from `_async.py` by `unasync.py` (edit those, not this)."""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conveyor.client._core import (
+    CHUNK,
+    RETRY_STATUSES,
+    FilesArg,
+    SSEParser,
+    backoff_delay,
+    default_headers,
+    filter_params,
+    may_retry,
+    new_job,
+    parse_jobs,
+    raise_for_problem,
+    resolve_url,
+    submit_body,
+)
+from conveyor.models import (
+    Job,
+    JobEvent,
+    JobFilter,
+    JobPage,
+    KindInfo,
+    NewJob,
+    QueueStats,
+    WorkerInfo,
+)
+
+
+def _read_chunks(source: str | Path | bytes) -> Iterator[bytes]:
+    if isinstance(source, bytes):
+        yield source
+        return
+    with open(source, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
+
+
+def _opener(source: str | Path | bytes) -> Callable[[], Iterator[bytes]]:
+    return lambda: _read_chunks(source)
+
+
+class Client:
+    """A synchronous client. `url`/`token` default to `CONVEYOR_URL`/`CONVEYOR_TOKEN`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 5,
+        backoff_s: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        self.url, token = resolve_url(url, token)
+        self.retries, self.backoff_s = retries, backoff_s
+        self._http = httpx.Client(
+            base_url=self.url, headers=default_headers(token), timeout=timeout, transport=transport,
+            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        )  # fmt: skip
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Callable[[], Iterator[bytes]] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            try:
+                if body is not None:
+                    kwargs["content"] = body()  # a fresh stream for every attempt
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt >= self.retries or not may_retry(method, kwargs, exc):
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt >= self.retries:
+                    raise_for_problem(response)
+                    return response
+            time.sleep(backoff_delay(attempt, self.backoff_s))
+        raise AssertionError("unreachable")
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        job: NewJob | str,
+        input: Any = None,
+        *,
+        files: FilesArg | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> Job:
+        """Submit one job: a `NewJob`, or a kind name with its input and `NewJob` options.
+
+        `files` maps input file names to paths (or bytes); they are uploaded first and attached
+        atomically, so the job never starts without them.
+        """
+        new = new_job(job, input, options)
+        jobs = self.submit_many([new], files=[files or {}], idempotency_key=idempotency_key)
+        return jobs[0]
+
+    def submit_many(
+        self,
+        jobs: Sequence[NewJob],
+        *,
+        files: Sequence[FilesArg] | None = None,
+        idempotency_key: str | None = None,
+    ) -> builtins.list[Job]:
+        """Submit up to 1,000 jobs atomically (all or none)."""
+        staged = [self._stage(f) for f in (files or [{}] * len(jobs))]
+        key = idempotency_key or str(uuid.uuid4())
+        response = self._request(
+            "POST", "/v1/jobs", json=submit_body(jobs, staged), headers={"Idempotency-Key": key}
+        )
+        return parse_jobs(response)
+
+    def _stage(self, files: FilesArg) -> dict[str, str]:
+        staged = {}
+        for name, source in files.items():
+            response = self._request("PUT", f"/v1/uploads/{name}", body=_opener(source))
+            staged[name] = str(response.json()["id"])
+        return staged
+
+    def get(self, job_id: str) -> Job:
+        response = self._request("GET", f"/v1/jobs/{job_id}")
+        return Job.model_validate(response.json())
+
+    def list_jobs(
+        self, filter: JobFilter | None = None, cursor: str | None = None, limit: int = 50
+    ) -> JobPage:
+        params = filter_params(filter or JobFilter(), cursor, limit)
+        response = self._request("GET", "/v1/jobs", params=params)
+        return JobPage.model_validate(response.json())
+
+    def list(self, **filters: Any) -> Iterator[Job]:
+        """Every job matching the filters (`state=`, `kind=`, ...), following the cursor."""
+        limit = int(filters.pop("limit", 200))
+        flt, cursor = JobFilter(**filters), None
+        while True:
+            page = self.list_jobs(flt, cursor, limit)
+            yield from page.jobs
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: str) -> Job:
+        response = self._request("POST", f"/v1/jobs/{job_id}/cancel")
+        return Job.model_validate(response.json())
+
+    def retry(self, job_id: str) -> Job:
+        response = self._request("POST", f"/v1/jobs/{job_id}/retry")
+        return Job.model_validate(response.json())
+
+    def delete(self, job_id: str) -> None:
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    # -- events -------------------------------------------------------------------------------
+
+    def events(self, job_id: str, after: int = 0) -> builtins.list[JobEvent]:
+        """The job's events so far (after seq `after`)."""
+        return [event for event in self._stream(job_id, after, follow=False)]
+
+    def watch(self, job_id: str, after: int = 0) -> Iterator[JobEvent]:
+        """Live events until the job ends; reconnects with `Last-Event-ID` if cut off."""
+        last = after
+        for attempt in range(self.retries + 1):
+            try:
+                for event in self._stream(job_id, last, follow=True):
+                    last = event.seq
+                    yield event
+                return
+            except httpx.TransportError:
+                if attempt >= self.retries:
+                    raise
+                time.sleep(backoff_delay(attempt, self.backoff_s))
+
+    def _stream(
+        self, job_id: str, after: int, follow: bool, read_timeout: float | None = None
+    ) -> Iterator[JobEvent]:
+        params = {"follow": "true" if follow else "false"}
+        headers = {"Last-Event-ID": str(after), "Accept": "text/event-stream"}
+        kwargs: dict[str, Any] = {"params": params, "headers": headers}
+        if follow:
+            kwargs["timeout"] = httpx.Timeout(self._http.timeout.connect, read=read_timeout)
+        with self._http.stream("GET", f"/v1/jobs/{job_id}/events", **kwargs) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise_for_problem(response)
+            parser = SSEParser()
+            for line in response.iter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    yield event
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job ends (following SSE; polling if streaming fails); the final job."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = 0
+        while deadline is None or time.monotonic() < deadline:
+            remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
+            try:
+                for event in self._stream(job_id, last, follow=True, read_timeout=remaining):
+                    last = event.seq
+                break  # the stream ends when the job does
+            except httpx.ReadTimeout:
+                continue  # quiet past the deadline: the loop condition decides
+            except httpx.TransportError:
+                break  # streaming does not work here: poll instead
+        delay = 0.05
+        while True:
+            job = self.get(job_id)
+            if job.state.is_final:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job.state.value}")
+            time.sleep(delay)
+            delay = min(1.0, delay * 1.5)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def files(self, job_id: str) -> builtins.list[dict[str, Any]]:
+        response = self._request("GET", f"/v1/jobs/{job_id}/files")
+        return list(response.json()["files"])
+
+    def upload(self, job_id: str, name: str, source: str | Path | bytes) -> dict[str, Any]:
+        """Add an input file to a job that has not started (prefer `submit(files=...)`)."""
+        path = f"/v1/jobs/{job_id}/files/{name}"
+        response = self._request("PUT", path, body=_opener(source))
+        return dict(response.json())
+
+    def download(
+        self, job_id: str, name: str, dest: str | Path | None = None, direction: str = "out"
+    ) -> Path:
+        """Stream a file to `dest` (default: `name` in the current directory); return the path."""
+        target = Path(dest) if dest is not None else Path(name)
+        if target.is_dir():
+            target = target / name
+        params = {"direction": direction}
+        path = f"/v1/jobs/{job_id}/files/{name}"
+        with self._http.stream("GET", path, params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise_for_problem(response)
+            partial = target.with_name(target.name + ".part")
+            with open(partial, "wb") as out:
+                for chunk in response.iter_bytes(CHUNK):
+                    out.write(chunk)
+            partial.replace(target)
+        return target
+
+    # -- catalog ------------------------------------------------------------------------------
+
+    def kinds(self, refresh: bool = False) -> dict[str, KindInfo]:
+        response = self._request("GET", "/v1/kinds")
+        return {k["name"]: KindInfo.model_validate(k) for k in response.json()}
+
+    def queues(self) -> builtins.list[QueueStats]:
+        response = self._request("GET", "/v1/queues")
+        return [QueueStats.model_validate(q) for q in response.json()]
+
+    def workers(self) -> builtins.list[WorkerInfo]:
+        response = self._request("GET", "/v1/workers")
+        return [WorkerInfo.model_validate(w) for w in response.json()]
