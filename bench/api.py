@@ -25,46 +25,13 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(args: list[str], home: Path, name: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update(CONVEYOR_HOME=str(home), CONVEYOR_IMPORTS="conveyor.kinds.demo")
-    log = open(home / f"{name}.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "conveyor", *args],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+from harness import ROOT, conveyor_env, start, start_api, stop
 
 
 def pct(values: list[float], q: float) -> float:
@@ -272,56 +239,17 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="conveyor-bench-api-"))
     store = f"sqlite:///{home / 'bench.db'}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    api = start(
-        [
-            "api",
-            "--port",
-            str(port),
-            "--store",
-            store,
-            "--log-level",
-            "warning",
-            "--processes",
-            str(args.processes),
-        ],
-        home,
-        "api",
-    )
+    env = conveyor_env(home, imports="conveyor.kinds.demo")
+    api, url = start_api(store, home, "--processes", str(args.processes), env=env)
     worker: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit((home / "api.log").read_text())
-            time.sleep(0.1)
         results: dict[str, Any] = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}
         }
         results["api_processes"] = args.processes
         results["single"] = asyncio.run(singles(url, args.singles, args.clients))
         results["batched"] = asyncio.run(batches(url, args.batches, args.batch_size))
-        worker = start(
-            [
-                "worker",
-                "--store",
-                store,
-                "--queues",
-                "default,fan",
-                "-c",
-                "2",
-                "--log-level",
-                "warning",
-            ],
-            home,
-            "worker",
-        )
+        worker = start("worker", store, home, "--queues", "default,fan", "-c", "2", env=env)
         results["latency"] = latency(url, args.latency_n)
         results["sse"] = asyncio.run(fanout(url, args.watchers))
     finally:

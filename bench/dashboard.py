@@ -18,7 +18,6 @@ import multiprocessing
 import platform
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import tempfile
@@ -30,6 +29,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from harness import ROOT, free_port
 
 from conveyor.api.app import create_app
 from conveyor.kinds.registry import import_kinds
@@ -41,7 +41,6 @@ from conveyor.store import open_store
 from conveyor.store.base import Settlement
 from conveyor.store.rules import Outcome
 
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["render", "allocate", "kge.train", "linkage", "noop"]
 QUEUES = ["default", "gpu", "bulk"]
 # Mostly history, like a store that has run for a while.
@@ -95,12 +94,6 @@ def _insert(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         rows,
     )
     db.commit()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def timings(client: httpx.Client, path: str, repeat: int) -> dict[str, float]:

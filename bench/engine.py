@@ -14,19 +14,17 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import ROOT, conveyor_env, start, stop
 
 from conveyor.kinds.registry import import_kinds
 from conveyor.models import NewJob
 from conveyor.service import Service
 from conveyor.storage import open_storage
 from conveyor.store import open_store
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def succeeded(service: Service) -> int:
@@ -69,17 +67,15 @@ def main() -> None:
     # 1. Batch enqueue, no workers running.
     jobs = [NewJob(kind="noop") for _ in range(args.n)]
     began = time.perf_counter()
-    for start in range(0, args.n, args.batch):
-        last = service.submit_many(jobs[start : start + args.batch])[-1].id
+    for first in range(0, args.n, args.batch):
+        last = service.submit_many(jobs[first : first + args.batch])[-1].id
     enqueue_s = time.perf_counter() - began
 
     # 2. Drain: start the worker on the full queue; time to the last completion.
-    env = {**os.environ, "CONVEYOR_HOME": str(tmp), "CONVEYOR_IMPORTS": "conveyor.kinds.demo"}
-    cmd = [sys.executable, "-m", "conveyor", "worker", "--store", url, "-c",
-           str(args.concurrency), "--prefetch", str(args.prefetch),
-           "--log-level", "warning"]  # fmt: skip
+    env = conveyor_env(tmp, imports="conveyor.kinds.demo")
+    options = ("-c", str(args.concurrency), "--prefetch", str(args.prefetch))
     began = time.perf_counter()
-    worker = subprocess.Popen(cmd, env=env)
+    worker = start("worker", url, tmp, *options, env=env)
     ended = wait_count(service, args.n, timeout=600, last=last)
     drain_s = ended - began
     # CPU of the whole worker tree (supervisor + reaped children): a figure that, unlike
@@ -90,7 +86,7 @@ def main() -> None:
     cpu_before = os.times()
 
     # 3. Idle latency: sequential submit → succeeded round trips.
-    worker = subprocess.Popen(cmd, env=env)
+    worker = start("worker", url, tmp, *options, env=env)
     service.submit(NewJob(kind="noop"))
     wait_count(service, args.n + 1, timeout=120)
     latencies = []
@@ -105,11 +101,10 @@ def main() -> None:
     #    (the peer benchmark's method), timed from the first enqueue to the last completion.
     done_before = succeeded(service)
     began = time.perf_counter()
-    for start in range(0, args.n, args.batch):
-        last = service.submit_many(jobs[start : start + args.batch])[-1].id
+    for first in range(0, args.n, args.batch):
+        last = service.submit_many(jobs[first : first + args.batch])[-1].id
     warm_s = wait_count(service, done_before + args.n, timeout=600, last=last) - began
-    worker.terminate()
-    worker.wait(30)
+    stop(worker)
     latencies.sort()
     per_job_ms = 1000 * worker_cpu_s / args.n
     result = {

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import ROOT, start_api, stop
 
 from conveyor.kinds.kge import index as kge_index
 from conveyor.kinds.kge import models as m
 from conveyor.kinds.kge import train as kge_train
 from conveyor.kinds.kge.triples import to_tsv
 from conveyor.kinds.kge.vectors import Trained
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class BenchContext:
@@ -177,9 +176,6 @@ def http_bench(
 
     The dataset record and its model/index files are seeded into a fresh store as a finished
     train + index would leave them (the training itself is measured above)."""
-    import os
-    import subprocess
-    import sys
     import uuid
 
     import httpx
@@ -204,30 +200,8 @@ def http_bench(
         "model_job": model_job, "index_job": index_job, "metrics": None, "imported": [],
     })  # fmt: skip
     store.close()
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env["CONVEYOR_HOME"] = str(home)
-    api = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "api", "--port", str(port), "--store", store_url,
-         "--log-level", "warning"],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    api, url = start_api(store_url, home)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.1)
         latencies: list[float] = []
         with httpx.Client(base_url=url, timeout=30) as http:
             first = http.get(f"/kge/datasets/1/similar_entities/{entities[0]}")  # loads the model
@@ -244,8 +218,7 @@ def http_bench(
             "p99_ms": round(percentile(latencies, 99) * 1e3, 2),
         }
     finally:
-        api.terminate()
-        api.wait(30)
+        stop(api)
 
 
 def main() -> None:

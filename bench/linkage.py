@@ -22,8 +22,6 @@ import json
 import os
 import platform
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,46 +29,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+from harness import ROOT, conveyor_env, start, start_api, stop
 
-ROOT = Path(__file__).resolve().parents[1]
 BITS = 1024
 THRESHOLD = 0.8
 SCHEMA = {"version": 3, "clkConfig": {"l": BITS, "kdf": {"type": "HKDF"}}, "features": []}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def environ(home: Path, chunk: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update(CONVEYOR_HOME=str(home), CONVEYOR_IMPORTS="conveyor.kinds.linkage",
-               CONVEYOR_LINKAGE_CHUNK_COMPARISONS=str(chunk))  # fmt: skip
-    return env
-
-
-def start_api(home: Path, store_url: str, chunk: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-W", "ignore", "-m", "conveyor", "api", "--port", str(port),
-         "--store", store_url, "--log-level", "warning"], env=environ(home, chunk), cwd=ROOT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/api/v1/status", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit("the API did not start")
-        time.sleep(0.1)
 
 
 def encodings(n: int, seed: int) -> tuple[Any, Any, Any]:
@@ -93,7 +56,9 @@ def one_run(args: argparse.Namespace, n: int, blocks: int | None, workers: int,
     with tempfile.TemporaryDirectory(prefix="bench-linkage-") as tmp:
         home = Path(tmp)
         store_url = f"sqlite:///{home / 'conveyor.db'}"
-        api, url = start_api(home, store_url, chunk)
+        env = conveyor_env(home, imports="conveyor.kinds.linkage",
+                           linkage_chunk_comparisons=str(chunk))  # fmt: skip
+        api, url = start_api(store_url, home, env=env)
         worker = None
         try:
             http = httpx.Client(base_url=url, timeout=300)
@@ -112,11 +77,7 @@ def one_run(args: argparse.Namespace, n: int, blocks: int | None, workers: int,
                               headers={"Authorization": token})  # fmt: skip
                 r.raise_for_status()
             auth = {"Authorization": creds["result_token"]}
-            worker = subprocess.Popen(
-                [sys.executable, "-W", "ignore", "-m", "conveyor", "worker", "--store", store_url,
-                 "--concurrency", str(workers), "--log-level", "warning"],
-                env=environ(home, chunk), cwd=ROOT,
-            )  # fmt: skip
+            worker = start("worker", store_url, home, "--concurrency", str(workers), env=env)
             time.sleep(2)  # let the worker start its children before the clock starts
             load_before = os.getloadavg()[0]
             started = time.monotonic()
@@ -148,11 +109,7 @@ def one_run(args: argparse.Namespace, n: int, blocks: int | None, workers: int,
         finally:
             for process in (worker, api):
                 if process is not None:
-                    process.terminate()
-                    try:
-                        process.wait(30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
+                    stop(process)
 
 
 def direct(a: Any, b: Any) -> dict[str, Any]:

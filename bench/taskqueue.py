@@ -17,14 +17,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from harness import ROOT, start_api, stop
 
 from conveyor.kinds.render.document import render_document
 from conveyor.kinds.render.payload import parse_task
@@ -33,38 +32,7 @@ from conveyor.store import open_store
 from conveyor.taskqueue.names import QueueRef
 from conveyor.taskqueue.service import TaskQueueService
 
-ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "/taskqueue/v1beta2/projects/b~bench/taskqueues/render-queue"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_api(home: Path, store_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env["CONVEYOR_HOME"] = str(home)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "api", "--port", str(port), "--store", store_url,
-         "--log-level", "warning"], env=env, cwd=ROOT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit("the API did not start")
-        time.sleep(0.05)
 
 
 def leaser(url: str, num_tasks: int, counts: list[int], latencies: list[float]) -> None:
@@ -93,7 +61,7 @@ def bench_leases(args: argparse.Namespace, home: Path) -> dict[str, float]:
     for _ in range(args.tasks):
         tq.insert_task(ref, payload, "raw")
     store.close()
-    process, url = start_api(home, store_url)
+    process, url = start_api(store_url, home)
     try:
         counts: list[int] = []
         latencies: list[float] = []
@@ -106,8 +74,7 @@ def bench_leases(args: argparse.Namespace, home: Path) -> dict[str, float]:
             thread.join()
         elapsed = time.perf_counter() - started
     finally:
-        process.terminate()
-        process.wait(10)
+        stop(process)
     done = sum(counts)
     assert done == args.tasks, f"{done} of {args.tasks} tasks leased and deleted"
     return {
