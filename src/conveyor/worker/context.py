@@ -1,4 +1,4 @@
-"""What a handler gets besides its input: progress, logs, files, cancellation."""
+"""What a handler gets besides its input: progress, logs, files, storage, cancellation."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ class Context:
         self.job_id = job_id
         self.kind = kind
         self.attempt = attempt
-        self._storage = storage
+        self.storage = storage
+        """The worker's blob storage, where this job's files live: for what a handler reads or
+        writes beyond `input_file`/`output_file` (another job's outputs, shared uploads)."""
         self._workdir = workdir
         self._send = send
         self._is_cancelled = is_cancelled
@@ -85,7 +87,7 @@ class Context:
         path = self._workdir / "in" / check_name(name)
         if not path.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._storage.download(job_key(self.job_id, "in", name), path)
+            self.storage.download(job_key(self.job_id, "in", name), path)
         return path
 
     def output_file(self, name: str) -> Path:
@@ -100,6 +102,6 @@ class Context:
         saved: list[str] = []
         for name, path in self._outputs.items():
             if path.exists():
-                self._storage.upload(job_key(self.job_id, "out", name), path)
+                self.storage.upload(job_key(self.job_id, "out", name), path)
                 saved.append(name)
         return saved

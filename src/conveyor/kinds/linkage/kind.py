@@ -22,8 +22,7 @@ from pydantic import BaseModel, Field
 from conveyor.kinds.linkage import encodings
 from conveyor.kinds.linkage.candidates import Candidates
 from conveyor.kinds.registry import task
-from conveyor.settings import Settings
-from conveyor.storage import BlobStorage, open_storage
+from conveyor.storage import BlobStorage
 from conveyor.storage.base import job_key
 from conveyor.worker.context import Context, PermanentError
 
@@ -50,14 +49,8 @@ def result_key(solve_job_id: str) -> str:
     return job_key(solve_job_id, "out", "result.json")
 
 
-@functools.cache
-def _storage() -> BlobStorage:
-    # The worker's children open the same storage the worker was configured with (its env).
-    return open_storage(Settings().storage_url)
-
-
-def _read(key: str, start: int = 0, end: int | None = None) -> bytes:
-    return b"".join(_storage().read(key, start, end))
+def _read(storage: BlobStorage, key: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join(storage.read(key, start, end))
 
 
 class CompareInput(BaseModel):
@@ -113,14 +106,16 @@ def _pairs(i: int, j: int, sims: Any, ri: Any, rj: Any) -> Candidates:
 def _compare_ranges(inp: CompareInput, ctx: Context) -> Candidates:
     assert inp.ranges is not None
     (i, j), ((a, b), (c, d)) = inp.datasets, inp.ranges
-    right = encodings.unpack(_read(clks_key(inp.project_id, j), c * inp.size, d * inp.size),
-                             inp.size)  # fmt: skip
+    right = encodings.unpack(
+        _read(ctx.storage, clks_key(inp.project_id, j), c * inp.size, d * inp.size), inp.size
+    )
     parts, done = [], 0
     step = max(1, -(-(b - a) // SLICES))
     for start in range(a, b, step):
         stop = min(b, start + step)
         left = encodings.unpack(
-            _read(clks_key(inp.project_id, i), start * inp.size, stop * inp.size), inp.size
+            _read(ctx.storage, clks_key(inp.project_id, i), start * inp.size, stop * inp.size),
+            inp.size,
         )
         sims, ri, rj = _compare(left, right, inp.threshold)
         parts.append(_pairs(i, j, sims, ri + start, rj + c))
@@ -130,15 +125,15 @@ def _compare_ranges(inp: CompareInput, ctx: Context) -> Candidates:
 
 
 @functools.lru_cache(maxsize=4)
-def _whole(key: str) -> bytes:
+def _whole(storage: BlobStorage, key: str) -> bytes:
     # A party's upload never changes (its token works once), so chunks of the same run in
-    # this process share one read of it.
-    return _read(key)
+    # this process (one storage per worker child) share one read of it.
+    return _read(storage, key)
 
 
 @functools.lru_cache(maxsize=4)
-def _blocks(key: str) -> dict[str, list[int]]:
-    return encodings.loads_blocks(_storage().read(key))
+def _blocks(storage: BlobStorage, key: str) -> dict[str, list[int]]:
+    return encodings.loads_blocks(storage.read(key))
 
 
 def _rows(data: bytes, size: int, rows: list[int], cache: dict[int, bitarray]) -> list[bitarray]:
@@ -155,8 +150,9 @@ def _rows(data: bytes, size: int, rows: list[int], cache: dict[int, bitarray]) -
 def _compare_blocks(inp: CompareInput, ctx: Context) -> Candidates:
     assert inp.blocks is not None
     i, j = inp.datasets
-    data = [_whole(clks_key(inp.project_id, p)) for p in (i, j)]
-    blocks = [_blocks(blocks_key(inp.project_id, p)) for p in (i, j)]
+    # Storages hash by identity; mypy just does not count a Protocol instance as Hashable.
+    data = [_whole(ctx.storage, clks_key(inp.project_id, p)) for p in (i, j)]  # type: ignore[arg-type]
+    blocks = [_blocks(ctx.storage, blocks_key(inp.project_id, p)) for p in (i, j)]  # type: ignore[arg-type]
     seen: tuple[dict[int, bitarray], dict[int, bitarray]] = ({}, {})
     parts, done = [], 0
     for n, block in enumerate(inp.blocks):
@@ -235,7 +231,7 @@ def solve(inp: SolveInput, ctx: Context) -> SolveOutput:
     """Merge the chunks' candidate pairs and write the run's result to `result.json`."""
     parts = []
     for n, chunk_id in enumerate(inp.chunk_ids):
-        parts.append(Candidates.load(_read(scores_key(chunk_id))))
+        parts.append(Candidates.load(_read(ctx.storage, scores_key(chunk_id))))
         ctx.progress(n + 1, len(inp.chunk_ids), "merging similarity scores")
     found = Candidates.concat(parts).sorted()
     ctx.progress(0, None, "compute output")
