@@ -8,10 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 
@@ -21,6 +19,7 @@ from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.storage import open_storage
 from conveyor.store import open_store
+from tests.integration.harness import wait_for
 from tests.servers.http import free_port, serve_in_thread
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "healthcheck.py"
@@ -35,16 +34,6 @@ def load() -> ModuleType:
 
 
 healthcheck = load()
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def test_option_parsing() -> None:
@@ -97,7 +86,11 @@ def test_worker_role_follows_the_supervisors_heartbeats(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for("the job to run", lambda: service.get(job.id).state is JobState.RUNNING)
+        wait_for(
+            lambda: service.get(job.id).state is JobState.RUNNING,
+            interval=0.1,
+            what="the job to run",
+        )
         # Healthy while it works, even past CONVEYOR_HEALTH_STALE_S: its record or its
         # lease renewals say it is alive.
         time.sleep(1.5)  # past the 1 s staleness limit, on purpose
@@ -105,7 +98,9 @@ def test_worker_role_follows_the_supervisors_heartbeats(
         # A wedged supervisor (stopped, so no heartbeat and no renewal) turns unhealthy once
         # its lease runs out.
         os.kill(worker.pid, signal.SIGSTOP)
-        problem = wait_for("the check to fail", lambda: healthcheck.check_worker(worker.pid))
+        problem = wait_for(
+            lambda: healthcheck.check_worker(worker.pid), interval=0.1, what="the check to fail"
+        )
         assert "no live lease" in problem
         assert "no heartbeat" in healthcheck.check_worker(worker.pid + 100_000)
     finally:

@@ -19,7 +19,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ import pytest
 
 from tests.deploy.podman import Podman, build_image, ensure_base_image, missing_tools
 from tests.deploy.tools import loud_skip
+from tests.integration.harness import wait_for
 from tests.servers.http import free_port
 
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1800)]
@@ -55,17 +56,6 @@ def image(podman: Podman) -> str:
     build_image(podman, base, IMAGE)
     print(f"conveyor image built in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return IMAGE
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @contextlib.contextmanager
@@ -204,11 +194,15 @@ def run_scenario(deployment: Deployment) -> None:
             return client.get("/readyz").status_code == 200
         return False
 
-    wait_for("the api container to be ready", ready)
+    wait_for(ready, interval=0.1, what="the api container to be ready")
     for name in (api, w1, w2):
         assert deployment.podman("exec", name, "id", "-u").stdout.strip() == UID
-    wait_for("the api health check", lambda: deployment.healthy(api))
-    wait_for("the worker health checks", lambda: deployment.healthy(w1) and deployment.healthy(w2))
+    wait_for(lambda: deployment.healthy(api), interval=0.1, what="the api health check")
+    wait_for(
+        lambda: deployment.healthy(w1) and deployment.healthy(w2),
+        interval=0.1,
+        what="the worker health checks",
+    )
     assert client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
     # 200 jobs through the api container: half one by one, half in one batch.
@@ -229,7 +223,7 @@ def run_scenario(deployment: Deployment) -> None:
         return [j["id"] for j in page["jobs"] if j["lease"]["owner"].startswith(f"{w1}:")]
 
     try:
-        held = wait_for("worker 1 to run jobs", w1_running)
+        held = wait_for(w1_running, interval=0.1, what="worker 1 to run jobs")
     except AssertionError:
         print("workers:", client.get("/v1/workers").text, file=sys.stderr)
         print("queues:", client.get("/v1/queues").text, file=sys.stderr)
@@ -240,7 +234,9 @@ def run_scenario(deployment: Deployment) -> None:
     exit_code = deployment.podman("inspect", "-f", "{{.State.ExitCode}}", w1).stdout.strip()
     assert exit_code == "0", f"worker 1 did not drain cleanly (exit {exit_code})"
 
-    states = wait_for("all jobs to finish", lambda: all_final(client, ids), timeout=300)
+    states = wait_for(
+        lambda: all_final(client, ids), timeout=300, interval=0.1, what="all jobs to finish"
+    )
     elapsed = time.monotonic() - started
     counts = {s: list(states.values()).count(s) for s in set(states.values())}
     assert counts == {"succeeded": JOBS}, counts

@@ -18,15 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.02) -> T:
-    """Poll until `predicate()` is truthy; fail after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll until `predicate()` is truthy and return its value; fail after `timeout` seconds,
+    saying `what` was awaited."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
         time.sleep(interval)
 
 

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,12 @@ from conveyor.webhooks.config import WebhookSettings, validate_webhook
 from conveyor.webhooks.dispatcher import Dispatcher, deliveries_of
 from conveyor.webhooks.signing import generate_secret
 from conveyor.webhooks.ssrf import CallbackPolicy, UnsafeURLError
+from tests.integration.harness import wait_for
 from tests.servers.http import serve_in_thread
 from tests.webhooks.receiver import Receiver
 
 LOOPBACK = CallbackPolicy(["127.0.0.0/8"])
 FAST = {"backoff_s": 0.05, "backoff_max_s": 0.2, "poll_s": 0.05, "lease_s": 2, "timeout_s": 5}
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or condition}")
 
 
 @pytest.fixture
@@ -106,7 +96,7 @@ def test_receiver_down_then_up_delivers_everything_with_stable_ids(
         expected = {(j, t) for j in ids for t in ("job.queued", "job.running")}
         expected |= {(ids[0], "job.succeeded"), (ids[1], "job.succeeded"), (ids[2], "job.failed")}
         # Down: every message is retried at least three times...
-        wait_until(
+        wait_for(
             lambda: (
                 len(receiver.by_id()) == len(expected)
                 and all(len(h) >= 3 for h in receiver.by_id().values())
@@ -114,7 +104,7 @@ def test_receiver_down_then_up_delivers_everything_with_stable_ids(
             what="three failed attempts per message",
         )
         receiver.status = 200  # ...then the receiver comes back.
-        wait_until(lambda: all_settled(store, ids, len(expected)), what="all delivered")
+        wait_for(lambda: all_settled(store, ids, len(expected)), what="all delivered")
 
     delivered = receiver.delivered()
     got = {(h.payload["data"]["job_id"], h.payload["type"]) for h in delivered}
@@ -171,7 +161,7 @@ def test_dispatcher_killed_mid_delivery_loses_nothing(store: Store, tmp_path: Pa
             receiver.release.set()
             process = start()
             ids = first + later
-            wait_until(lambda: all_settled(store, ids, 3 * len(ids)), what="all delivered")
+            wait_for(lambda: all_settled(store, ids, 3 * len(ids)), what="all delivered")
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
@@ -195,10 +185,10 @@ def test_gone_disables_the_endpoint(
     with serve_in_thread(receiver.app()) as base:
         ids = submit(store, 1, {"url": f"{base}/gone", "events": ["job.queued"]})
         dispatcher_thread(store, secrets=secret)
-        wait_until(lambda: all_settled(store, ids, 1), what="410 handled")
+        wait_for(lambda: all_settled(store, ids, 1), what="410 handled")
         assert endpoints.disabled(store, f"{base}/gone") is not None
         more = submit(store, 2, {"url": f"{base}/gone", "events": ["job.queued"]})
-        wait_until(lambda: all_settled(store, more, 2), what="skipped deliveries")
+        wait_for(lambda: all_settled(store, more, 2), what="skipped deliveries")
     assert len(receiver.hits) == 1, "nothing is sent to a disabled endpoint"
     assert [d["status"] for j in ids + more for d in deliveries_of(store, j)] == ["disabled"] * 3
     assert [d["attempt_count"] for j in more for d in deliveries_of(store, j)] == [0, 0]
@@ -212,7 +202,7 @@ def test_gives_up_after_the_horizon(
     with serve_in_thread(receiver.app()) as base:
         ids = submit(store, 1, {"url": f"{base}/h", "events": ["job.queued"]})
         dispatcher_thread(store, secrets=secret, horizon_s=0.6)
-        wait_until(lambda: all_settled(store, ids, 1), what="given up")
+        wait_for(lambda: all_settled(store, ids, 1), what="given up")
     (delivery,) = deliveries_of(store, ids[0])
     assert delivery["status"] == "failed"
     assert delivery["attempt_count"] >= 3
@@ -235,7 +225,7 @@ def test_queue_default_secret_ids_and_event_filters(
         # Rotation: a second secret signs too; a receiver on the old one still verifies.
         new = endpoints.rotate_secret(store, "partner")
         dispatcher_thread(store)
-        wait_until(lambda: all_settled(store, ids, 2), what="queue default deliveries")
+        wait_for(lambda: all_settled(store, ids, 2), what="queue default deliveries")
         assert endpoints.secrets_for(store, "partner", WebhookSettings()) == [new, named]
     assert sorted(h.path for h in receiver.delivered()) == ["/q", "/q"]
     assert {h.payload["type"] for h in receiver.hits} == {"job.succeeded"}
@@ -250,7 +240,7 @@ def test_connect_time_recheck_refuses_loopback_without_allow(
     with serve_in_thread(receiver.app()) as base:
         ids = submit(store, 1, {"url": f"{base}/h", "events": ["job.queued"]})
         dispatcher = Dispatcher(store, WebhookSettings(**FAST, horizon_s=0.3), CallbackPolicy())
-        wait_until(lambda: dispatcher.step() is not None and all_settled(store, ids, 1))
+        wait_for(lambda: dispatcher.step() is not None and all_settled(store, ids, 1))
         dispatcher.close()
     assert receiver.hits == []
     (delivery,) = deliveries_of(store, ids[0])
@@ -280,7 +270,7 @@ def test_deliveries_route(
     with serve_in_thread(receiver.app()) as base:
         ids = submit(store, 1, {"url": f"{base}/h", "events": ["job.queued"]})
         dispatcher_thread(store, secrets=secret)
-        wait_until(lambda: all_settled(store, ids, 1))
+        wait_for(lambda: all_settled(store, ids, 1))
     settings = Settings(home=tmp_path, store=f"sqlite:///{tmp_path / 'conveyor.db'}")
     with serve_in_thread(create_app(settings)) as api:
         got = httpx.get(f"{api}/v1/jobs/{ids[0]}/deliveries", timeout=10)
@@ -333,7 +323,7 @@ def test_delivery_log_retention(tmp_path: Path) -> None:
         kept, deleted = submit(store, 1, hook), submit(store, 1, hook)
         settings = WebhookSettings(**FAST, secrets=secret, log_retention_s=3600)
         dispatcher = Dispatcher(store, settings, LOOPBACK)
-        wait_until(lambda: dispatcher.step() is not None and all_settled(store, kept + deleted, 2))
+        wait_for(lambda: dispatcher.step() is not None and all_settled(store, kept + deleted, 2))
     store.cancel(deleted[0])
     store.delete(deleted[0])
     assert dispatcher.prune_log() == 1  # the deleted job's log goes, the live one stays
@@ -375,13 +365,13 @@ def test_worker_runs_a_dispatcher_process_that_dies_with_it(tmp_path: Path) -> N
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
-        dispatchers = wait_until(
+        dispatchers = wait_for(
             lambda: [p for p, cmd in _children(worker.pid) if "webhooks run" in cmd],
             what="the dispatcher process",
         )
         os.kill(worker.pid, signal.SIGKILL)  # the worker dies without stopping its dispatcher
         worker.wait(10)
-        wait_until(lambda: _gone(dispatchers[0]), what="the orphaned dispatcher to exit")
+        wait_for(lambda: _gone(dispatchers[0]), what="the orphaned dispatcher to exit")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
