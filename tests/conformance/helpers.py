@@ -25,3 +25,19 @@ def spec(clock: FakeClock, **fields: Any) -> JobSpec:
 
 def enqueue(store: Store, clock: FakeClock, count: int = 1, **fields: Any) -> list[str]:
     return [job.id for job in store.enqueue([spec(clock, **fields) for _ in range(count)])]
+
+
+def tag_index_entries(store: Store, tag: str) -> int:
+    """How many entries the backend's tag index holds for `tag` (jobs gone must leave none)."""
+    from conveyor.store.postgres import PostgresStore
+    from conveyor.store.redis import RedisStore
+    from conveyor.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return int(store._read("SELECT count(*) FROM job_tags WHERE tag = ?", (tag,))[0][0])
+    if isinstance(store, PostgresStore):
+        rows = store._read("SELECT count(*) FROM conveyor_job_tags WHERE tag = %(t)s", {"t": tag})
+        return int(rows[0][0])
+    if isinstance(store, RedisStore):
+        return int(store._r.zcard(store._key("tag", tag)))
+    raise TypeError(f"no tag index known for {type(store).__name__}")

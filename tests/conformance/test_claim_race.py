@@ -19,7 +19,7 @@ import pytest
 from conveyor.ids import uuid7
 from conveyor.store import JobSpec, open_store
 from tests.backends import Backend
-from tests.integration.harness import ROOT
+from tests.integration.harness import PYTHONPATH, ROOT
 
 pytestmark = pytest.mark.timeout(180)
 N = 2000
@@ -60,7 +60,7 @@ def test_four_processes_claim_each_job_exactly_once(backend: Backend, tmp_path: 
                        for _ in range(500)])  # fmt: skip
     outs = [tmp_path / f"claimer-{i}.json" for i in range(PROCESSES)]
     started = time.monotonic()
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": PYTHONPATH, "PATH": "/usr/bin:/bin"}
     procs = [
         subprocess.Popen([sys.executable, "-c", CLAIMER, url, f"c{i}", str(out)], cwd=ROOT, env=env)
         for i, out in enumerate(outs)

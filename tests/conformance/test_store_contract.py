@@ -13,7 +13,7 @@ from conveyor.clock import FakeClock
 from conveyor.models import JobError, JobFilter, JobState, KindInfo, Progress, WorkerInfo, utcnow
 from conveyor.store import Beat, BeatStatus, Outcome, Settlement, Store
 from conveyor.store.base import complete, fail, release
-from tests.conformance.helpers import enqueue, spec
+from tests.conformance.helpers import enqueue, spec, tag_index_entries
 
 LEASE = 30.0
 
@@ -360,6 +360,53 @@ def test_list_filters_and_pages(store: Store, clock: FakeClock) -> None:
     job = claim_one(store)
     running = store.list_jobs(JobFilter(state=[JobState.RUNNING])).jobs
     assert [j.id for j in running] == [job.id]
+
+
+def test_tag_filter_combines_with_state_kind_and_pages(store: Store, clock: FakeClock) -> None:
+    red_a = enqueue(store, clock, 5, kind="a", tags=("red", "big"))
+    red_b = enqueue(store, clock, 4, kind="b", tags=("red",))
+    enqueue(store, clock, 3, kind="a", tags=("blue",))
+    enqueue(store, clock, 2, kind="a")
+    running = {j.id for j in store.claim(["default"], "w", 3, LEASE, tag="red")}
+    assert running == set(sorted(red_a)[:3])  # claim order: oldest first
+
+    def pages(f: JobFilter) -> list[str]:
+        page = store.list_jobs(f, limit=2)
+        seen = [j.id for j in page.jobs]
+        while page.next_cursor:
+            page = store.list_jobs(f, cursor=page.next_cursor, limit=2)
+            seen += [j.id for j in page.jobs]
+        return seen
+
+    assert pages(JobFilter(tag="red")) == sorted(red_a + red_b, reverse=True)
+    assert pages(JobFilter(tag="red", kind="b")) == sorted(red_b, reverse=True)
+    assert pages(JobFilter(tag="red", state=[JobState.RUNNING])) == sorted(running, reverse=True)
+    queued_red_a = sorted(set(red_a) - running, reverse=True)
+    assert pages(JobFilter(tag="red", kind="a", state=[JobState.QUEUED])) == queued_red_a
+    assert pages(JobFilter(tag="big", state=[JobState.QUEUED, JobState.RUNNING])) == sorted(
+        red_a, reverse=True
+    )
+    assert pages(JobFilter(tag="red", kind="c")) == []
+    assert pages(JobFilter(tag="nobody")) == []
+    ids = [*red_b[:2], red_a[0]]
+    assert pages(JobFilter(tag="red", ids=ids)) == sorted(ids, reverse=True)
+
+
+def test_tags_are_gone_with_deleted_and_pruned_jobs(store: Store, clock: FakeClock) -> None:
+    enqueue(store, clock, 3, tags=("gone", "shared"))
+    kept = enqueue(store, clock, 1, tags=("shared",))
+    first, second, third = store.claim(["default"], "w", 3, LEASE, tag="gone")
+    for job in (first, second, third):
+        complete(store, job.id, job.lease.token, None)
+    store.delete(first.id)
+    assert {j.id for j in store.list_jobs(JobFilter(tag="gone")).jobs} == {second.id, third.id}
+    assert tag_index_entries(store, "gone") == 2
+    clock.advance(100)
+    assert sorted(store.prune(clock() - 50)) == sorted([second.id, third.id])
+    assert store.list_jobs(JobFilter(tag="gone")).jobs == []
+    assert [j.id for j in store.list_jobs(JobFilter(tag="shared")).jobs] == kept
+    assert tag_index_entries(store, "gone") == 0
+    assert tag_index_entries(store, "shared") == 1
 
 
 def test_list_by_creation_time(store: Store, clock: FakeClock) -> None:

@@ -15,6 +15,9 @@ from conveyor.models import Job, JobState
 from conveyor.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
+#: For child processes: this checkout's code (src/, before an editable install elsewhere) and
+#: its tests package.
+PYTHONPATH = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
 T = TypeVar("T")
 
 
@@ -43,7 +46,7 @@ def worker_env(home: Path, **extra: str) -> dict[str, str]:
     env.update(
         CONVEYOR_HOME=str(home),
         CONVEYOR_IMPORTS="conveyor.kinds.demo,tests.testkinds",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=PYTHONPATH,
     )
     env.update(extra)
     return env

@@ -4,6 +4,8 @@
   start, unless explicitly allowed, and then warns loudly.
 - Rescue of >= 20,000 expired leases in one sweep (no Lua `unpack` limits on the way).
 - Retention keeps memory bounded: pruned jobs leave no keys, events or feed entries behind.
+- Tag indexes: a tag filter reads only the tagged jobs; stores written before the indexes
+  existed are back-filled on open.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from conveyor.store import Settlement, open_store
 from conveyor.store.redis import ALLOW_VOLATILE_ENV, RedisStore
 from conveyor.store.rules import Outcome
 from tests.conformance.helpers import spec
-from tests.integration.harness import ROOT
+from tests.integration.harness import PYTHONPATH, ROOT
 from tests.servers.redis import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
@@ -50,7 +52,7 @@ def test_cli_refusal_is_one_clear_line(volatile: RedisServer) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "conveyor", "queues", "--store", volatile.url],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": PYTHONPATH},
     )  # fmt: skip
     assert done.returncode == 1
     assert "persistence off" in done.stderr
@@ -169,7 +171,7 @@ def test_prune_leaves_nothing_behind(redis_url: str, redis_server: RedisServer) 
         store.register_kinds([])
         baseline = set(client.keys("*"))
         for _ in range(3):
-            store.enqueue([spec(clock) for _ in range(500)])
+            store.enqueue([spec(clock, tags=("batch", f"t{i}")) for i in range(500)])
             jobs = store.claim(["default"], "w", 500, 30.0)
             assert all(store.settle([Settlement(j.id, j.lease.token, Outcome.SUCCEEDED)
                                      for j in jobs if j.lease]))  # fmt: skip
@@ -208,6 +210,66 @@ def test_listing_by_state_reads_only_that_state(redis_url: str, redis_server: Re
             assert client.zcard(f"conveyor:st:{state}") == counted
         [job] = store.list_jobs(JobFilter(state=[JobState.SUCCEEDED]), limit=1).jobs
         assert job.id == max(j.id for j in jobs[3:])
+    finally:
+        client.close()
+        store.close()
+
+
+def test_listing_by_tag_reads_only_tagged_jobs(redis_url: str, redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    client = redis_server.client()
+    try:
+        specs = [spec(clock, tags=("rare",) if i % 1000 == 0 else ("common",)) for i in range(3000)]
+        store.enqueue(specs)
+        jobs = store.claim(["default"], "w", 2999, 30.0)
+        store.settle([Settlement(j.id, j.lease.token, Outcome.SUCCEEDED) for j in jobs if j.lease])
+        client.config_resetstat()
+        page = store.list_jobs(JobFilter(tag="rare", state=[JobState.SUCCEEDED]), limit=10)
+        reads = int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+        rare = sorted((s.id for s in specs if s.tags == ("rare",)), reverse=True)
+        assert [j.id for j in page.jobs] == rare
+        assert reads <= 3, "only the 3 tagged jobs' hashes are read"
+        client.config_resetstat()
+        [waiting] = store.list_jobs(JobFilter(tag="common", state=[JobState.QUEUED])).jobs
+        reads = int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+        assert waiting.id == specs[-1].id
+        assert reads <= 1, "the one queued job is fewer than the tag's 2,997: read by state"
+    finally:
+        client.close()
+        store.close()
+
+
+def test_claim_by_a_common_tag_walks_the_ready_set_in_claim_order(redis_url: str) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    try:
+        specs = [spec(clock, tags=("common",), priority=i % 3) for i in range(20)]
+        store.enqueue([*specs, spec(clock), spec(clock, tags=("other",))])
+        claimed = store.claim(["default"], "w", 5, 30.0, tag="common")
+        best = sorted(specs, key=lambda s: (-s.priority, s.run_at, s.id))[:5]
+        assert [j.id for j in claimed] == [s.id for s in best]
+    finally:
+        store.close()
+
+
+def test_a_store_from_before_tag_indexes_is_back_filled_on_open(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    client = redis_server.client()
+    try:
+        specs = [spec(clock, tags=("old", f"n{i}")) for i in range(2500)]
+        store.enqueue(specs)
+        store.close()
+        # What an older conveyor left: the same jobs, no tag indexes.
+        client.delete("conveyor:indexed:tags", *client.keys("conveyor:tag:*"))
+        store = open_store(redis_url, clock=clock)
+        assert client.exists("conveyor:indexed:tags")
+        page = store.list_jobs(JobFilter(tag="old"), limit=3000)
+        assert [j.id for j in page.jobs] == sorted((s.id for s in specs), reverse=True)
+        assert [j.id for j in store.claim(["default"], "w", 5, 30.0, tag="n7")] == [specs[7].id]
     finally:
         client.close()
         store.close()

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from conveyor.store import open_store
+from tests.integration.harness import PYTHONPATH
 from tests.servers.http import free_port, serve_in_thread
 from tests.servers.moto import Bucket, moto_server, s3_bucket  # noqa: F401
 from tests.swissai.engine import Engine
@@ -47,7 +48,7 @@ class Processes:
     def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
         self.tmp_path = tmp_path
         self.store_url = f"sqlite:///{tmp_path / 'conveyor.db'}"
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "CONVEYOR_HOME": str(tmp_path / "home"),
+        self.env = {**os.environ, "PYTHONPATH": PYTHONPATH, "CONVEYOR_HOME": str(tmp_path / "home"),
                     "CONVEYOR_STORE": self.store_url, **env}  # fmt: skip
         self.running: list[subprocess.Popen[bytes]] = []
 

@@ -8,41 +8,26 @@ others wait and then find nothing left to do.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import psycopg
 
 from conveyor import errors
+from conveyor.store.migrations import Migration
+from conveyor.store.migrations import available as _available
+
+__all__ = [
+    "LOCK_KEY", "TABLE", "Migration", "available", "current_version", "latest_version", "migrate"
+]  # fmt: skip
 
 TABLE = "conveyor_schema_migrations"
 #: pg_advisory_lock key: "conveyor" in ASCII, so it will not collide with an application's.
 LOCK_KEY = 0x636F6E7665796F72
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
 
 
 def available() -> list[Migration]:
-    """Every migration shipped with this conveyor, oldest first."""
-    folder = resources.files("conveyor.store").joinpath("sql/postgres")
-    found = []
-    for entry in folder.iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text()))
-    found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if len(set(versions)) != len(versions):
-        raise errors.ConfigurationError("two PostgreSQL migrations share a version number")
-    return found
+    """Every PostgreSQL migration shipped with this conveyor, oldest first."""
+    return _available("postgres")
 
 
 def latest_version() -> int:

@@ -345,7 +345,7 @@ class PostgresStore:
             where += " AND kind = ANY(%(kinds)s::text[])"
             params["kinds"] = list(kinds)
         if tag is not None:
-            where += " AND tags ? %(tag)s"
+            where += " AND id IN (SELECT job_id FROM conveyor_job_tags WHERE tag = %(tag)s)"
             params["tag"] = tag
         sql = (
             "WITH picked AS MATERIALIZED ("
@@ -564,13 +564,20 @@ class PostgresStore:
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         where, params = _filter_sql(filter)
+        source, order = "conveyor_jobs", "id"
+        if filter.tag is not None:
+            # Walk the tag's index rows newest first and stop at a full page (as on SQLite).
+            source = "conveyor_job_tags jt JOIN conveyor_jobs ON conveyor_jobs.id = jt.job_id"
+            order = "jt.job_id"
+            where.insert(0, "jt.tag = %(tag)s")
+            params["tag"] = filter.tag
         if cursor:
-            where.append("id < %(cursor)s")
+            where.append(f"{order} < %(cursor)s")
             params["cursor"] = cursor
-        sql = f"SELECT {JOB_COLUMNS} FROM conveyor_jobs"
+        sql = f"SELECT {JOB_COLUMNS} FROM {source}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT %(limit)s"
+        sql += f" ORDER BY {order} DESC LIMIT %(limit)s"
         rows = self._read(sql, {**params, "limit": limit + 1})
         jobs = [row_to_job(r) for r in rows[:limit]]
         next_cursor = jobs[-1].id if len(rows) > limit else None
@@ -860,6 +867,7 @@ def _event_model(row: Sequence[Any]) -> JobEvent:
 
 
 def _filter_sql(f: JobFilter) -> tuple[list[str], dict[str, Any]]:
+    """The conditions on jobs of every filter but the tag (list_jobs joins the tag index)."""
     where: list[str] = []
     params: dict[str, Any] = {}
     if f.state:
@@ -869,9 +877,6 @@ def _filter_sql(f: JobFilter) -> tuple[list[str], dict[str, Any]]:
         if value is not None:
             where.append(f"{column} = %({column})s")
             params[column] = value
-    if f.tag is not None:
-        where.append("tags ? %(tag)s")
-        params["tag"] = f.tag
     if f.created_after is not None:
         where.append("created_at >= %(after)s")
         params["after"] = f.created_after

@@ -68,8 +68,13 @@ PRUNE_CHUNK = 1_000
 CLAIM_SCAN_LIMIT = 50_000  # ready jobs a filtered (kind/tag) claim looks at per queue
 LIST_PAGE = 200
 SCRIPTS = (
-    "enqueue", "claim", "heartbeat", "lookup", "settle", "rescue", "change", "prune", "stats"
+    "enqueue", "claim", "heartbeat", "lookup", "settle", "rescue", "change", "prune", "stats",
+    "index_tags",
 )  # fmt: skip
+INDEX_CHUNK = 1_000  # jobs per call of the tag index back-fill
+#: Set once every job is in the tag indexes (stores written before they existed are back-filled
+#: on open).
+TAGS_INDEXED = "indexed:tags"
 Rows = dict[str, dict[str, str]]  # job id -> LOOKUP_FIELDS of a running job
 LOOKUP_FIELDS = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_requested")
 _TRUE = ("1", "true", "yes", "on")
@@ -110,6 +115,7 @@ class RedisStore:
             self._check_persistence(allow_volatile)
             for script in self._scripts.values():  # load once; EVALSHA from here on (redis-py
                 client.script_load(script.script)  # reloads them if a restarted Redis forgot)
+            self._index_tags_of_older_jobs()
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None) -> RedisStore:
@@ -183,6 +189,17 @@ class RedisStore:
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
+
+    def _index_tags_of_older_jobs(self) -> None:
+        """Back-fill the tag indexes once, for jobs an older conveyor stored without them.
+        Processes opening the store at once may each run it: entering a job twice is
+        harmless. An empty store is left untouched (its jobs will be indexed as they come)."""
+        if self._r.exists(self._key(TAGS_INDEXED)) or not self._r.exists(self._key("all")):
+            return
+        last = ""
+        while last := self._run("index_tags", [last, INDEX_CHUNK]):
+            pass
+        self._r.set(self._key(TAGS_INDEXED), "1")
 
     def _check_persistence(self, allow_volatile: bool) -> None:
         with suppress(redis.ResponseError):  # CONFIG is disabled on some managed services
@@ -442,6 +459,8 @@ class RedisStore:
             ids: Iterator[str] = iter(
                 sorted({i for i in f.ids if cursor is None or i < cursor}, reverse=True)
             )
+        elif f.tag is not None and not self._states_are_fewer(f.state, f.tag):
+            ids = self._newest_ids(self._key("tag", f.tag), cursor)
         elif f.state:
             streams = [self._newest_ids(self._key("st", s.value), cursor) for s in set(f.state)]
             ids = heapq.merge(*streams, reverse=True)
@@ -450,6 +469,18 @@ class RedisStore:
         while chunk := list(itertools.islice(ids, LIST_PAGE)):
             found = self._fetch(chunk)
             yield from (found[i] for i in chunk if i in found)
+
+    def _states_are_fewer(self, states: Sequence[JobState] | None, tag: str) -> bool:
+        """Whether the jobs in `states` are fewer than those carrying `tag` (read the smaller
+        index and test the other condition on each job)."""
+        if not states:
+            return False
+        with self._errors(), self._r.pipeline(transaction=False) as pipe:
+            for state in set(states):
+                pipe.zcard(self._key("st", state.value))
+            pipe.zcard(self._key("tag", tag))
+            *in_states, tagged = pipe.execute()
+        return sum(int(n) for n in in_states) < int(tagged)
 
     def _newest_ids(self, key: str, cursor: str | None) -> Iterator[str]:
         top = "(" + cursor if cursor else "+"

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from conveyor.store.base import (
     new_job,
     read_kinds,
 )
+from conveyor.store.migrations import available
 from conveyor.store.rules import Outcome
 from conveyor.store.wake import SocketWaker, ThreadWaker
 
@@ -57,6 +57,8 @@ JOB_COLUMNS = (
     "updated_at"
 )
 WAITING = "('queued', 'scheduled')"
+#: How long opening a file waits for another process that is migrating it.
+MIGRATION_WAIT_S = 600
 
 
 def _loads(text: str | None) -> Any:
@@ -178,23 +180,44 @@ class SqliteStore:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            schema = resources.files("conveyor.store").joinpath("sql/sqlite.sql").read_text()
+        """Bring the file to the latest schema version (`PRAGMA user_version`).
+
+        Pending migrations run in one `BEGIN IMMEDIATE` transaction, so processes opening
+        the file at once serialize: one applies them, the others wait for its lock (up to
+        `MIGRATION_WAIT_S`: a back-fill of millions of rows takes a while) and then find
+        nothing left to do. A crash part-way leaves the previous version intact.
+        """
+        migrations = available("sqlite")
+        latest = migrations[-1].version
+        if self._schema_version() == latest:
+            return
+        busy_ms = self._db.execute("PRAGMA busy_timeout").fetchone()[0]
+        self._db.execute(f"PRAGMA busy_timeout = {max(busy_ms, MIGRATION_WAIT_S * 1000)}")
+        try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    for statement in schema.split(";"):
-                        if statement.strip():
+                version = self._schema_version()  # another process may have migrated meanwhile
+                for migration in migrations:
+                    if migration.version > version:
+                        for statement in _statements(migration.sql):
                             self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {latest}")
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        elif version > 1:
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+    def _schema_version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        latest = available("sqlite")[-1].version
+        if version > latest:
             raise errors.ConfigurationError(
-                f"{self.path} has schema version {version}, newer than this conveyor; upgrade it"
+                f"{self.path} has schema version {version}, newer than this conveyor ({latest});"
+                " upgrade conveyor"
             )
+        return version
 
     @contextmanager
     def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
@@ -339,7 +362,7 @@ class SqliteStore:
             extra += f" AND kind IN ({','.join('?' * len(kinds))})"
             extra_params.extend(kinds)
         if tag is not None:
-            extra += " AND EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)"
+            extra += " AND id IN (SELECT job_id FROM job_tags WHERE tag = ?)"
             extra_params.append(tag)
         with self._write(durable=False) as db:
             rows = db.execute(
@@ -566,13 +589,20 @@ class SqliteStore:
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         where, params = _filter_sql(filter)
+        source, order = "jobs", "id"
+        if filter.tag is not None:
+            # Walk the tag's index rows newest first and stop at a full page, whatever the
+            # other filters: a rare tag reads only its own jobs, a common one only a page.
+            source, order = "job_tags JOIN jobs ON jobs.id = job_tags.job_id", "job_tags.job_id"
+            where.insert(0, "job_tags.tag = ?")
+            params.insert(0, filter.tag)
         if cursor:
-            where.append("id < ?")
+            where.append(f"{order} < ?")
             params.append(cursor)
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+        sql = f"SELECT {JOB_COLUMNS} FROM {source}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql += f" ORDER BY {order} DESC LIMIT ?"
         rows = self._read(sql, [*params, limit + 1])
         jobs = [row_to_job(r) for r in rows[:limit]]
         next_cursor = jobs[-1].id if len(rows) > limit else None
@@ -702,6 +732,7 @@ def _event_model(row: Sequence[Any]) -> JobEvent:
 
 
 def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
+    """The conditions on `jobs` of every filter but the tag (list_jobs joins the tag index)."""
     where: list[str] = []
     params: list[Any] = []
     if f.state:
@@ -711,9 +742,6 @@ def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
-    if f.tag is not None:
-        where.append("EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)")
-        params.append(f.tag)
     if f.created_after is not None:
         where.append("created_at >= ?")
         params.append(f.created_after.timestamp())
@@ -724,6 +752,18 @@ def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
         where.append(f"id IN ({','.join('?' * len(f.ids))})")
         params.extend(f.ids)
     return where, params
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, one by one (a trigger body holds `;` of its own), so
+    they run inside the caller's transaction (`executescript` would commit it)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 def _translate(exc: sqlite3.DatabaseError, path: str) -> errors.ConveyorError:

@@ -35,7 +35,30 @@ for _, queue in ipairs(queues) do promote(queue, now, nowstr, math.max(n, 1000))
 
 local candidates = {}
 local filtered = kinds ~= nil or tag ~= nil
-for _, queue in ipairs(queues) do
+
+-- With a tag carried by fewer jobs than wait in the queues (and no more than the scan
+-- limit), read the tag's whole index instead of the ready sets: its waiting jobs, then
+-- sorted below into the ready sets' order.
+local by_tag = false
+if tag then
+  local waiting = 0
+  for _, queue in ipairs(queues) do waiting = waiting + redis.call('ZCARD', k_ready(queue)) end
+  local tagged = redis.call('ZCARD', k_tag(tag))
+  by_tag = tagged < waiting and tagged <= scan_limit
+end
+if by_tag then
+  local wanted = {}
+  for _, queue in ipairs(queues) do wanted[queue] = true end
+  local ids = redis.call('ZRANGE', k_tag(tag), 0, -1)
+  for _, id in ipairs(ids) do
+    local f = redis.call('HMGET', k_job(id), 'state', 'queue', 'kind', 'priority', 'run_at')
+    if f[1] == 'queued' and wanted[f[2]] and (not kinds or kinds[f[3]]) then
+      candidates[#candidates + 1] = {-tonumber(f[4]), ready_member(f[5], id), id, f[2]}
+    end
+  end
+end
+
+for _, queue in ipairs(by_tag and {} or queues) do
   local rk = k_ready(queue)
   local found, offset = 0, 0
   local page_size = n
@@ -56,7 +79,7 @@ for _, queue in ipairs(queues) do
     offset = offset + page_size
   end
 end
-if nq > 1 then
+if nq > 1 or by_tag then
   table.sort(candidates, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
     return a[2] < b[2]

@@ -12,6 +12,8 @@ local function k_ready(queue) return P .. 'q:' .. queue end
 local function k_sched(queue) return P .. 's:' .. queue end
 local function k_done(queue) return P .. 'done:' .. queue end
 local function k_counts(queue) return P .. 'counts:' .. queue end
+-- Per tag, the ids of the jobs carrying it (all scored 0: newest first by id, like K_ALL).
+local function k_tag(tag) return P .. 'tag:' .. tag end
 local K_LEASES = P .. 'leases'
 local K_ALL = P .. 'all'
 local K_FEED = P .. 'feed'
@@ -151,12 +153,28 @@ local function promote(queue, now, nowstr, limit)
   return #ids
 end
 
+-- The tags of a job from its stored JSON (none if it was damaged outside conveyor).
+local function tags_of(json)
+  local ok, tags = pcall(cjson.decode, json or '[]')
+  if not ok or type(tags) ~= 'table' then return {} end
+  return tags
+end
+
+-- Enter a job in (true) or remove it from (false) the index of each of its tags.
+local function index_tags(id, json, present)
+  for _, tag in ipairs(tags_of(json)) do
+    if type(tag) ~= 'string' then  -- not a tag conveyor wrote: nothing to index
+    elseif present then later(k_tag(tag), id, 0) else later(k_tag(tag), id, false) end
+  end
+end
+
 -- Remove a finished job, its events (from its log and the feed) and its index entries.
 local function delete_job(id)
   local jk = k_job(id)
-  local f = redis.call('HMGET', jk, 'queue', 'state')
+  local f = redis.call('HMGET', jk, 'queue', 'state', 'tags')
   if not f[1] then return end
   redis.call('ZREM', k_done(f[1]), id)
+  index_tags(id, f[3], false)
   count(f[1], f[2], -1, id)
   call_chunked('ZREM', K_FEED, redis.call('ZRANGE', k_ev(id), 0, -1), 400)
   redis.call('DEL', k_ev(id), jk)

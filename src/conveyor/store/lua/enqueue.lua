@@ -50,6 +50,7 @@ local function insert(b)
     redis.call('EXPIRE', ik, math.ceil(window))  -- memory bound; expires_at decides validity
   end
   redis.call('ZADD', K_ALL, 0, id)
+  index_tags(id, ARGV[b + 9], true)
   redis.call('SADD', K_QUEUES, queue)
   if state == 'queued' then
     make_ready(id, queue, priority, run_at)
