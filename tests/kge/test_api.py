@@ -4,102 +4,24 @@ PyKEEN training TransE on its bundled Nations graph (14 countries, 55 relations,
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
-from conveyor.api.app import create_app
 from conveyor.models import JobState
-from conveyor.settings import Settings
-from conveyor.store import Store, open_store
-from tests.integration.harness import start_worker, stop, wait_for, worker_env
-from tests.servers.http import serve_in_thread
+from tests.integration.harness import wait_for
+from tests.kge.harness import Env, as_json, nations, running_api
 
 pytestmark = [pytest.mark.kge, pytest.mark.timeout(240)]
 
 
-def nations() -> list[tuple[str, str, str]]:
-    import pykeen.datasets
-
-    folder = Path(pykeen.datasets.__file__).parent / "nations"
-    rows = []
-    for name in ("train.txt", "valid.txt", "test.txt"):
-        for line in (folder / name).read_text().splitlines():
-            s, p, o = line.split("\t")
-            rows.append((s, p, o))
-    return rows
-
-
-def as_json(triples: list[tuple[str, str, str]]) -> dict[str, Any]:
-    return {
-        "triples": [
-            {"subject": {"value": s}, "predicate": {"value": p}, "object": {"value": o}}
-            for s, p, o in triples
-        ]
-    }
-
-
-@dataclass
-class Env:
-    http: httpx.Client
-    store: Store
-    worker: subprocess.Popen[bytes]
-
-    def dataset(self, name: str, triples: list[tuple[str, str, str]] | None = None) -> int:
-        r = self.http.post("/kge/datasets/", json={"name": name, "description": "test"})
-        assert r.status_code == 201, r.text
-        dataset_id = int(r.json()["dataset"]["id"])
-        assert r.headers["location"] == f"/kge/datasets/{dataset_id}"
-        if triples:
-            r = self.http.post(f"/kge/datasets/{dataset_id}/triples", json=as_json(triples))
-            assert r.status_code == 202, r.text
-        return dataset_id
-
-    def algorithm(self, **params: Any) -> int:
-        r = self.http.post("/kge/algorithms/", json={"algorithm": params})
-        assert r.status_code == 201, r.text
-        return int(r.json()["algorithm"]["id"])
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        r = self.http.get(f"/kge/tasks/{task_id}", params={"no_redirect": "true"})
-        assert r.status_code == 200, r.text
-        return dict(r.json()["task"])
-
-    def finish(self, task_id: str, timeout: float = 150) -> list[dict[str, Any]]:
-        seen: list[dict[str, Any]] = []
-
-        def done() -> bool:
-            seen.append(self.task(task_id))
-            return seen[-1]["state"] in ("SUCCESS", "FAILURE", "REVOKED")
-
-        wait_for(done, timeout, interval=0.05)
-        return seen
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    tmp = tmp_path_factory.mktemp("kge")
-    home = tmp / "home"
-    store_url = f"sqlite:///{tmp / 'conveyor.db'}"
-    settings = Settings(home=home, store=store_url, storage=f"file://{home / 'files'}")
-    with ExitStack() as stack:
-        url = stack.enter_context(serve_in_thread(create_app(settings)))
-        store = open_store(store_url)
-        stack.callback(store.close)
-        worker = start_worker(
-            store_url, home, "--queues", "kge", "--concurrency", "1",
-            env=worker_env(home, CONVEYOR_IMPORTS="conveyor.kinds.kge"),
-        )  # fmt: skip
-        stack.callback(stop, worker)
-        http = stack.enter_context(httpx.Client(base_url=url, timeout=60))
-        yield Env(http, store, worker)
+    with running_api(tmp_path_factory.mktemp("kge")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 The URL is checked by the SSRF guard right before connecting and the connection goes to the
 address that was checked. Redirects are never followed, environment proxies are ignored, the
-whole attempt has a time limit and at most `max_bytes` of the answer are read.
+whole attempt has a time limit and at most `max_bytes` of the answer are read. Webhook
+deliveries and `kge.import`'s SPARQL queries both go out through it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class Outcome:
     body: bytes = b""
     error: str | None = None
     duration_ms: int = 0
+    refused: bool = False
+    """The SSRF guard refused the URL: no connection was made."""
+    complete: bool = True
+    """False when reading stopped at `max_bytes` or at the time limit: `body` is a prefix."""
+    content_type: str | None = None
+    """The answer's media type, without parameters."""
 
     @property
     def ok(self) -> bool:
@@ -32,15 +39,24 @@ class Outcome:
 class Sender:
     """Sends requests to checked URLs; one instance is safe to share between threads."""
 
-    def __init__(self, policy: CallbackPolicy, timeout_s: float, max_bytes: int) -> None:
+    def __init__(
+        self,
+        policy: CallbackPolicy,
+        timeout_s: float,
+        max_bytes: int,
+        *,
+        what: str = "callback URL",
+        user_agent: str = "conveyor-webhooks/1",
+    ) -> None:
         self.policy = policy
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.what = what  # names the URL in the guard's refusals
         self.client = httpx.Client(
             follow_redirects=False,
             trust_env=False,
             timeout=httpx.Timeout(timeout_s),
-            headers={"user-agent": "conveyor-webhooks/1"},
+            headers={"user-agent": user_agent},
         )
 
     def close(self) -> None:
@@ -49,9 +65,9 @@ class Sender:
     def send(self, method: str, url: str, headers: dict[str, str], body: bytes) -> Outcome:
         started = time.monotonic()
         try:
-            target = self.policy.check(url)
+            target = self.policy.check(url, what=self.what)
         except UnsafeURLError as exc:
-            return Outcome(None, error=f"refused: {exc}")
+            return Outcome(None, error=f"refused: {exc}", refused=True)
         request = self.client.build_request(
             method,
             target.pinned_url(),
@@ -60,6 +76,7 @@ class Sender:
             extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
         )
         deadline = started + self.timeout_s
+        complete = True
         try:
             response = self.client.send(request, stream=True)
             try:
@@ -67,6 +84,7 @@ class Sender:
                 for chunk in response.iter_raw():
                     got += chunk[: max(0, self.max_bytes - len(got))]
                     if len(got) >= self.max_bytes or time.monotonic() > deadline:
+                        complete = False
                         break
             finally:
                 response.close()
@@ -76,7 +94,14 @@ class Sender:
             )
         except httpx.HTTPError as exc:
             return Outcome(None, error=f"{type(exc).__name__}: {exc}", duration_ms=_ms(started))
-        return Outcome(response.status_code, bytes(got), duration_ms=_ms(started))
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower() or None
+        return Outcome(
+            response.status_code,
+            bytes(got),
+            duration_ms=_ms(started),
+            complete=complete,
+            content_type=kind,
+        )
 
 
 def _ms(started: float) -> int:

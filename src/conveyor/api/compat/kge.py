@@ -19,7 +19,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from conveyor import errors
@@ -82,6 +82,29 @@ class EntityRef(BaseModel):
 
 class SimilarQuery(BaseModel):
     entity: EntityRef
+
+
+class GenerateTriples(BaseModel):
+    """The original's `{"generate_triples": {"graph_pattern", "levels", "batch_size"}}`, plus
+    the endpoint it had hard-coded (Wikidata) and the other `SparqlSource` fields."""
+
+    generate_triples: m.SparqlSource
+
+    @field_validator("generate_triples", mode="before")
+    @classmethod
+    def _original_names(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        for old, new in (("graph_pattern", "query"), ("batch_size", "page_size")):
+            if old in value:
+                value.setdefault(new, value.pop(old))
+        if value.pop("levels", 1) != 1:
+            raise ValueError(
+                "levels other than 1 (crawling outwards from the pattern's entities) are not"
+                " supported: widen the graph pattern instead"
+            )
+        return value
 
 
 class SuggestQuery(BaseModel):
@@ -238,6 +261,33 @@ async def import_file(
         if len(raw) > MAX_BODY:
             return problem(413, "file-too-large", f"larger than {MAX_BODY} bytes")
     job = await _call(ds.start_import, service, dataset_id, bytes(raw), format, ignore_status)
+    return job if isinstance(job, Response) else _accepted(job, dataset_id)
+
+
+@router.post("/datasets/{dataset_id}/import/sparql", status_code=202, summary="Import from SPARQL")
+async def import_sparql(
+    dataset_id: int, request: Request, service: ServiceDep, _: Submitter,
+    ignore_status: Ignore = False,
+) -> Any:  # fmt: skip
+    """The body is a `kge.import` SPARQL source: `{"endpoint", "query", "graph", "page_size",
+    "limit", "timeout_s", "retries"}`; a `kge.import` job pages through it."""
+    body: m.SparqlSource = await _body(request, m.SparqlSource)
+    job = await _call(ds.start_sparql_import, service, dataset_id, body, ignore_status)
+    return job if isinstance(job, Response) else _accepted(job, dataset_id)
+
+
+@router.post(
+    "/datasets/{dataset_id}/generate_triples", status_code=202, summary="Import a graph pattern"
+)
+async def generate_triples(
+    dataset_id: int, request: Request, service: ServiceDep, _: Submitter,
+    ignore_status: Ignore = False,
+) -> Any:  # fmt: skip
+    """The original's call: `{"generate_triples": {"endpoint", "graph_pattern", "batch_size"}}`
+    (`levels` may only be 1); the same job as `/import/sparql`."""
+    body: GenerateTriples = await _body(request, GenerateTriples)
+    source = body.generate_triples
+    job = await _call(ds.start_sparql_import, service, dataset_id, source, ignore_status)
     return job if isinstance(job, Response) else _accepted(job, dataset_id)
 
 

@@ -20,6 +20,7 @@ from conveyor.kinds.registry import registry
 from conveyor.models import Job, JobState, NewJob
 from conveyor.service import Service
 from conveyor.storage import job_key
+from conveyor.webhooks.ssrf import CallbackPolicy
 
 DATASETS = "kge.datasets"
 ALGORITHMS = "kge.algorithms"
@@ -261,6 +262,17 @@ def start_import(
     _guard(record, (UNTRAINED,), "import triples", ignore)
     return _submit(service, record, "kge.import", "import",
                    {"format": fmt, "file": "upload"}, {"upload": [data]})  # fmt: skip
+
+
+def start_sparql_import(
+    service: Service, dataset_id: int, source: m.SparqlSource, ignore: bool = False
+) -> Job:
+    """A `kge.import` job reading `source`; an endpoint the SSRF guard refuses is refused here
+    (422), before anything is queued, and again by the worker before every request."""
+    CallbackPolicy.from_env().check(source.endpoint, what="SPARQL endpoint")
+    record = get(service, dataset_id)
+    _guard(record, (UNTRAINED,), "import triples", ignore)
+    return _submit(service, record, "kge.import", "import", {"sparql": source.model_dump()}, {})
 
 
 def task_job(service: Service, task_id: str) -> Job:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ModelName = Literal["TransE", "DistMult", "ComplEx", "RotatE"]
 TRIPLES_FILE = "triples.tsv"
@@ -90,17 +90,59 @@ class IndexOutput(BaseModel):
     seconds: float
 
 
+class SparqlSource(BaseModel):
+    """Triples from a SPARQL 1.1 endpoint, read page by page (see `conveyor.kinds.kge.sparql`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str = Field(
+        max_length=2000,
+        pattern=r"^[hH][tT][tT][pP][sS]?://",
+        description="The SPARQL query endpoint (http/https); it must pass the SSRF guard"
+        " (CONVEYOR_CALLBACK_ALLOW, CONVEYOR_CALLBACK_PORTS).",
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=100_000,
+        description="A graph pattern binding ?s ?p ?o (a WHERE clause's body), or a whole"
+        " SELECT ?s ?p ?o query; PREFIX lines may precede either.",
+    )
+    graph: str | None = Field(
+        None, max_length=2000, description="Query this named graph (the protocol's"
+        " default-graph-uri)."
+    )  # fmt: skip
+    page_size: int = Field(10_000, ge=1, le=100_000, description="Triples per request.")
+    limit: int | None = Field(None, ge=1, le=50_000_000, description="Stop after this many.")
+    timeout_s: float = Field(60.0, gt=0, le=600, description="Per request.")
+    retries: int = Field(4, ge=0, le=10, description="Per request, on transient failures.")
+
+    @field_validator("query")
+    @classmethod
+    def _triple_query(cls, value: str) -> str:
+        from conveyor.kinds.kge.sparql import triple_query
+
+        triple_query(value)  # QueryError is a ValueError: pydantic reports it
+        return value
+
+
 class ImportInput(BaseModel):
-    """`kge.import`: turn the uploaded RDF/TSV file into `triples.tsv`."""
+    """`kge.import`: turn the uploaded RDF/TSV file, or a SPARQL endpoint's triples, into
+    `triples.tsv`."""
 
     model_config = ConfigDict(extra="forbid")
 
     dataset: int | None = None
     file: str = Field("upload", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
     format: Literal["nt", "turtle", "tsv"] = "nt"
+    sparql: SparqlSource | None = Field(None, description="Read from an endpoint, not a file.")
 
 
 class ImportOutput(BaseModel):
     triples: int
     labels: int
     skipped_literals: int
+    skipped_unusable: int = Field(
+        0, description="SPARQL rows with an unbound term, a blank node (its label means"
+        " nothing outside one answer) or a literal subject/predicate."
+    )  # fmt: skip
+    pages: int = Field(0, description="SPARQL requests for triples (0 for a file).")

@@ -77,10 +77,37 @@ LABELS = (
 )
 
 
+class Collector:
+    """Gathers rdflib terms `(s, p, o)` the way every import does: entity-to-entity triples
+    kept, a literal object turned into the subject's label when the predicate is
+    `rdfs:label`/`skos:prefLabel` (English or untagged preferred), other literals counted."""
+
+    def __init__(self) -> None:
+        self.triples: list[Triple] = []
+        self.literals = 0
+        self._labels: dict[str, tuple[int, str]] = {}
+
+    def add(self, s: Any, p: Any, o: Any) -> None:
+        import rdflib
+
+        if not isinstance(o, rdflib.Literal):
+            self.triples.append((str(s), str(p), str(o)))
+            return
+        self.literals += 1
+        if str(p) in LABELS and str(o).strip():
+            rank = 0 if o.language in (None, "en") else 1  # English/untagged first
+            if str(s) not in self._labels or rank < self._labels[str(s)][0]:
+                self._labels[str(s)] = (rank, str(o).strip()[:500])
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {entity: label for entity, (_, label) in sorted(self._labels.items())}
+
+
 def parse_rdf(text: str, fmt: str) -> tuple[list[Triple], dict[str, str], int]:
-    """Entity triples of an N-Triples (`nt`) or Turtle document, the entities' labels
-    (`rdfs:label` / `skos:prefLabel`, English or untagged preferred), and how many literal-object
-    triples were left out of the graph. Bad N-Triples lines are all reported."""
+    """Entity triples of an N-Triples (`nt`) or Turtle document, the entities' labels and how
+    many literal-object triples were left out of the graph (see `Collector`). Bad N-Triples
+    lines are all reported."""
     import rdflib
 
     graph = rdflib.Graph()
@@ -90,20 +117,11 @@ def parse_rdf(text: str, fmt: str) -> tuple[list[Triple], dict[str, str], int]:
         if fmt == "nt":  # line-based: find every bad line, not just the first
             raise TriplesError(_bad_nt_lines(text) or [(0, _first(exc))]) from None
         raise TriplesError([(0, f"not valid {fmt}: {_first(exc)}")]) from None
-    found: list[Triple] = []
-    labels: dict[str, tuple[int, str]] = {}
-    literals = 0
+    found = Collector()
     for s, p, o in graph:
-        if isinstance(o, rdflib.Literal):
-            literals += 1
-            if str(p) in LABELS and str(o).strip():
-                rank = 0 if o.language in (None, "en") else 1  # English/untagged first
-                if str(s) not in labels or rank < labels[str(s)][0]:
-                    labels[str(s)] = (rank, str(o).strip()[:500])
-            continue
-        found.append((str(s), str(p), str(o)))
-    found.sort()
-    return found, {entity: label for entity, (_, label) in sorted(labels.items())}, literals
+        found.add(s, p, o)
+    found.triples.sort()
+    return found.triples, found.labels, found.literals
 
 
 def to_tsv(triples: Iterable[Sequence[str]]) -> str:
