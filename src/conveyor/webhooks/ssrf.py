@@ -1,4 +1,5 @@
-"""The SSRF guard for URLs that clients choose: webhooks, Swiss AI callbacks, S3 endpoints.
+"""The SSRF guard for URLs that clients choose: webhooks, Swiss AI callbacks, S3 endpoints, and
+the SPARQL endpoints `kge.import` reads.
 
 A client-chosen URL must not make the server talk to itself or its private network. The guard
 refuses non-http(s) schemes, credentials in URLs, and any host that resolves to an address that
@@ -52,11 +53,13 @@ class GuardSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore")
 
     callback_allow: str = Field(
-        "", description="Comma-separated CIDRs and host names callbacks may reach anyway."
+        "",
+        description="Comma-separated CIDRs and host names that client-chosen URLs (webhooks,"
+        " callbacks, S3 and SPARQL endpoints) may reach anyway.",
     )
     callback_ports: str = Field(
         ",".join(map(str, DEFAULT_PORTS)),
-        description="Ports callbacks may use on public hosts (allowed hosts may use any).",
+        description="Ports client-chosen URLs may use on public hosts (allowed hosts may use any).",
     )
 
 
