@@ -7,7 +7,9 @@ there it only checks the server answers. `conveyor up` and workers migrate on st
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +17,9 @@ from conveyor import errors
 from conveyor.cli.output import console, err
 from conveyor.settings import Settings
 from conveyor.store import open_store
+
+if TYPE_CHECKING:  # psycopg is imported only for a PostgreSQL store
+    from conveyor.store.postgres import PostgresStore
 
 app = typer.Typer(help="Store schema: migrate it, show its version.", no_args_is_help=True)
 
@@ -36,30 +41,40 @@ def _fail(exc: errors.ConveyorError) -> typer.Exit:
     return typer.Exit(1)
 
 
+@contextlib.contextmanager
+def _postgres(url: str) -> Iterator[PostgresStore]:
+    from conveyor.store.postgres import PostgresStore
+
+    pg = PostgresStore.from_url(url, migrate=False)
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+def _ping(url: str) -> None:
+    opened = open_store(url)  # SQLite migrates on open; Redis keeps no schema
+    try:
+        opened.ping()
+    finally:
+        opened.close()
+
+
 @app.command("migrate")
 def migrate(store: StoreOpt = None) -> None:
     """Apply pending schema migrations (safe to run from several hosts at once)."""
     url = _url(store)
     try:
         if _scheme(url) in ("postgres", "postgresql"):
-            from conveyor.store.postgres import PostgresStore
-
-            pg = PostgresStore.from_url(url, migrate=False)
-            try:
+            with _postgres(url) as pg:
                 applied = pg.migrate()
                 version, _ = pg.schema_version()
-            finally:
-                pg.close()
             for migration in applied:
                 console.print(f"applied {migration.version:04d}_{migration.name}")
             state = "migrated" if applied else "already up to date"
             console.print(f"PostgreSQL schema {state} (version {version})")
             return
-        opened = open_store(url)  # SQLite migrates on open; Redis keeps no schema
-        try:
-            opened.ping()
-        finally:
-            opened.close()
+        _ping(url)
         console.print(f"{_scheme(url)} store ready: {url}")
     except errors.ConveyorError as exc:
         raise _fail(exc) from exc
@@ -71,13 +86,8 @@ def status(store: StoreOpt = None) -> None:
     url = _url(store)
     try:
         if _scheme(url) in ("postgres", "postgresql"):
-            from conveyor.store.postgres import PostgresStore
-
-            pg = PostgresStore.from_url(url, migrate=False)
-            try:
+            with _postgres(url) as pg:
                 version, latest = pg.schema_version()
-            finally:
-                pg.close()
             pending = latest - version
             console.print(f"PostgreSQL schema version {version} of {latest}"
                           + (f" ({pending} pending: run `conveyor db migrate`)" if pending else
@@ -85,11 +95,7 @@ def status(store: StoreOpt = None) -> None:
             if pending:
                 raise typer.Exit(3)
             return
-        opened = open_store(url)
-        try:
-            opened.ping()
-        finally:
-            opened.close()
+        _ping(url)
         console.print(f"{_scheme(url)} store up to date: {url}")
     except errors.ConveyorError as exc:
         raise _fail(exc) from exc
