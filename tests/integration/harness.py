@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from conveyor.models import Job, JobState
 from conveyor.store import Store
+from tests.servers.procfs import live_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 #: For child processes: this checkout's code (src/, before an editable install elsewhere) and
@@ -85,20 +86,10 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 def children(pid: int) -> list[int]:
     """PIDs whose parent is `pid` (the supervisor's worker children)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            if b"resource_tracker" not in cmdline:
-                found.append(int(entry))
-    return found
+    return [
+        child.pid for child in live_processes()
+        if child.ppid == pid and "resource_tracker" not in child.cmdline()
+    ]  # fmt: skip
 
 
 def start_server(

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from conveyor.store.pg_migrations import migrate
+from tests.servers.procfs import live_processes
 
 START_TIMEOUT_S = 30.0
 TEMPLATE = "conveyor_template"
@@ -185,7 +186,7 @@ class PostgresServer:
         pgid = self.proc.pid
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            alive = _live_group_members(pgid)
+            alive = [p.pid for p in live_processes() if p.pgrp == pgid]
             if not alive:
                 return
             for pid in alive:
@@ -209,22 +210,6 @@ class PostgresServer:
     def restart_after_kill(self) -> None:
         self.kill()
         self.start()
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """PIDs in process group `pgid` that are not zombies (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 @contextlib.contextmanager

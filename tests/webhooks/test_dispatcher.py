@@ -29,6 +29,7 @@ from conveyor.webhooks.signing import generate_secret
 from conveyor.webhooks.ssrf import CallbackPolicy, UnsafeURLError
 from tests.integration.harness import wait_for
 from tests.servers.http import serve_in_thread
+from tests.servers.procfs import live_processes
 from tests.webhooks.receiver import Receiver
 
 LOOPBACK = CallbackPolicy(["127.0.0.0/8"])
@@ -335,28 +336,6 @@ def test_delivery_log_retention(tmp_path: Path) -> None:
     store.close()
 
 
-def _children(pid: int) -> list[tuple[int, str]]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append((int(entry.name), cmdline))
-    return found
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"  # exited, not yet reaped
-
-
 def test_worker_runs_a_dispatcher_process_that_dies_with_it(tmp_path: Path) -> None:
     env = {**os.environ, "CONVEYOR_HOME": str(tmp_path), "CONVEYOR_IMPORTS": "conveyor.kinds.demo"}
     worker = subprocess.Popen(
@@ -366,12 +345,19 @@ def test_worker_runs_a_dispatcher_process_that_dies_with_it(tmp_path: Path) -> N
     )  # fmt: skip
     try:
         dispatchers = wait_for(
-            lambda: [p for p, cmd in _children(worker.pid) if "webhooks run" in cmd],
+            lambda: [
+                p.pid
+                for p in live_processes()
+                if p.ppid == worker.pid and "webhooks run" in p.cmdline()
+            ],
             what="the dispatcher process",
         )
         os.kill(worker.pid, signal.SIGKILL)  # the worker dies without stopping its dispatcher
         worker.wait(10)
-        wait_for(lambda: _gone(dispatchers[0]), what="the orphaned dispatcher to exit")
+        wait_for(
+            lambda: all(p.pid != dispatchers[0] for p in live_processes()),
+            what="the orphaned dispatcher to exit",
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
