@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,14 +47,23 @@ def start_api(home: Path, *extra: str, env_extra: dict[str, str] | None = None) 
     return ApiServer(url, home, store_url, process)
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """One API server per test module (tests use their own jobs, not a clean store)."""
-    server = start_api(tmp_path_factory.mktemp("api"))
+@contextlib.contextmanager
+def running_api(
+    home: Path, *extra: str, env_extra: dict[str, str] | None = None
+) -> Iterator[ApiServer]:
+    """`start_api`, stopped when the block ends."""
+    server = start_api(home, *extra, env_extra=env_extra)
     try:
         yield server
     finally:
         stop(server.process)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One API server per test module (tests use their own jobs, not a clean store)."""
+    with running_api(tmp_path_factory.mktemp("api")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -12,25 +12,22 @@ import httpx
 import pytest
 
 from conveyor.api import auth
-from tests.api.conftest import ApiServer, start_api
+from tests.api.conftest import ApiServer, running_api
 from tests.api.test_api_jobs import problem
-from tests.integration.harness import ROOT, stop, worker_env
+from tests.integration.harness import ROOT, worker_env
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, dict[str, str]]]:
-    server = start_api(tmp_path_factory.mktemp("auth"))
-    store = server.open_store()
-    keys = {}
-    for scopes in (["read"], ["submit"], ["work"], ["admin"], ["read", "submit"]):
-        keys["+".join(scopes)] = auth.create_key(store, "+".join(scopes), scopes)[1]
-    revoked_id, keys["revoked"] = auth.create_key(store, "old", ["admin"])
-    auth.revoke_key(store, revoked_id)
-    store.close()
-    try:
+    with running_api(tmp_path_factory.mktemp("auth")) as server:
+        store = server.open_store()
+        keys = {}
+        for scopes in (["read"], ["submit"], ["work"], ["admin"], ["read", "submit"]):
+            keys["+".join(scopes)] = auth.create_key(store, "+".join(scopes), scopes)[1]
+        revoked_id, keys["revoked"] = auth.create_key(store, "old", ["admin"])
+        auth.revoke_key(store, revoked_id)
+        store.close()
         yield server, keys
-    finally:
-        stop(server.process)
 
 
 def call(
@@ -80,11 +77,10 @@ def test_scopes(secured: tuple[ApiServer, dict[str, str]]) -> None:
 
 
 def test_repeated_bad_keys_are_rate_limited(tmp_path: Path) -> None:
-    server = start_api(tmp_path / "limit")
-    store = server.open_store()
-    _, good = auth.create_key(store, "good", ["read"])
-    store.close()
-    try:
+    with running_api(tmp_path / "limit") as server:
+        store = server.open_store()
+        _, good = auth.create_key(store, "good", ["read"])
+        store.close()
         statuses = [
             call(server, "GET", "/v1/jobs", "cvk_bad_guess").status_code
             for _ in range(auth.MAX_FAILURES + 1)
@@ -93,8 +89,6 @@ def test_repeated_bad_keys_are_rate_limited(tmp_path: Path) -> None:
         r = call(server, "GET", "/v1/jobs", good)
         problem(r, 429, "too-many-requests")
         assert int(r.headers["retry-after"]) > 0
-    finally:
-        stop(server.process)
 
 
 def test_api_refuses_public_bind_without_keys(tmp_path: Path) -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import ApiServer, start_api
+from tests.api.conftest import ApiServer, running_api
 from tests.api.test_api_jobs import problem
-from tests.integration.harness import stop
 
 MB = 1 << 20
 
@@ -112,17 +111,17 @@ def test_staged_upload_is_in_place_before_the_job_runs(api: ApiServer, http: htt
 
 
 def test_size_limit_gives_413_before_reading(tmp_path: Path) -> None:
-    server = start_api(tmp_path / "small", env_extra={"CONVEYOR_MAX_UPLOAD_BYTES": "1000"})
-    try:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            job = http.post("/v1/jobs", json={"kind": "noop", "delay_s": 3600}).json()
-            url = f"/v1/jobs/{job['id']}/files/big.bin"
-            problem(http.put(url, content=b"x" * 5000), 413, "file-too-large")
+    small = {"CONVEYOR_MAX_UPLOAD_BYTES": "1000"}
+    with (
+        running_api(tmp_path / "small", env_extra=small) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
+    ):
+        job = http.post("/v1/jobs", json={"kind": "noop", "delay_s": 3600}).json()
+        url = f"/v1/jobs/{job['id']}/files/big.bin"
+        problem(http.put(url, content=b"x" * 5000), 413, "file-too-large")
 
-            def unsized() -> Iterator[bytes]:  # chunked: no Content-Length to refuse early
-                yield from (b"y" * 600, b"y" * 600)
+        def unsized() -> Iterator[bytes]:  # chunked: no Content-Length to refuse early
+            yield from (b"y" * 600, b"y" * 600)
 
-            problem(http.put(url, content=unsized()), 413, "file-too-large")
-            assert http.get(f"/v1/jobs/{job['id']}/files").json()["files"] == []
-    finally:
-        stop(server.process)
+        problem(http.put(url, content=unsized()), 413, "file-too-large")
+        assert http.get(f"/v1/jobs/{job['id']}/files").json()["files"] == []

@@ -14,8 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.api.conftest import ApiServer, start_api
-from tests.integration.harness import stop
+from tests.api.conftest import ApiServer, running_api
 
 EXAMPLES_PER_OPERATION = 12
 SKIPPED = "/v1/jobs/{job_id}/events"
@@ -29,11 +28,8 @@ SEMANTIC = [schemathesis.checks.positive_data_acceptance]
 
 @pytest.fixture(scope="module")
 def fuzzed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_api(tmp_path_factory.mktemp("fuzz"))
-    try:
+    with running_api(tmp_path_factory.mktemp("fuzz")) as server:
         yield server
-    finally:
-        stop(server.process)
 
 
 def test_api_conforms(fuzzed_api: ApiServer) -> None:

@@ -14,8 +14,7 @@ import pytest
 from googleapiclient.discovery import build
 from pypdf import PdfReader
 
-from tests.api.conftest import ApiServer, start_api
-from tests.integration.harness import stop
+from tests.api.conftest import ApiServer, running_api
 
 #: Small, so that a render of a few pages goes out as result#document and a long one as a link.
 MAX_DOCUMENT_BYTES = 60_000
@@ -23,14 +22,11 @@ MAX_DOCUMENT_BYTES = 60_000
 
 @pytest.fixture(scope="package")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_api(
+    with running_api(
         tmp_path_factory.mktemp("tq"),
         env_extra={"CONVEYOR_TASKQUEUE_MAX_DOCUMENT_BYTES": str(MAX_DOCUMENT_BYTES)},
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        stop(server.process)
 
 
 @pytest.fixture

@@ -9,25 +9,21 @@ import pytest
 
 from conveyor.api.auth import create_key
 from conveyor.taskqueue.client import TaskQueueClient, TaskQueueHTTPError
-from tests.api.conftest import ApiServer, start_api
-from tests.integration.harness import stop
+from tests.api.conftest import ApiServer, running_api
 
 PATH = "/taskqueue/v1beta2/projects/b~proj/taskqueues/secured"
 
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, str, str]]:
-    server = start_api(tmp_path_factory.mktemp("tq-auth"))
-    store = server.open_store()
-    try:
-        _, reader = create_key(store, "reader", ["read"])
-        _, worker = create_key(store, "daemon", ["submit", "work"])
-    finally:
-        store.close()
-    try:
+    with running_api(tmp_path_factory.mktemp("tq-auth")) as server:
+        store = server.open_store()
+        try:
+            _, reader = create_key(store, "reader", ["read"])
+            _, worker = create_key(store, "daemon", ["submit", "work"])
+        finally:
+            store.close()
         yield server, reader, worker
-    finally:
-        stop(server.process)
 
 
 def test_no_key_is_a_google_shaped_401(secured: tuple[ApiServer, str, str]) -> None:
