@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,6 +19,23 @@ import httpx
 from conveyor.swissai.settings import SwissAISettings
 
 log = logging.getLogger("conveyor.swissai")
+
+
+@contextlib.asynccontextmanager
+async def announcing(
+    settings: SwissAISettings, bodies: list[dict[str, Any]]
+) -> AsyncIterator[None]:
+    """Keep `bodies` registered with every engine while the block runs; on leaving, tell the
+    engines they sleep. With no bodies, nothing is announced."""
+    if not bodies:
+        yield
+        return
+    announcer = Announcer(settings, bodies)
+    announcer.start()
+    try:
+        yield
+    finally:
+        await announcer.stop()
 
 
 class Announcer:

@@ -35,7 +35,7 @@ from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.swissai.declare import SwissAIService, lookup, publish, published
 from conveyor.swissai.models import ServiceTask, TaskStatus
-from conveyor.swissai.registration import Announcer
+from conveyor.swissai.registration import announcing
 from conveyor.swissai.sealing import seal
 from conveyor.swissai.settings import SwissAISettings
 from conveyor.webhooks.ssrf import CallbackPolicy, UnsafeURLError
@@ -190,7 +190,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     await run_in_threadpool(_prepare, service, settings)
     swiss = SwissAISettings()
-    announcer = None
+    bodies = []
     if swiss.engines:
         if not swiss.service_url:
             log.warning("CONVEYOR_SWISSAI_ENGINE_URLS is set but CONVEYOR_SWISSAI_SERVICE_URL is"
@@ -199,13 +199,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             base = swiss.service_url.rstrip("/")
             declared = await run_in_threadpool(published, service.store)
             bodies = [d.registration(f"{base}/swissai/{d.kind}") for d in declared]
-            announcer = Announcer(swiss, bodies)
-            announcer.start()
-    try:
+    async with announcing(swiss, bodies):
         yield
-    finally:
-        if announcer is not None:
-            await announcer.stop()
 
 
 router = APIRouter(prefix="/swissai", tags=["swissai"], lifespan=lifespan)
@@ -262,15 +257,13 @@ def create_service_app(settings: Settings, kind: str) -> FastAPI:
             )
         app.state.declared = declared
         swiss = SwissAISettings()
-        announcer = None
+        bodies = []
         if swiss.engines and swiss.service_url:
-            announcer = Announcer(swiss, [declared.registration(swiss.service_url.rstrip("/"))])
-            announcer.start()
+            bodies = [declared.registration(swiss.service_url.rstrip("/"))]
         try:
-            yield
+            async with announcing(swiss, bodies):
+                yield
         finally:
-            if announcer is not None:
-                await announcer.stop()
             store.close()
 
     app = FastAPI(title=f"conveyor Swiss AI service: {kind}", lifespan=service_lifespan)
