@@ -77,6 +77,12 @@ def test_bad_uploads_and_thresholds_are_400_and_token_reuse_403(env: Env) -> Non
     r = env.http.post(url, content=b"{nope", headers={"Authorization": t0})
     assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
     assert env.http.post(url, json={"clks": clks(2)}).status_code == 401
+    assert env.http.post(f"/api/v1/projects/{pid}/binaryclks", content=b"x").status_code == 401
+    r = env.http.post("/api/v1/projects", content=b"{nope")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    r = env.http.post(f"/api/v1/projects/{pid}/runs", content=b"{nope",
+                      headers={"Authorization": creds["result_token"]})  # fmt: skip
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
 
     ok = env.http.post(url, json={"clks": clks(5)}, headers={"Authorization": t0})
     assert ok.status_code == 201 and ok.json()["message"] == "Updated"

@@ -155,7 +155,7 @@ async def _call(func: Callable[..., T], *args: Any) -> T | Response:
     except Forbidden as exc:
         return problem(403, "linkage-forbidden", str(exc), title="Forbidden")
     except (Invalid, encodings.EncodingError) as exc:
-        return problem(400, "linkage-invalid", str(exc), title="Bad Request")
+        return _invalid(str(exc))
     except NotReady as exc:
         return problem(404, "linkage-run-not-complete", str(exc), title="Not Found")
     except RunFailed as exc:
@@ -164,11 +164,23 @@ async def _call(func: Callable[..., T], *args: Any) -> T | Response:
         return problem(exc.status, exc.type, exc.message)
 
 
+def _invalid(message: str) -> Response:
+    return problem(400, "linkage-invalid", message, title="Bad Request")
+
+
 async def _json(request: Request) -> Any:
+    """The body as JSON; a 400 problem `Response` if it is not JSON."""
     try:
         return await read_json(request, MAX_UPLOAD_BYTES)
     except RequestValidationError:
-        raise Invalid("the body is not valid JSON") from None
+        return _invalid("the body is not valid JSON")
+
+
+def _upload_token(request: Request) -> str | Response:
+    """The request's upload token; a 401 problem `Response` without one."""
+    return _token(request) or problem(
+        401, "linkage-unauthorized", "an upload token is required", title="Unauthorized"
+    )
 
 
 def _out(value: Any, status: int = 200) -> Response:
@@ -203,16 +215,10 @@ async def list_projects(request: Request) -> Response:
 
 @router.post("/projects", summary="Create a project", status_code=201)
 async def create_project(request: Request) -> Response:
-    lk = _linkage(request)
-
-    async def body() -> Any:
-        return await _json(request)
-
-    try:
-        data = await body()
-    except Invalid as exc:
-        return problem(400, "linkage-invalid", str(exc), title="Bad Request")
-    return _out(await _call(lk.create_project, data), 201)
+    data = await _json(request)
+    if isinstance(data, Response):
+        return data
+    return _out(await _call(_linkage(request).create_project, data), 201)
 
 
 @router.get("/projects/{project_id}", summary="Describe a project")
@@ -231,14 +237,12 @@ async def delete_project(project_id: str, request: Request) -> Response:
 
 @router.post("/projects/{project_id}/clks", summary="Upload encodings (JSON)", status_code=201)
 async def upload_clks(project_id: str, request: Request) -> Response:
-    lk, token = _linkage(request), _token(request)
-    if not token:
-        return problem(401, "linkage-unauthorized", "an upload token is required",
-                       title="Unauthorized")  # fmt: skip
-    try:
-        data = await _json(request)
-    except Invalid as exc:
-        return problem(400, "linkage-invalid", str(exc), title="Bad Request")
+    lk, token = _linkage(request), _upload_token(request)
+    if isinstance(token, Response):
+        return token
+    data = await _json(request)
+    if isinstance(data, Response):
+        return data
 
     def parse(record: dict[str, Any]) -> encodings.Packed:
         return encodings.from_json(data, record["uses_blocking"], record["size"])
@@ -249,15 +253,13 @@ async def upload_clks(project_id: str, request: Request) -> Response:
 @router.post("/projects/{project_id}/binaryclks", summary="Upload binary encodings",
              status_code=201)  # fmt: skip
 async def upload_binary(project_id: str, request: Request) -> Response:
-    lk, token = _linkage(request), _token(request)
-    if not token:
-        return problem(401, "linkage-unauthorized", "an upload token is required",
-                       title="Unauthorized")  # fmt: skip
+    lk, token = _linkage(request), _upload_token(request)
+    if isinstance(token, Response):
+        return token
     try:
         count, size = int(request.headers["hash-count"]), int(request.headers["hash-size"])
     except (KeyError, ValueError):
-        return problem(400, "linkage-invalid", "the Hash-Count and Hash-Size headers are"
-                       " required integers", title="Bad Request")  # fmt: skip
+        return _invalid("the Hash-Count and Hash-Size headers are required integers")
     if count * size > MAX_UPLOAD_BYTES:
         return problem(413, "linkage-too-large", f"uploads are limited to {MAX_UPLOAD_BYTES} bytes")
     body = await request.body()
@@ -302,10 +304,9 @@ async def list_runs(project_id: str, request: Request) -> Response:
 @router.post("/projects/{project_id}/runs", summary="Create a run", status_code=201)
 async def create_run(project_id: str, request: Request) -> Response:
     lk, token = _linkage(request), _token(request)
-    try:
-        data = await _json(request)
-    except Invalid as exc:
-        return problem(400, "linkage-invalid", str(exc), title="Bad Request")
+    data = await _json(request)
+    if isinstance(data, Response):
+        return data
     return _out(await _call(lambda: lk.create_run(lk.project(project_id, token), data)), 201)
 
 
