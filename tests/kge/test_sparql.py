@@ -18,10 +18,12 @@ from conveyor.kinds.kge.sparql import QueryError, triple_query
 from conveyor.models import JobState
 from conveyor.storage.fs import FileStorage
 from conveyor.worker.context import Context, JobCancelled, PermanentError
-from tests.kge.harness import Env, running_api
+from tests.kge.harness import Env, nations, running_api
 from tests.kge.sparql_server import (
     EX,
+    LABELS,
     PEOPLE_GRAPH,
+    REL,
     RESULTS_JSON,
     Fault,
     Script,
@@ -164,6 +166,35 @@ def test_limit_named_graph_and_a_full_select(server: SparqlServer, run: Run) -> 
     )
 
 
+def test_levels_crawl_from_the_entities_the_pattern_reached(
+    server: SparqlServer, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.kinds.kge import imports
+
+    monkeypatch.setattr(imports, "CRAWL_BATCH", 1)  # one VALUES block per entity reached
+    script = Script()
+    pattern = (  # two triples of usa's, reaching china and ussr
+        f"VALUES ?p {{ <{REL}duration> <{REL}relbooktranslations> }}\n"
+        f"?s ?p ?o FILTER(?s = <{EX}usa>)"
+    )
+    out = run(endpoint=server.scripted(script), query=pattern, levels=2, page_size=100)
+    first = {("usa", "duration", "china"), ("usa", "relbooktranslations", "ussr")}
+    expected = first | {(s, p, o) for s, p, o in nations() if s in ("china", "ussr")}
+    got = [tuple(line.split("\t")) for line in run.outputs[m.TRIPLES_FILE].splitlines()]
+    assert got == sorted((EX + s, REL + p, EX + o) for s, p, o in expected)
+    assert len(got) == 2 + 142 + 168  # usa's two, then all of china's and ussr's
+    crawl = [q for q in script.pages() if "VALUES ?s" in q]
+    assert {q.split("VALUES ?s { ", 1)[1].split(" }")[0] for q in crawl} == {
+        f"<{EX}china>",
+        f"<{EX}ussr>",
+    }
+    assert json.loads(run.outputs[m.LABELS_FILE]) == {f"{EX}ussr": LABELS["ussr"]}
+    assert out.pages == len(script.pages()) >= 1 + 2 + 2  # several pages per crawl block
+    currents = [p["current"] for p in run.progress]
+    assert currents == sorted(currents) and {p["total"] for p in run.progress} == {None}
+    assert not any("COUNT" in q for q in script.queries)  # no total across levels
+
+
 def test_a_500_is_retried_and_the_import_completes(server: SparqlServer, run: Run) -> None:
     script = Script(faults=[Fault(500, "busy"), Fault(503, "still busy")])
     out = run(endpoint=server.scripted(script), query=ALL, page_size=1000)
@@ -277,7 +308,7 @@ def test_bad_queries_and_unsafe_endpoints_are_422_at_submit(
     ):
         r = env.http.post(url, json={"endpoint": server.endpoint, "query": query})
         assert r.status_code == 422 and reason in r.text, r.text
-    levels = {"endpoint": server.endpoint, "graph_pattern": ALL, "levels": 2}
+    levels = {"endpoint": server.endpoint, "graph_pattern": ALL, "levels": 9}
     r = env.http.post(f"/kge/datasets/{dataset_id}/generate_triples",
                       json={"generate_triples": levels})  # fmt: skip
     assert r.status_code == 422 and "levels" in r.text

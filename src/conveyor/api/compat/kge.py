@@ -99,11 +99,6 @@ class GenerateTriples(BaseModel):
         for old, new in (("graph_pattern", "query"), ("batch_size", "page_size")):
             if old in value:
                 value.setdefault(new, value.pop(old))
-        if value.pop("levels", 1) != 1:
-            raise ValueError(
-                "levels other than 1 (crawling outwards from the pattern's entities) are not"
-                " supported: widen the graph pattern instead"
-            )
         return value
 
 
@@ -269,8 +264,8 @@ async def import_sparql(
     dataset_id: int, request: Request, service: ServiceDep, _: Submitter,
     ignore_status: Ignore = False,
 ) -> Any:  # fmt: skip
-    """The body is a `kge.import` SPARQL source: `{"endpoint", "query", "graph", "page_size",
-    "limit", "timeout_s", "retries"}`; a `kge.import` job pages through it."""
+    """The body is a `kge.import` SPARQL source: `{"endpoint", "query", "graph", "levels",
+    "page_size", "limit", "timeout_s", "retries"}`; a `kge.import` job pages through it."""
     body: m.SparqlSource = await _body(request, m.SparqlSource)
     job = await _call(ds.start_sparql_import, service, dataset_id, body, ignore_status)
     return job if isinstance(job, Response) else _accepted(job, dataset_id)
@@ -283,8 +278,8 @@ async def generate_triples(
     dataset_id: int, request: Request, service: ServiceDep, _: Submitter,
     ignore_status: Ignore = False,
 ) -> Any:  # fmt: skip
-    """The original's call: `{"generate_triples": {"endpoint", "graph_pattern", "batch_size"}}`
-    (`levels` may only be 1); the same job as `/import/sparql`."""
+    """The original's call: `{"generate_triples": {"endpoint", "graph_pattern", "levels",
+    "batch_size"}}`; the same job as `/import/sparql`."""
     body: GenerateTriples = await _body(request, GenerateTriples)
     source = body.generate_triples
     job = await _call(ds.start_sparql_import, service, dataset_id, source, ignore_status)

@@ -46,14 +46,15 @@ class EndpointUnavailable(Exception):
 
 @dataclass
 class Endpoint:
-    """One SPARQL endpoint a job queries; `cancelled` cuts retry waits short."""
+    """One SPARQL endpoint a job queries; `check_cancelled` (it raises once the job is
+    cancelled) cuts retry waits short."""
 
     url: str
     graph: str | None = None
     timeout_s: float = 60.0
     retries: int = 4
     policy: CallbackPolicy = field(default_factory=CallbackPolicy.from_env)
-    cancelled: Callable[[], bool] = lambda: False
+    check_cancelled: Callable[[], None] = lambda: None
     log: Callable[[str], None] = lambda line: None
 
     def __post_init__(self) -> None:
@@ -91,10 +92,12 @@ class Endpoint:
         raise AssertionError("unreachable: the loop returns or raises")
 
     def _wait(self, seconds: float) -> None:
-        """Back off, but stop waiting as soon as the job is cancelled."""
+        """Back off, but stop as soon as the job is cancelled."""
         deadline = time.monotonic() + seconds
-        while not self.cancelled() and (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0:
+            self.check_cancelled()
             time.sleep(min(0.1, left))
+        self.check_cancelled()
 
 
 def _transient_problem(outcome: Outcome) -> str | None:

@@ -6,7 +6,9 @@ for label search) are what the kge API adds to the dataset once the job has succ
 
 A SPARQL import counts the solutions first (the progress total, when the endpoint can count),
 then reads `page_size` triples per request in a stable order, reporting progress after every
-page; a cancel stops it between pages. Transient endpoint failures are retried per request
+page; a cancel stops it between pages. With `levels` > 1 it then crawls: each level reads the
+triples of the entities the previous level reached as objects (no total then: the size of a
+crawl is unknown until it ends). Transient endpoint failures are retried per request
 (`conveyor.kinds.kge.endpoint`); if they persist the attempt fails and the job is retried
 later. A refusal (4xx, malformed results, a URL the SSRF guard refuses) fails the job at once.
 """
@@ -16,9 +18,23 @@ from __future__ import annotations
 import json
 
 from conveyor.kinds.kge import models as m
-from conveyor.kinds.kge.endpoint import Endpoint, EndpointRefused
-from conveyor.kinds.kge.sparql import QueryError, TripleQuery, triple_query
-from conveyor.kinds.kge.triples import Collector, TriplesError, parse_rdf, parse_tsv, to_tsv
+from conveyor.kinds.kge.endpoint import Endpoint, EndpointRefused, Row
+from conveyor.kinds.kge.sparql import (
+    CRAWL_BATCH,
+    QueryError,
+    TripleQuery,
+    iri,
+    subjects_query,
+    triple_query,
+)
+from conveyor.kinds.kge.triples import (
+    Collector,
+    Triple,
+    TriplesError,
+    parse_rdf,
+    parse_tsv,
+    to_tsv,
+)
 from conveyor.kinds.registry import task
 from conveyor.webhooks.ssrf import CallbackPolicy, UnsafeURLError
 from conveyor.worker.context import Context, PermanentError
@@ -36,26 +52,25 @@ def import_triples(inp: m.ImportInput, ctx: Context) -> m.ImportOutput:
     """Write `triples.tsv` (entity-to-entity triples only) and `labels.json` from the input
     file `inp.file`, or from `inp.sparql`."""
     if inp.sparql is not None:
-        found, unusable, pages = from_sparql(inp.sparql, ctx)
-        triples, labels, literals = sorted(found.triples), found.labels, found.literals
+        reader = from_sparql(inp.sparql, ctx)
+        found = reader.found
+        triples, labels, literals = found.triples, found.labels, found.literals
+        unusable, pages = reader.unusable, reader.pages
     else:
-        ctx.progress(0, 2, f"parsing {inp.format}")
+        ctx.progress(0, 1, f"parsing {inp.format}")
         triples, labels, literals = from_file(inp, ctx)
         unusable = pages = 0
-        ctx.progress(1, 2, f"{len(triples)} triples parsed")
+        ctx.progress(1, 1, f"{len(triples)} triples parsed")
+    triples = sorted(set(triples))  # a crawl can reach a triple twice
     ctx.output_file(m.TRIPLES_FILE).write_text(to_tsv(triples), encoding="utf-8")
     ctx.output_file(m.LABELS_FILE).write_text(json.dumps(labels), encoding="utf-8")
-    if inp.sparql is None:
-        ctx.progress(2, 2, "done")
     return m.ImportOutput(
         triples=len(triples), labels=len(labels), skipped_literals=literals,
         skipped_unusable=unusable, pages=pages,
     )  # fmt: skip
 
 
-def from_file(
-    inp: m.ImportInput, ctx: Context
-) -> tuple[list[tuple[str, str, str]], dict[str, str], int]:
+def from_file(inp: m.ImportInput, ctx: Context) -> tuple[list[Triple], dict[str, str], int]:
     try:
         text = ctx.input_file(inp.file).read_text(encoding="utf-8")
         if inp.format == "tsv":
@@ -65,8 +80,9 @@ def from_file(
         raise PermanentError(f"{inp.file}: {exc}") from None
 
 
-def from_sparql(src: m.SparqlSource, ctx: Context) -> tuple[Collector, int, int]:
-    """The endpoint's triples and labels, how many rows were unusable, how many pages."""
+def from_sparql(src: m.SparqlSource, ctx: Context) -> Reader:
+    """Read the endpoint's triples: the query's, then `levels - 1` rounds of the triples of
+    the entities the previous round reached."""
     try:
         query = triple_query(src.query)
         policy = CallbackPolicy.from_env()
@@ -75,54 +91,85 @@ def from_sparql(src: m.SparqlSource, ctx: Context) -> tuple[Collector, int, int]
         raise PermanentError(str(exc)) from None
     endpoint = Endpoint(
         src.endpoint, src.graph, src.timeout_s, src.retries, policy,
-        cancelled=lambda: ctx.cancelled, log=ctx.log,
+        check_cancelled=ctx.check_cancelled, log=ctx.log,
     )  # fmt: skip
+    reader = Reader(endpoint, src, ctx)
     try:
-        return _pages(endpoint, query, src, ctx)
+        # across levels the size is unknown until the end: a total is only given for one query
+        total = reader.count(query) if src.levels == 1 else None
+        ctx.progress(0, total, "counted" if total is not None else "reading")
+        reached = reader.read(query, total, "")
+        expanded: set[str] = set()
+        for level in range(2, src.levels + 1):
+            frontier = sorted({o for _, _, o in reached if iri(o)} - expanded)
+            expanded.update(frontier)
+            reached = []
+            for start in range(0, len(frontier), CRAWL_BATCH):
+                batch = frontier[start : start + CRAWL_BATCH]
+                step = f"level {level}/{src.levels}, entities {start + 1}-{start + len(batch)}"
+                step += f" of {len(frontier)}: "
+                reached += reader.read(subjects_query(batch), None, step)
+        return reader
     except EndpointRefused as exc:
         raise PermanentError(str(exc)) from None
     finally:
         endpoint.close()
 
 
-def _pages(
-    endpoint: Endpoint, query: TripleQuery, src: m.SparqlSource, ctx: Context
-) -> tuple[Collector, int, int]:
-    from rdflib.term import Literal, URIRef
+class Reader:
+    """Reads queries page by page into one `Collector`, within the source's `limit`."""
 
-    total = _count(endpoint, query.count())
-    if total is not None and src.limit is not None:
-        total = min(total, src.limit)
-    ctx.progress(0, total, "counted" if total is not None else "the endpoint cannot count")
-    found, unusable, read, pages = Collector(), 0, 0, 0
-    while total is None or read < total:
-        size = src.page_size if src.limit is None else min(src.page_size, src.limit - read)
-        if size <= 0:
-            break
-        ctx.check_cancelled()
-        rows = endpoint.select(query.page(size, read))
-        pages += 1
-        for row in rows:
-            s, p, o = (row.get(v) for v in ("s", "p", "o"))
-            if isinstance(s, URIRef) and isinstance(p, URIRef) and isinstance(o, URIRef | Literal):
-                found.add(s, p, o)
-            else:  # unbound, a blank node, or a literal where RDF allows none
-                unusable += 1
-        read += len(rows)
-        ctx.progress(read, total, f"page {pages}: {read} triples read")  # stops on cancel
-        if not rows:  # a short page is not the end: endpoints may cap answers below page_size
-            break
-    return found, unusable, pages
+    def __init__(self, endpoint: Endpoint, src: m.SparqlSource, ctx: Context) -> None:
+        self.endpoint = endpoint
+        self.src = src
+        self.ctx = ctx
+        self.found = Collector()
+        self.rows = 0
+        self.pages = 0
+        self.unusable = 0
 
+    def count(self, query: TripleQuery) -> int | None:
+        """How many triples `query` has (at most `limit`), or None if the endpoint refuses to
+        count them (its pages may still work: progress just has no total)."""
+        try:
+            rows = self.endpoint.select(query.count())
+        except EndpointRefused:
+            return None
+        try:
+            total = int(str(rows[0]["n"]))
+        except (IndexError, KeyError, ValueError):
+            return None
+        return total if self.src.limit is None else min(total, self.src.limit)
 
-def _count(endpoint: Endpoint, query: str) -> int | None:
-    """How many triples the query has, or None if the endpoint refuses to count them."""
-    try:
-        rows = endpoint.select(query)
-    except EndpointRefused:
-        return None  # the pages themselves may still work; progress just has no total
-    value = rows[0].get("n") if rows else None
-    try:
-        return int(str(value)) if value is not None else None
-    except ValueError:
-        return None
+    def read(self, query: TripleQuery, total: int | None, step: str) -> list[Triple]:
+        """Every page of `query` (or as many as `limit` leaves room for); the entity triples
+        it added. Progress after every page; a cancel stops it between pages."""
+        added = len(self.found.triples)
+        offset = 0
+        while total is None or self.rows < total:
+            size = self.src.page_size
+            if self.src.limit is not None:
+                size = min(size, self.src.limit - self.rows)
+            if size <= 0:
+                break
+            self.ctx.check_cancelled()
+            rows = self.endpoint.select(query.page(size, offset))
+            self.pages += 1
+            for row in rows:
+                self._take(row)
+            offset += len(rows)
+            self.rows += len(rows)
+            message = f"{step}page {self.pages}: {self.rows} triples read"
+            self.ctx.progress(self.rows, total, message)  # raises JobCancelled once cancelled
+            if not rows:  # a short page is not the end: endpoints may cap answers below it
+                break
+        return self.found.triples[added:]
+
+    def _take(self, row: Row) -> None:
+        from rdflib.term import Literal, URIRef
+
+        s, p, o = row.get("s"), row.get("p"), row.get("o")
+        if isinstance(s, URIRef) and isinstance(p, URIRef) and isinstance(o, URIRef | Literal):
+            self.found.add(s, p, o)
+        else:  # unbound, a blank node, or a literal where RDF allows none
+            self.unusable += 1

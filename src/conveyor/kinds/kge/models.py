@@ -111,6 +111,10 @@ class SparqlSource(BaseModel):
         None, max_length=2000, description="Query this named graph (the protocol's"
         " default-graph-uri)."
     )  # fmt: skip
+    levels: int = Field(
+        1, ge=1, le=5, description="1: the query's triples; each further level adds every"
+        " triple whose subject is an entity the previous level reached (as an object)."
+    )  # fmt: skip
     page_size: int = Field(10_000, ge=1, le=100_000, description="Triples per request.")
     limit: int | None = Field(None, ge=1, le=50_000_000, description="Stop after this many.")
     timeout_s: float = Field(60.0, gt=0, le=600, description="Per request.")

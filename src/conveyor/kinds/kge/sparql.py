@@ -26,6 +26,9 @@ PROLOGUE = re.compile(
     r"(?:\s+|\#[^\n]*|PREFIX\s*[^\s:]*:\s*<[^<>\s]*>|BASE\s*<[^<>\s]*>)*", re.IGNORECASE
 )
 QUERY_FORM = re.compile(r"(SELECT|CONSTRUCT|ASK|DESCRIBE)\b", re.IGNORECASE)
+CRAWL_BATCH = 200  # subjects per VALUES block when a crawl reads the next level
+# What SPARQL's IRIREF forbids between < and >: an IRI with one of these cannot be sent back.
+NOT_IN_IRI = re.compile(r'[\x00-\x20<>"{}|^`\\]')
 
 
 class QueryError(ValueError):
@@ -86,6 +89,17 @@ def triple_query(text: str) -> TripleQuery:
             f"the SELECT must name ?s ?p ?o (missing {', '.join(missing)}); SELECT * is not enough"
         )
     return TripleQuery(prologue, f"{{\n{body}\n}}")
+
+
+def subjects_query(subjects: list[str]) -> TripleQuery:
+    """All triples of these subjects: one level of a crawl."""
+    values = " ".join(f"<{s}>" for s in subjects if iri(s))
+    return TripleQuery("", f"VALUES ?s {{ {values} }}\n?s ?p ?o")
+
+
+def iri(term: str) -> bool:
+    """Whether `term` can be written as a SPARQL IRI (`<...>`), so a crawl can ask about it."""
+    return ":" in term and NOT_IN_IRI.search(term) is None
 
 
 def _parse(query: str, what: str, lines_before: int = 0) -> Any:
