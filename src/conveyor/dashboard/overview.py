@@ -84,17 +84,19 @@ def _context(service: Service, tracker: Activity) -> dict[str, Any]:
     }
 
 
-@router.get("/", include_in_schema=False)
-async def overview(request: Request, viewer: ViewerDep, service: ServiceDep) -> Response:
+async def _render(request: Request, service: Service, template: str) -> Response:
     tracker = activity(request)
     tracker.touch()
     context = await run_in_threadpool(_context, service, tracker)
-    return render.page(request, "overview.html", **context)
+    return render.page(request, template, **context)
+
+
+@router.get("/", include_in_schema=False)
+async def overview(request: Request, viewer: ViewerDep, service: ServiceDep) -> Response:
+    return await _render(request, service, "overview.html")
 
 
 @router.get("/overview/live", include_in_schema=False)
 async def overview_live(request: Request, viewer: ViewerDep, service: ServiceDep) -> Response:
-    tracker = activity(request)
-    tracker.touch()
-    context = await run_in_threadpool(_context, service, tracker)
-    return render.page(request, "_overview.html", **context)
+    """The part of the page that the page polls for."""
+    return await _render(request, service, "_overview.html")

@@ -212,6 +212,15 @@ async def from_files(request: Request) -> dict[str, Any]:
 # -- routes ---------------------------------------------------------------------------------------
 
 
+async def _accepted(service: Service, data: Any, config_search: bool) -> Response:
+    """Submit the allocation; 202 with the job id, or 400 if the data is refused."""
+    try:
+        job_id = await run_in_threadpool(submit, service, data, config_search)
+    except BadRequest as exc:
+        return bad_request(str(exc))
+    return JSONResponse({"id": job_id}, status_code=202)
+
+
 @router.post("/allocate_json/", status_code=202, summary="Submit an allocation (JSON)")
 async def allocate_json(
     request: Request,
@@ -223,11 +232,7 @@ async def allocate_json(
         data = await read_json(request, MAX_FILE_BYTES)  # 413 past the limit
     except RequestValidationError:
         return bad_request("the body is not valid JSON")
-    try:
-        job_id = await run_in_threadpool(submit, service, data, bool(configSearch))
-    except BadRequest as exc:
-        return bad_request(str(exc))
-    return JSONResponse({"id": job_id}, status_code=202)
+    return await _accepted(service, data, bool(configSearch))
 
 
 @router.post("/allocate_file/", status_code=202, summary="Submit an allocation (CSV files)")
@@ -239,10 +244,9 @@ async def allocate_file(
 ) -> Response:
     try:
         data = await from_files(request)
-        job_id = await run_in_threadpool(submit, service, data, bool(configSearch))
     except BadRequest as exc:
         return bad_request(str(exc))
-    return JSONResponse({"id": job_id}, status_code=202)
+    return await _accepted(service, data, bool(configSearch))
 
 
 @router.get("/get_status/", summary="RQ status word", response_class=PlainTextResponse)
