@@ -27,6 +27,10 @@ class Engine:
         with self.lock:
             return next((s for s in self.services.values() if s["slug"] == slug), None)
 
+    def service_response(self, slug: str) -> JSONResponse:
+        found = self.by_slug(slug)
+        return JSONResponse(found) if found else JSONResponse({"detail": "nope"}, 404)
+
     def count(self, method: str, path: str) -> int:
         with self.lock:
             return sum(1 for m, p, _ in self.calls if m == method and p == path)
@@ -55,8 +59,7 @@ class Engine:
         @app.get("/services/slug/{slug}")
         async def get_by_slug(slug: str) -> JSONResponse:
             self.record("GET", f"/services/slug/{slug}")
-            found = self.by_slug(slug)
-            return JSONResponse(found) if found else JSONResponse({"detail": "nope"}, 404)
+            return self.service_response(slug)
 
         @app.patch("/services/{service_id}")
         async def update(service_id: str, request: Request) -> JSONResponse:
@@ -71,8 +74,7 @@ class Engine:
         @app.post("/services/{slug}/ping")
         async def ping(slug: str) -> JSONResponse:
             self.record("POST", f"/services/{slug}/ping")
-            found = self.by_slug(slug)
-            return JSONResponse(found) if found else JSONResponse({"detail": "nope"}, 404)
+            return self.service_response(slug)
 
         @app.patch("/tasks/{task_id}")
         async def callback(task_id: str, request: Request) -> JSONResponse:
