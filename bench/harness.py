@@ -10,11 +10,13 @@ stopped and its log raised.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -77,3 +79,18 @@ def start_api(
         time.sleep(0.05)
     stop(process)
     raise SystemExit(f"the API did not start:\n{(home / 'api.log').read_text()}")
+
+
+@contextlib.contextmanager
+def postgres_database(dsn: str | None) -> Iterator[str]:
+    """`dsn` itself, or (None) a fresh schema on a private throwaway PostgreSQL started in a
+    temp dir (the test fixture's server) and removed afterwards."""
+    if dsn:
+        yield dsn
+        return
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the tests package
+    from tests.servers.postgres import running_server
+
+    with running_server() as server:
+        yield server.create_schema()

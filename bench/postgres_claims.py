@@ -13,20 +13,20 @@ again. Prints a table and writes bench/results/postgres_claims.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from harness import postgres_database  # noqa: E402
 
 from conveyor.ids import uuid7  # noqa: E402
 from conveyor.store import JobSpec, Outcome, Settlement  # noqa: E402
@@ -42,17 +42,6 @@ SELECT 'done-' || lpad(g::text, 9, '0'), 'noop', 'default', 'succeeded', '{}', 0
 FROM generate_series(1, %(rows)s) AS g,
     LATERAL (SELECT now() - interval '2 days' + g * interval '1 ms' AS t) AS at
 """
-
-
-@contextlib.contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    if dsn:
-        yield dsn
-        return
-    from tests.servers.postgres import running_server
-
-    with running_server() as server:
-        yield server.create_schema()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -115,7 +104,7 @@ def main() -> None:
 
     results: dict[str, object] = {"rows": args.rows, "rounds": args.rounds,
                                   "machine": platform.node(), "cpus": os.cpu_count()}  # fmt: skip
-    with database(args.dsn) as dsn:
+    with postgres_database(args.dsn) as dsn:
         store = PostgresStore.from_url(dsn)
         try:
             empty = [measure(store, b, args.rounds) for b in BATCHES]
