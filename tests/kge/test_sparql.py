@@ -14,7 +14,7 @@ import pytest
 
 from conveyor.kinds.kge import models as m
 from conveyor.kinds.kge.imports import import_triples
-from conveyor.kinds.kge.sparql import QueryError, triple_query
+from conveyor.kinds.kge.sparql import QueryError, original_pattern, triple_query
 from conveyor.models import JobState
 from conveyor.storage.fs import FileStorage
 from conveyor.worker.context import Context, JobCancelled, PermanentError
@@ -56,6 +56,7 @@ class Run:
         self.progress: list[dict[str, Any]] = []
         self.logs: list[str] = []
         self.cancel_after_pages: int | None = None
+        self.cancel_on_retry = False
 
     def send(self, message: dict[str, Any]) -> None:
         if message["op"] == "progress":
@@ -64,6 +65,8 @@ class Run:
             self.logs.append(message["line"])
 
     def cancelled(self) -> bool:
+        if self.cancel_on_retry and any("retrying" in line for line in self.logs):
+            return True
         pages = [p for p in self.progress if str(p["message"]).startswith("page")]
         return self.cancel_after_pages is not None and len(pages) >= self.cancel_after_pages
 
@@ -107,6 +110,15 @@ def test_graph_patterns_and_selects_are_wrapped_for_stable_paging() -> None:
     select = triple_query("SELECT ?s ?p ?o WHERE { ?s ?p ?o } LIMIT 5")
     assert "{\n{\nSELECT ?s ?p ?o WHERE { ?s ?p ?o } LIMIT 5\n}\n}" in select.page(5, 0)
     assert select.count().startswith("\nSELECT (COUNT(*) AS ?n)")
+
+
+def test_the_originals_graph_patterns_bind_subject_predicate_object() -> None:
+    original = "?subject <http://x/p> <http://x/o> . ?subject ?predicate ?object"
+    query = original_pattern(original)
+    assert query.startswith("\nSELECT (?subject AS ?s) (?predicate AS ?p) (?object AS ?o)")
+    assert triple_query(query).page(1, 0).count("?subject ?predicate ?object") == 1
+    assert original_pattern("?s ?p ?o") == "?s ?p ?o"  # ours is left as it is
+    assert original_pattern("?subject ?p") == "?subject ?p"  # broken: triple_query says why
 
 
 @pytest.mark.parametrize(
@@ -177,22 +189,23 @@ def test_levels_crawl_from_the_entities_the_pattern_reached(
         f"VALUES ?p {{ <{REL}duration> <{REL}relbooktranslations> }}\n"
         f"?s ?p ?o FILTER(?s = <{EX}usa>)"
     )
-    out = run(endpoint=server.scripted(script), query=pattern, levels=2, page_size=100)
-    first = {("usa", "duration", "china"), ("usa", "relbooktranslations", "ussr")}
-    expected = first | {(s, p, o) for s, p, o in nations() if s in ("china", "ussr")}
+    out = run(endpoint=server.scripted(script), query=pattern, levels=1, page_size=100)
+    expected = {(s, p, o) for s, p, o in nations() if s in ("usa", "china", "ussr")}
     got = [tuple(line.split("\t")) for line in run.outputs[m.TRIPLES_FILE].splitlines()]
     assert got == sorted((EX + s, REL + p, EX + o) for s, p, o in expected)
-    assert len(got) == 2 + 142 + 168  # usa's two, then all of china's and ussr's
+    assert len(got) == 210 + 142 + 168  # every triple of the three entities reached
     crawl = [q for q in script.pages() if "VALUES ?s" in q]
     assert {q.split("VALUES ?s { ", 1)[1].split(" }")[0] for q in crawl} == {
+        f"<{EX}usa>",
         f"<{EX}china>",
         f"<{EX}ussr>",
     }
-    assert json.loads(run.outputs[m.LABELS_FILE]) == {f"{EX}ussr": LABELS["ussr"]}
-    assert out.pages == len(script.pages()) >= 1 + 2 + 2  # several pages per crawl block
+    labels = json.loads(run.outputs[m.LABELS_FILE])
+    assert labels == {f"{EX}usa": LABELS["usa"], f"{EX}ussr": LABELS["ussr"]}
+    assert out.pages == len(script.pages()) >= 1 + 3 + 2  # several pages per crawl block
     currents = [p["current"] for p in run.progress]
     assert currents == sorted(currents) and {p["total"] for p in run.progress} == {None}
-    assert not any("COUNT" in q for q in script.queries)  # no total across levels
+    assert not any("COUNT" in q for q in script.queries)  # no total for a crawl
 
 
 def test_a_500_is_retried_and_the_import_completes(server: SparqlServer, run: Run) -> None:
@@ -229,6 +242,14 @@ def test_cancel_stops_between_pages(server: SparqlServer, run: Run) -> None:
     assert len(script.pages()) == 2  # nothing asked after the cancel
 
 
+def test_cancel_cuts_a_retry_backoff_short(server: SparqlServer, run: Run) -> None:
+    script = Script(faults=[Fault(503, "overloaded")] * 5)
+    run.cancel_on_retry = True
+    with pytest.raises(JobCancelled):
+        run(endpoint=server.scripted(script), query=ALL, retries=5)
+    assert len(script.queries) == 1  # cancelled while waiting to retry: no second request
+
+
 def test_the_ssrf_guard_refuses_addresses_the_operator_did_not_allow(
     server: SparqlServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,8 +277,9 @@ def test_generate_triples_pages_with_progress_then_trains(
     env: Env, server: SparqlServer, allow_loopback: None
 ) -> None:
     dataset_id = env.dataset("from-sparql")
-    body = {"generate_triples": {"endpoint": server.endpoint, "graph_pattern": ALL,
-                                 "batch_size": 250, "levels": 1}}  # fmt: skip
+    pattern = "?subject ?predicate ?object"  # the original's variables
+    body = {"generate_triples": {"endpoint": server.endpoint, "graph_pattern": pattern,
+                                 "batch_size": 250, "levels": 0}}  # fmt: skip
     r = env.http.post(f"/kge/datasets/{dataset_id}/generate_triples", json=body)
     assert r.status_code == 202, r.text
     task_id = r.json()["task"]["id"]

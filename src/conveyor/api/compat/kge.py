@@ -8,6 +8,11 @@ Task states are Celery's words: PENDING (queued/scheduled), STARTED, SUCCESS, FA
 REVOKED (cancelled). Label search (`suggest_name`) is SQLite FTS5 over the trained entities'
 labels (imported `rdfs:label`s, and words made from the URIs) in the API process (see
 `conveyor.kinds.kge.vectors`), not Elasticsearch.
+
+`generate_triples` reads a graph pattern from the SPARQL endpoint the caller names (the
+original's was hard-coded to Wikidata, and it paged without ORDER BY); `/import/sparql` takes
+the whole `kge.import` SPARQL source. Both queue a `kge.import` job; the query is checked at
+submit (422) and the endpoint must pass the SSRF guard (422, `unsafe-url`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from conveyor.api.routes.jobs import read_json
 from conveyor.kinds.kge import datasets as ds
 from conveyor.kinds.kge import models as m
 from conveyor.kinds.kge import vectors
+from conveyor.kinds.kge.sparql import original_pattern
 from conveyor.kinds.kge.triples import TriplesError, parse_json, parse_rdf, parse_tsv
 from conveyor.models import Job, JobState
 from conveyor.service import Service
@@ -85,8 +91,9 @@ class SimilarQuery(BaseModel):
 
 
 class GenerateTriples(BaseModel):
-    """The original's `{"generate_triples": {"graph_pattern", "levels", "batch_size"}}`, plus
-    the endpoint it had hard-coded (Wikidata) and the other `SparqlSource` fields."""
+    """The original's `{"generate_triples": {"graph_pattern", "levels", "batch_size"}}` (a
+    pattern binding ?subject ?predicate ?object, as the original's, or ?s ?p ?o), plus the
+    endpoint it had hard-coded (Wikidata) and the other `SparqlSource` fields."""
 
     generate_triples: m.SparqlSource
 
@@ -97,8 +104,12 @@ class GenerateTriples(BaseModel):
             return value
         value = dict(value)
         for old, new in (("graph_pattern", "query"), ("batch_size", "page_size")):
+            if old in value and new in value:
+                raise ValueError(f"give {old} or {new}, not both")
             if old in value:
-                value.setdefault(new, value.pop(old))
+                value[new] = value.pop(old)
+        if isinstance(value.get("query"), str):
+            value["query"] = original_pattern(value["query"])
         return value
 
 

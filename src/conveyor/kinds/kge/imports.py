@@ -6,11 +6,12 @@ for label search) are what the kge API adds to the dataset once the job has succ
 
 A SPARQL import counts the solutions first (the progress total, when the endpoint can count),
 then reads `page_size` triples per request in a stable order, reporting progress after every
-page; a cancel stops it between pages. With `levels` > 1 it then crawls: each level reads the
-triples of the entities the previous level reached as objects (no total then: the size of a
-crawl is unknown until it ends). Transient endpoint failures are retried per request
-(`conveyor.kinds.kge.endpoint`); if they persist the attempt fails and the job is retried
-later. A refusal (4xx, malformed results, a URL the SSRF guard refuses) fails the job at once.
+page; a cancel stops it between pages. With `levels` it then crawls, as the original did: each
+level reads all triples of every entity the previous read reached and no level expanded yet
+(no total then: the size of a crawl is unknown until it ends). Transient endpoint failures
+are retried per request (`conveyor.kinds.kge.endpoint`); if they persist the attempt fails
+and the job is retried later. A refusal (4xx, malformed results, a URL the SSRF guard
+refuses) fails the job at once.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def from_file(inp: m.ImportInput, ctx: Context) -> tuple[list[Triple], dict[str,
 
 
 def from_sparql(src: m.SparqlSource, ctx: Context) -> Reader:
-    """Read the endpoint's triples: the query's, then `levels - 1` rounds of the triples of
-    the entities the previous round reached."""
+    """Read the endpoint's triples: the query's, then `levels` rounds of all triples of the
+    entities (subjects and objects) the previous read reached, each entity expanded once."""
     try:
         query = triple_query(src.query)
         policy = CallbackPolicy.from_env()
@@ -95,13 +96,14 @@ def from_sparql(src: m.SparqlSource, ctx: Context) -> Reader:
     )  # fmt: skip
     reader = Reader(endpoint, src, ctx)
     try:
-        # across levels the size is unknown until the end: a total is only given for one query
-        total = reader.count(query) if src.levels == 1 else None
+        # a crawl's size is unknown until it ends: only a single query has a total
+        total = reader.count(query) if src.levels == 0 else None
         ctx.progress(0, total, "counted" if total is not None else "reading")
         reached = reader.read(query, total, "")
         expanded: set[str] = set()
-        for level in range(2, src.levels + 1):
-            frontier = sorted({o for _, _, o in reached if iri(o)} - expanded)
+        for level in range(1, src.levels + 1):
+            entities = {s for s, _, _ in reached} | {o for _, _, o in reached}
+            frontier = sorted(e for e in entities - expanded if iri(e))
             expanded.update(frontier)
             reached = []
             for start in range(0, len(frontier), CRAWL_BATCH):

@@ -112,8 +112,8 @@ class SparqlSource(BaseModel):
         " default-graph-uri)."
     )  # fmt: skip
     levels: int = Field(
-        1, ge=1, le=5, description="1: the query's triples; each further level adds every"
-        " triple whose subject is an entity the previous level reached (as an object)."
+        0, ge=0, le=5, description="Crawl rounds after the query (the original's levels): each"
+        " reads all triples of every entity the previous read reached, each entity once."
     )  # fmt: skip
     page_size: int = Field(10_000, ge=1, le=100_000, description="Triples per request.")
     limit: int | None = Field(None, ge=1, le=50_000_000, description="Stop after this many.")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 TRIPLE_VARIABLES = ("s", "p", "o")
+ORIGINAL_VARIABLES = ("subject", "predicate", "object")  # the kge-server's graph_pattern
 # PREFIX/BASE declarations and comments at the start: they must stay in front of the query
 # that wraps the user's pattern or SELECT.
 PROLOGUE = re.compile(
@@ -55,12 +56,29 @@ class TripleQuery:
         )
 
 
+def original_pattern(text: str) -> str:
+    """The original kge-server's `graph_pattern` binds ?subject ?predicate ?object: such a
+    pattern becomes a SELECT of them as ?s ?p ?o; anything else is returned as it is."""
+    prologue, body = _split(text)
+    if not body or QUERY_FORM.match(body):
+        return text
+    try:
+        tree = _parse(f"{prologue}\nSELECT * WHERE {{\n{body}\n}}", "graph pattern")
+    except QueryError:
+        return text  # triple_query reports it
+    bound = _variables(tree[1]["where"])
+    if set(TRIPLE_VARIABLES) <= bound or not set(ORIGINAL_VARIABLES) <= bound:
+        return text
+    return (
+        f"{prologue}\nSELECT (?subject AS ?s) (?predicate AS ?p) (?object AS ?o)"
+        f" WHERE {{\n{body}\n}}"
+    )
+
+
 def triple_query(text: str) -> TripleQuery:
     """Check `text` (a graph pattern or a `SELECT ?s ?p ?o` query) and wrap it for paging;
     raise `QueryError` saying what is wrong."""
-    head = PROLOGUE.match(text)
-    split = head.end() if head else 0
-    prologue, body = text[:split].strip(), text[split:].strip()
+    prologue, body = _split(text)
     if not body:
         raise QueryError("the query is empty: give a graph pattern or a SELECT ?s ?p ?o query")
     form = QUERY_FORM.match(body)
@@ -89,6 +107,13 @@ def triple_query(text: str) -> TripleQuery:
             f"the SELECT must name ?s ?p ?o (missing {', '.join(missing)}); SELECT * is not enough"
         )
     return TripleQuery(prologue, f"{{\n{body}\n}}")
+
+
+def _split(text: str) -> tuple[str, str]:
+    """(PREFIX/BASE prologue, the rest)."""
+    head = PROLOGUE.match(text)
+    split = head.end() if head else 0
+    return text[:split].strip(), text[split:].strip()
 
 
 def subjects_query(subjects: list[str]) -> TripleQuery:
