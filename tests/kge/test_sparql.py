@@ -15,9 +15,10 @@ import pytest
 from conveyor.kinds.kge import models as m
 from conveyor.kinds.kge.imports import import_triples
 from conveyor.kinds.kge.sparql import QueryError, original_pattern, triple_query
-from conveyor.models import JobState
+from conveyor.models import Job, JobState
 from conveyor.storage.fs import FileStorage
 from conveyor.worker.context import Context, JobCancelled, PermanentError
+from tests.integration.harness import wait_for
 from tests.kge.harness import Env, nations, running_api
 from tests.kge.sparql_server import (
     EX,
@@ -361,3 +362,28 @@ def test_cancel_mid_import_revokes_the_task_and_adds_nothing(
     assert len(script.pages()) == 2  # of 20
     dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
     assert dataset["triples"] == 0 and dataset["task"] is None
+
+
+def test_jobs_submitted_through_v1_are_checked_by_the_worker(
+    env: Env, server: SparqlServer
+) -> None:
+    """/v1 checks input against the kind's JSON Schema only; the worker refuses the rest."""
+    script = Script()
+    inputs = {
+        "only SELECT": {"endpoint": server.scripted(script), "query": "ASK { ?s ?p ?o }"},
+        "127.0.0.2, a loopback address": {  # the worker allows 127.0.0.1/32 only
+            "endpoint": server.scripted(script).replace("127.0.0.1", "127.0.0.2"),
+            "query": ALL,
+        },
+    }
+    for reason, source in inputs.items():
+        r = env.http.post("/v1/jobs", json={"kind": "kge.import", "input": {"sparql": source}})
+        assert r.status_code == 201, r.text
+        job = final(env, r.json()["id"])
+        assert job.state is JobState.FAILED and job.attempt == 1, job
+        assert job.error is not None and reason in job.error.message, job.error
+    assert script.queries == []
+
+
+def final(env: Env, job_id: str) -> Job:
+    return wait_for(lambda: (job := env.store.get(job_id)).state.is_final and job, 60, what=job_id)

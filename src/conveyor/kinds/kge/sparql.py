@@ -150,10 +150,12 @@ def _variables(tree: Any) -> set[str]:
 
 
 def _walk(node: Any) -> Iterator[Any]:
+    from pyparsing import ParseResults
+
     yield node
-    if isinstance(node, dict):
+    if isinstance(node, dict):  # rdflib's CompValue nodes
         children: Any = node.values()
-    elif isinstance(node, list | tuple) or type(node).__name__ == "ParseResults":
+    elif isinstance(node, list | tuple | ParseResults):
         children = node
     else:
         return
