@@ -30,6 +30,7 @@ from typing import Any, Literal
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from conveyor.api.deps import per_app
 from conveyor.store import Store
 
 COLLECTION = "api_keys"
@@ -303,12 +304,8 @@ class Authenticator:
 
 
 def authenticator(request: Request) -> Authenticator:
-    auth: Authenticator | None = getattr(request.app.state, "auth", None)
-    if auth is None or auth.store is not request.app.state.service.store:  # app restarted
-        bind_host = getattr(request.app.state, "bind_host", None)
-        auth = Authenticator(request.app.state.service.store, bind_host)
-        request.app.state.auth = auth
-    return auth
+    bind_host = getattr(request.app.state, "bind_host", None)
+    return per_app(request.app, "auth", lambda service: Authenticator(service.store, bind_host))
 
 
 def require_scope(scope: Scope) -> Callable[[Request], Coroutine[Any, Any, Principal]]:

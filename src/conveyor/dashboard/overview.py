@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
+from conveyor.api.deps import per_app
 from conveyor.dashboard import charts, render
 from conveyor.dashboard.activity import Activity, Minute
 from conveyor.dashboard.web import DashboardRoute, ServiceDep, ViewerDep
@@ -29,11 +30,7 @@ class QueueRow:
 
 
 def activity(request: Request) -> Activity:
-    found: Activity | None = getattr(request.app.state, "dashboard_activity", None)
-    if found is None:
-        found = Activity(request.app.state.service.store)
-        request.app.state.dashboard_activity = found
-    return found
+    return per_app(request.app, "dashboard_activity", lambda service: Activity(service.store))
 
 
 def _row(stats: QueueStats, series: list[Minute]) -> QueueRow:

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.auth import COLLECTION as KEYS
 from conveyor.api.auth import LOCAL, Principal, _record, authenticator
+from conveyor.api.deps import per_app
 from conveyor.store import Store
 
 COOKIE = "conveyor_session"
@@ -108,11 +109,7 @@ class Viewer:
 
 
 def _secret(request: Request) -> bytes:
-    secret: bytes | None = getattr(request.app.state, "dashboard_secret", None)
-    if secret is None:
-        secret = load_secret(request.app.state.service.store)
-        request.app.state.dashboard_secret = secret
-    return secret
+    return per_app(request.app, "dashboard_secret", lambda service: load_secret(service.store))
 
 
 def new_session(request: Request, key_id: str | None) -> str:

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from conveyor import errors
+from conveyor.api.deps import per_app
 from conveyor.api.problems import problem
 from conveyor.api.routes.jobs import read_json
 from conveyor.kinds.linkage import encodings, plan
@@ -79,10 +80,9 @@ class RateLimiter:
 
 async def rate_limit(request: Request) -> None:
     """503 (`Retry-After: 1`) once a client goes past `CONVEYOR_LINKAGE_RATE_LIMIT`."""
-    limiter: RateLimiter | None = getattr(request.app.state, "linkage_limiter", None)
-    if limiter is None:
-        limiter = RateLimiter(LinkageSettings().rate_limit)
-        request.app.state.linkage_limiter = limiter
+    limiter = per_app(
+        request.app, "linkage_limiter", lambda _: RateLimiter(LinkageSettings().rate_limit)
+    )
     if limiter.rate <= 0:
         return
     client = _token(request) or (request.client.host if request.client else "-")
@@ -95,11 +95,7 @@ def _for_app(app: FastAPI) -> Linkage | None:
     service: Service | None = getattr(app.state, "service", None)
     if service is None:
         return None
-    found: Linkage | None = getattr(app.state, "linkage", None)
-    if found is None or found.service is not service:
-        found = Linkage(service, LinkageSettings().chunk_comparisons)
-        app.state.linkage = found
-    return found
+    return per_app(app, "linkage", lambda svc: Linkage(svc, LinkageSettings().chunk_comparisons))
 
 
 def _linkage(request: Request) -> Linkage:

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from conveyor import errors
 from conveyor.api.auth import Principal, require_scope
+from conveyor.api.deps import per_app
 from conveyor.api.routes import health
 from conveyor.taskqueue import discovery
 from conveyor.taskqueue.names import QueueRef, TaskQueueError, bad_request
@@ -94,15 +95,14 @@ router.add_api_route(
 )  # fmt: skip
 
 
+def taskqueue_settings(request: Request) -> TaskQueueSettings:
+    return per_app(request.app, "taskqueue_settings", lambda _: TaskQueueSettings())
+
+
 def taskqueue_service(request: Request) -> TaskQueueService:
-    tq: TaskQueueService | None = getattr(request.app.state, "taskqueue", None)
-    if tq is None:
-        settings = TaskQueueSettings()
-        service = request.app.state.service
-        tq = TaskQueueService(service.store, service.storage, settings.max_document_bytes)
-        request.app.state.taskqueue = tq
-        request.app.state.taskqueue_settings = settings
-    return tq
+    max_document_bytes = taskqueue_settings(request).max_document_bytes
+    return per_app(request.app, "taskqueue", lambda service: TaskQueueService(
+        service.store, service.storage, max_document_bytes))  # fmt: skip
 
 
 # -- parsing (by hand, so that every bad parameter is a Google-shaped 400) --------------------
@@ -271,7 +271,7 @@ async def attach_file(
     """
     ref = QueueRef.parse(project, taskqueue)
     tq = taskqueue_service(request)
-    limit: int = request.app.state.taskqueue_settings.max_upload_bytes
+    limit = taskqueue_settings(request).max_upload_bytes
     data = bytearray()
     async for chunk in request.stream():
         data += chunk

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from conveyor.api import sse
 from conveyor.api.auth import Principal, require_scope
-from conveyor.api.deps import ServiceDep
+from conveyor.api.deps import ServiceDep, per_app
 from conveyor.api.schemas import problems
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -18,11 +18,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 def hub(request: Request) -> sse.FeedHub:
     """The app's one feed follower, made on first use."""
-    found: sse.FeedHub | None = getattr(request.app.state, "feed_hub", None)
-    if found is None or found.store is not request.app.state.service.store:  # app restarted
-        found = sse.FeedHub(request.app.state.service.store)
-        request.app.state.feed_hub = found
-    return found
+    return per_app(request.app, "feed_hub", lambda service: sse.FeedHub(service.store))
 
 
 @router.get(

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor import errors
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.batcher import SubmitBatcher
-from conveyor.api.deps import ServiceDep
+from conveyor.api.deps import ServiceDep, per_app
 from conveyor.api.schemas import BatchResult, BatchSubmit, problems
 from conveyor.api.staging import submit_with_files
 from conveyor.models import Job, JobFilter, JobPage, JobState, NewJob
@@ -129,11 +129,7 @@ def idempotency_header(request: Request) -> str | None:
 
 
 def batcher(request: Request) -> SubmitBatcher:
-    found: SubmitBatcher | None = getattr(request.app.state, "submit_batcher", None)
-    if found is None or found.service is not request.app.state.service:  # app restarted
-        found = SubmitBatcher(request.app.state.service)
-        request.app.state.submit_batcher = found
-    return found
+    return per_app(request.app, "submit_batcher", SubmitBatcher)
 
 
 def json_response(body: BaseModel, status: int, headers: dict[str, str] | None = None) -> Response:
