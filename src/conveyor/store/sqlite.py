@@ -59,6 +59,9 @@ JOB_COLUMNS = (
 WAITING = "('queued', 'scheduled')"
 #: How long opening a file waits for another process that is migrating it.
 MIGRATION_WAIT_S = 600
+#: A claim by a tag carried by fewer jobs than this reads them from the tag index; with more,
+#: it walks the waiting jobs of the queues instead (history can make a tag's jobs unbounded).
+TAG_CLAIM_SCAN = 10_000
 
 
 def _loads(text: str | None) -> Any:
@@ -366,19 +369,25 @@ class SqliteStore:
         if kinds:
             extra += f" AND kind IN ({','.join('?' * len(kinds))})"
             extra_params.extend(kinds)
-        if tag is not None:
-            extra += " AND id IN (SELECT job_id FROM job_tags WHERE tag = ?)"
-            extra_params.append(tag)
+        source, source_params = "jobs", list[str]()
         with self._write(durable=False) as db:
+            if tag is not None and _few_tagged(db, tag):
+                # Read the tag's few jobs from its index: without statistics the planner
+                # would walk every waiting job of the queues, testing each for the tag.
+                source = "job_tags CROSS JOIN jobs ON jobs.id = job_tags.job_id AND tag = ?"
+                source_params.append(tag)
+            elif tag is not None:
+                extra += " AND id IN (SELECT job_id FROM job_tags WHERE tag = ?)"
+                extra_params.append(tag)
             rows = db.execute(
                 f"UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?,"
                 f" lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
                 f" started_at = ?, updated_at = ?"
-                f" WHERE id IN (SELECT id FROM jobs WHERE state IN {WAITING}"
+                f" WHERE id IN (SELECT id FROM {source} WHERE state IN {WAITING}"
                 f"  AND queue IN ({marks}) AND run_at <= ?{extra}"
                 f"  ORDER BY priority DESC, run_at, id LIMIT ?)"
                 f" RETURNING {JOB_COLUMNS}",
-                (owner, now + lease_s, now, now, *queues, now, *extra_params, n),
+                (owner, now + lease_s, now, now, *source_params, *queues, now, *extra_params, n),
             ).fetchall()
             rows.sort(key=lambda r: (-r[5], r[6], r[0]))
             self._add_events(
@@ -757,6 +766,15 @@ def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
         where.append(f"id IN ({','.join('?' * len(f.ids))})")
         params.extend(f.ids)
     return where, params
+
+
+def _few_tagged(db: sqlite3.Connection, tag: str) -> bool:
+    """Whether fewer than TAG_CLAIM_SCAN jobs carry `tag` (counting stops there)."""
+    row = db.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM job_tags WHERE tag = ? LIMIT ?)",
+        (tag, TAG_CLAIM_SCAN),
+    ).fetchone()
+    return int(row[0]) < TAG_CLAIM_SCAN
 
 
 def _statements(script: str) -> Iterator[str]:
