@@ -56,7 +56,7 @@ class SparqlServer:
         import rdflib
 
         self.data = rdflib.Dataset()
-        default = self.data.default_graph
+        default = self.data.graph(rdflib.graph.DATASET_DEFAULT_GRAPH_ID)
         for s, p, o in nations():
             default.add((rdflib.URIRef(EX + s), rdflib.URIRef(REL + p), rdflib.URIRef(EX + o)))
         for name, label in LABELS.items():
@@ -125,7 +125,7 @@ async def _run(data: object, query: str, graph: str | None) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     assert isinstance(data, rdflib.Dataset)
-    target = data.default_graph if graph is None else data.graph(rdflib.URIRef(graph))
+    target = data.graph(rdflib.URIRef(graph) if graph else rdflib.graph.DATASET_DEFAULT_GRAPH_ID)
 
     def evaluate() -> bytes:
         result = target.query(query)
