@@ -11,7 +11,9 @@ from tests.backends import BACKENDS, Backend
 
 #: The stores other processes can open (workers are real processes).
 STORES = [pytest.param(b, id=b.name, marks=b.marks) for b in BACKENDS if b.shared]
-#: The same, with the server stores moved to the nightly tier (`soak`) to keep `make test` short.
+#: Only the stores behind a TCP server (what a proxy or a network fault can come between).
+SERVER_STORES = [p for p in STORES if p.id != "sqlite"]
+#: `STORES` with the server stores moved to the nightly tier (`soak`) to keep `make test` short.
 SQLITE_IN_PR = [
     pytest.param(
         b, id=b.name, marks=(*b.marks, *(() if b.name == "sqlite" else (pytest.mark.soak,)))

@@ -1,9 +1,12 @@
-"""A loopback TCP proxy that lets requests through but resets some responses.
+"""A loopback TCP proxy that lets requests through but resets some responses, or freezes.
 
-It models the worst partition for a client: the server did the work, the answer never arrived.
-Each chunk the upstream sends back is, with probability `drop`, replaced by a TCP reset of the
-client connection (SO_LINGER 0), so the client sees `ConnectionResetError`/`RemoteProtocolError`
-after its request was fully delivered. Runs its own asyncio loop in a thread.
+It models the worst partitions for a client. Resets: the server did the work, the answer never
+arrived. Each chunk the upstream sends back is, with probability `drop`, replaced by a TCP reset
+of the client connection (SO_LINGER 0), so the client sees `ConnectionResetError`/
+`RemoteProtocolError` after its request was fully delivered. Freeze (`freeze()`/`thaw()`): no
+byte moves either way and no connection closes, as with a hung store server or a silent
+network cut behind a middlebox; the client's kernel still sees its data acknowledged, so only
+the client's own timeouts can end a call. Runs its own asyncio loop in a thread.
 """
 
 from __future__ import annotations
@@ -34,16 +37,35 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 class ResetProxy:
-    def __init__(self, upstream_port: int, drop: float, seed: int = 0) -> None:
+    def __init__(self, upstream_port: int, drop: float = 0.0, seed: int = 0) -> None:
         self.upstream_port = upstream_port
         self.drop = drop
         self.random = random.Random(seed)
         self.stats = ProxyStats()
         self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flowing: asyncio.Event | None = None  # cleared while frozen
+
+    def freeze(self) -> None:
+        """Hold every byte in both directions (and new connections) until `thaw()`."""
+        self._set_flowing(False)
+
+    def thaw(self) -> None:
+        self._set_flowing(True)
+
+    def _set_flowing(self, flowing: bool) -> None:
+        assert self._loop is not None and self._flowing is not None, "the proxy is not running"
+        event = self._flowing
+        self._loop.call_soon_threadsafe(event.set if flowing else event.clear)
+
+    async def _gate(self) -> None:
+        assert self._flowing is not None
+        await self._flowing.wait()
 
     async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._gate()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -53,6 +75,7 @@ class ResetProxy:
 
     async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
+        await self._gate()
         try:
             ureader, uwriter = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
@@ -61,6 +84,7 @@ class ResetProxy:
         up = asyncio.ensure_future(self._pipe_up(creader, uwriter))
         try:
             while data := await ureader.read(65536):
+                await self._gate()
                 self.stats.responses += 1
                 if self.random.random() < self.drop:
                     self.stats.resets += 1
@@ -83,11 +107,14 @@ class ResetProxy:
         server: list[asyncio.Server] = []
 
         async def start() -> None:
+            self._flowing = asyncio.Event()
+            self._flowing.set()
             srv = await asyncio.start_server(self._handle, "127.0.0.1", 0)
             self.port = srv.sockets[0].getsockname()[1]
             server.append(srv)
             ready.set()
 
+        self._loop = loop
         thread = threading.Thread(target=loop.run_forever, daemon=True, name="reset-proxy")
         thread.start()
         asyncio.run_coroutine_threadsafe(start(), loop).result(10)

@@ -246,13 +246,6 @@ def test_s10_many_hosts_lose_nothing_and_rescue_in_time(scenario: dict[str, Any]
     assert scenario["resume_s"] <= 10.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the supervisor checks its self-fence deadline only between blocking "
-    "store calls (claim, heartbeat; each can block for the pool timeout or tcp_user_timeout "
-    "plus STORE_RETRY_S), so a worker cut off from the store keeps running its jobs for "
-    "seconds past lease_s while another host has already re-claimed them (R3)",
-)
 def test_s10_cut_off_worker_fences_itself_within_lease(scenario: dict[str, Any]) -> None:
     assert scenario["inflight_w1"] > 0, "no job was in flight on w1 at the cut"
     past, late = scenario["past_fence"], scenario["late"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class InFlight:
 
     job: Job
     token: str
+    renewed_at: float  # monotonic time the last store call that set its lease was sent
     cancel: bool = False
     progress: Progress | None = None
     logs: list[str] = field(default_factory=list)
@@ -58,6 +60,8 @@ class Slot:
         self.outbox: list[dict[str, Any]] = []
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
+        self.fenced = False  # killed by the fence watchdog (another thread): see fence()
+        self._process_lock = threading.Lock()  # fence() vs reap() closing the process
 
     def start(self) -> None:
         parent, child = SPAWN.Pipe()
@@ -71,6 +75,7 @@ class Slot:
         child.close()
         self.process, self.conn = process, parent
         self.sentinel_ready = False
+        self.fenced = False
         self.kill_reason = self.kill_at = self.sigkill_at = None
 
     @property
@@ -125,6 +130,18 @@ class Slot:
             self.kill_reason = reason
             self.kill_at = now + delay
 
+    def fence(self) -> bool:
+        """SIGKILL the child now: its job's lease may have passed to another worker, so there
+        is no grace to give. Called from the fence watchdog's thread; True if it killed."""
+        with self._process_lock:
+            if self.process is None or self.fenced:
+                return False
+            self.fenced = True
+            self.kill_reason = "lost"
+            self.kill_at = self.sigkill_at = None
+            self.process.kill()
+            return True
+
     def enforce(self, now: float) -> None:
         """Deliver a scheduled SIGTERM / SIGKILL when due."""
         if self.process is None or not self.process.is_alive():
@@ -139,12 +156,14 @@ class Slot:
 
     def reap(self) -> list[InFlight]:
         """After the process died: forget it and return the jobs it held."""
-        if self.process is not None:
-            self.process.join(timeout=1)
-            self.process.close()
+        with self._process_lock:
+            if self.process is not None:
+                self.process.join(timeout=1)
+                self.process.close()
+            self.process = None
         if self.conn is not None:
             self.conn.close()
-        self.process = self.conn = None
+        self.conn = None
         self.crashes.append(time.monotonic())
         held = list(self.jobs)
         self.jobs.clear()

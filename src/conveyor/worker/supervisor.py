@@ -1,9 +1,10 @@
 """The worker supervisor: claims jobs, feeds child processes, holds and renews their leases.
 
-One loop, no threads on the job path (a single helper thread turns the store's wake-ups into
-a pipe the loop can wait on). Each pass: reap dead children, claim to fill free capacity,
-wait for messages, settle finished jobs in one batch, renew leases, enforce timeouts, cancels
-and drains, and sweep expired leases of other workers.
+One loop, no threads on the job path (helper threads turn the store's wake-ups into a pipe the
+loop can wait on, write settlements, and kill children whose leases lapsed while the loop was
+stuck in a store call: `fence.py`). Each pass: reap dead children, claim to fill free
+capacity, wait for messages, settle finished jobs in one batch, renew leases, enforce
+timeouts, cancels and drains, and sweep expired leases of other workers.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
 from conveyor.store.base import Beat, BeatStatus, Settlement, Store
 from conveyor.store.rules import Outcome
+from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
 from conveyor.worker.slot import InFlight, Slot
 
@@ -42,7 +44,6 @@ BUFFER_MAX = 200  # claimed jobs waiting in the supervisor for a free child
 BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
 PIPELINE_BELOW_S = 0.005  # hand a busy child a next job only when jobs are this short
 RATE_WINDOW_S = 0.25
-FENCE_AT = 0.9  # stop in-flight jobs this far into a lease not renewed since (self-fencing)
 WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
 
@@ -80,7 +81,6 @@ class Supervisor:
         self.hungry = True
         self.started_at = utcnow()
         self.last_beat = self.last_sweep = self.last_prune = self.last_worker_beat = 0.0
-        self.last_ok_beat = time.monotonic()
         self.progress_dirty = False
         self.stats = {"succeeded": 0, "failed": 0, "cancelled": 0, "released": 0, "lost": 0}
         self._wake_r, self._wake_w = os.pipe()
@@ -91,6 +91,7 @@ class Supervisor:
         self._last_claim_empty = False  # burst mode ends after an empty claim with nothing left
         self._last_reap = 0.0
         self.settler = Settler(store, self._committed)
+        self.fence = FenceWatchdog(self.slots, settings.lease_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -100,6 +101,7 @@ class Supervisor:
             slot.start()
         self._beat_worker("running")
         threading.Thread(target=self._wake_loop, daemon=True, name="store-waker").start()
+        self.fence.start()
         log.info(
             "worker %s serving %s with %d processes", self.id, ",".join(self.queues),
             self.concurrency,
@@ -111,6 +113,7 @@ class Supervisor:
                 self._tick()
         finally:
             self._closing.set()
+            self.fence.close()
             self._shutdown()
         return self.stats
 
@@ -166,10 +169,10 @@ class Supervisor:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        # Checked every pass, not only after a failed heartbeat: a store call that hangs on a
-        # silent partition must not keep us running jobs whose leases others may own by now.
-        if now - self.last_ok_beat > self.settings.lease_s * FENCE_AT:
-            self._self_fence(now)
+        # Running children are fenced by the watchdog thread; claimed jobs still waiting
+        # here for a child must not start once their leases may have lapsed either.
+        if self.buffer and self.fence.lapsed(self.buffer[0], now):
+            self._drop_lapsed(now)
         self._reap(now)
         if not self.draining:
             self._fill(now)
@@ -235,12 +238,15 @@ class Supervisor:
     def _fill(self, now: float) -> None:
         want = self._capacity()
         if want > 0 and self.hungry:
+            sent_at = time.monotonic()
             claimed = self._store_call(
                 self.store.claim, self.queues, self.id, want, self.settings.lease_s,
                 kinds=self.kinds,
             )  # fmt: skip
             if claimed is not None:
-                self.buffer.extend(InFlight(job, job.lease.token) for job in claimed if job.lease)
+                self.buffer.extend(
+                    InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease
+                )
                 self.hungry = len(claimed) == want
                 self._last_claim_empty = not claimed
         self._dispatch(now)
@@ -363,12 +369,12 @@ class Supervisor:
         self.last_beat = now
         self.progress_dirty = False
         items = self._all_items()
+        sent_at = time.monotonic()
         statuses = self._beat(items)
-        if statuses is None:
-            if now - self.last_ok_beat > self.settings.lease_s * FENCE_AT:
-                self._self_fence(now)
-        else:
-            self.last_ok_beat = now
+        if statuses is not None:
+            for item in items:
+                if statuses.get(item.id) in (BeatStatus.OK, BeatStatus.CANCEL):
+                    item.renewed_at = sent_at  # the store extended it no earlier than this
             self._apply_statuses(statuses, now)
         # Progress beats come often; the worker record and operator commands have their own
         # clock so frequent progress can never starve them.
@@ -424,16 +430,13 @@ class Supervisor:
                         slot.pop(item.id, now)
                         slot.control("cancel", id=item.id)
 
-    def _self_fence(self, now: float) -> None:
-        """The store has been unreachable for a whole lease: others may own our jobs now."""
-        self.buffer.clear()
-        doomed = [slot for slot in self.slots if slot.jobs and slot.kill_reason != "lost"]
-        if not doomed:
-            return
-        log.error("leases not renewed for %.0fs (store unreachable): stopping in-flight jobs",
-                  now - self.last_ok_beat)  # fmt: skip
-        for slot in doomed:
-            slot.kill("lost", now)
+    def _drop_lapsed(self, now: float) -> None:
+        """Forget claimed jobs not yet started whose leases may have lapsed: others may own
+        them now (the store rescues them when the lease expires)."""
+        keep = [item for item in self.buffer if not self.fence.lapsed(item, now)]
+        log.error("%d claimed jobs' leases not renewed in time (store unreachable?); dropping "
+                  "them", len(self.buffer) - len(keep))  # fmt: skip
+        self.buffer = keep
 
     # -- deadlines, children, sweeping ------------------------------------------------------
 
