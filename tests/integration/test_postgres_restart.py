@@ -114,8 +114,8 @@ def test_s7_postgres_killed_and_restarted_mid_drain(
     assert code == 0
 
     acked = ids + producer.acked
-    # This test's own pool lived through the outage too: it regrows within the store's
-    # reconnect_timeout (10 s), so wait for it before reading the results back through it.
+    # This test's own pool lived through the outage too: it may hand out a connection broken
+    # by the crash once more, so wait until it answers before reading the results through it.
     wait_for(lambda: answers(store), timeout=30, interval=0.2)
     jobs = {j.id: j for j in (store.get(i) for i in acked)}
     lost = [i for i, j in jobs.items() if j.state.value != "succeeded"]

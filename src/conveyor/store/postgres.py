@@ -182,7 +182,11 @@ class PostgresStore:
             max_size=max(1, pool_size),
             configure=_configure,
             timeout=2.0,  # a request waits at most this long for a connection, then 503
-            reconnect_timeout=10.0,  # then the pool regrows on demand, starting afresh
+            # A lost connection is retried once after 1 s, then the pool stops trying and
+            # regrows on demand: the next request that finds no connection connects at once.
+            # (A long reconnect_timeout backs off up to 8 s, so after an outage requests kept
+            # failing for seconds while the server was long back.)
+            reconnect_timeout=1.0,
             name="conveyor",
             open=True,
         )

@@ -143,10 +143,11 @@ class RedisStore:
             client = redis.Redis.from_url(
                 clean,
                 decode_responses=True,
-                # Fail fast when Redis is gone (callers answer 503 and retry), yet leave room
-                # for a big batch script on a busy server; both can be set in the URL.
+                # Fail fast when Redis is gone or the network silently cut (callers answer 503
+                # and retry; a worker's loop gets back to its children), yet leave room for a
+                # big batch script on a busy server; both can be set in the URL.
                 socket_connect_timeout=2.0,
-                socket_timeout=10.0,
+                socket_timeout=5.0,
                 # No silent retries: a script whose reply was lost may have run; the caller
                 # (worker loop, API client) decides, and fencing makes a repeat harmless.
                 retry=Retry(NoBackoff(), 0),
