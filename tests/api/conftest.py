@@ -40,8 +40,11 @@ class ApiServer:
         raise AssertionError("no VmRSS")
 
 
-def start_api(home: Path, *extra: str, env_extra: dict[str, str] | None = None) -> ApiServer:
-    store_url = f"sqlite:///{home / 'conveyor.db'}"
+def start_api(
+    home: Path, *extra: str, env_extra: dict[str, str] | None = None, store_url: str | None = None
+) -> ApiServer:
+    """`conveyor api` on `store_url` (default: a new SQLite file in `home`)."""
+    store_url = store_url or f"sqlite:///{home / 'conveyor.db'}"
     env = worker_env(home, **(env_extra or {}))
     url, process = start_server("api", store_url, home, *extra, env=env)
     return ApiServer(url, home, store_url, process)

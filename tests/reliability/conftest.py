@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,34 @@ def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
     backend: Backend = request.param
     with backend.prepare(request, tmp_path) as ready:
         yield ready
+
+
+@dataclass(frozen=True)
+class ModuleStore:
+    """A store shared by the tests of one module (e.g. behind one API server), and the
+    directory its data rests in on disk (database files and WAL, or the append-only file)."""
+
+    name: str
+    url: str
+    data_dir: Path
+
+
+@pytest.fixture(scope="module")
+def module_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ModuleStore:
+    """Parametrize indirectly, with `scope="module"`, by `STORES` or `SQLITE_IN_PR`."""
+    backend: Backend = request.param
+    if backend.name == "postgres":
+        pg = request.getfixturevalue("postgres_server")
+        return ModuleStore(backend.name, pg.create_schema(), pg.data)
+    if backend.name == "redis":
+        server = request.getfixturevalue("redis_server")
+        client = server.client()
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        return ModuleStore(backend.name, server.url, server.root)
+    data = tmp_path_factory.mktemp("db")
+    return ModuleStore(backend.name, f"sqlite:///{data / 'conveyor.db'}", data)

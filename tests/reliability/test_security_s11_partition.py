@@ -4,7 +4,8 @@ A reset proxy between `conveyor.Client` and a real `conveyor api` delivers every
 resets ~30% of the responses, so the server often did the work and the client never heard.
 The client retries with the same key. Pass: exactly one job per key, every retry answers the
 original id, a key reused with a different body is refused with 422, and concurrent submits with
-one key make one job.
+one key make one job. On every shared store: SQLite in the PR tier, PostgreSQL and Redis nightly
+(each adds 10-15 s).
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from conveyor.client import Client
 from conveyor.models import JobFilter
 from tests.api.conftest import ApiServer, start_api
 from tests.integration.harness import stop
+from tests.reliability.conftest import SQLITE_IN_PR, ModuleStore
 from tests.reliability.reset_proxy import ResetProxy
 from tests.reliability.security_results import record
 
+pytestmark = pytest.mark.parametrize("module_store", SQLITE_IN_PR, indirect=True, scope="module")
 DROP = 0.3
 USER_RETRIES = 30  # a caller re-submitting with the same key after the client gives up
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    server = start_api(tmp_path_factory.mktemp("s11"))
+def api(module_store: ModuleStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    server = start_api(tmp_path_factory.mktemp("s11"), store_url=module_store.url)
     try:
         yield server
     finally:
@@ -60,7 +63,7 @@ def _jobs_tagged(api: ApiServer, tag: str) -> list[str]:
         store.close()
 
 
-def _run(api: ApiServer, n: int, tag: str, tier: str) -> None:
+def _run(api: ApiServer, store: str, n: int, tag: str, tier: str) -> None:
     proxy = ResetProxy(int(api.url.rsplit(":", 1)[1]), DROP, seed=11)
     keys = [f"{tag}-{i}" for i in range(n)]
     failures: list[str] = []
@@ -108,14 +111,18 @@ def _run(api: ApiServer, n: int, tag: str, tier: str) -> None:
            f"{n} keyed submits + 100 concurrent probes through a proxy resetting "
            f"{stats.resets}/{stats.responses} responses; {len(stored)} jobs for "
            f"{n + len(probe_keys)} keys; {conflicts}/50 different-body replays → 422",
-           tier=tier)  # fmt: skip
+           store=store, tier=tier)  # fmt: skip
     assert not failures, failures
 
 
-def test_partitioned_submits_make_exactly_one_job_per_key(api: ApiServer) -> None:
-    _run(api, int(os.environ.get("S11_JOBS", "300")), "s11", "pr")
+def test_partitioned_submits_make_exactly_one_job_per_key(
+    api: ApiServer, module_store: ModuleStore
+) -> None:
+    n = int(os.environ.get("S11_JOBS", "300"))
+    tier = "pr" if module_store.name == "sqlite" else "soak"
+    _run(api, module_store.name, n, "s11", tier)
 
 
 @pytest.mark.soak
-def test_partitioned_submits_soak(api: ApiServer) -> None:
-    _run(api, 1000, "s11-soak", "soak")
+def test_partitioned_submits_soak(api: ApiServer, module_store: ModuleStore) -> None:
+    _run(api, module_store.name, 1000, "s11-soak", "soak")

@@ -6,7 +6,8 @@ bad credentials get 401 on 100% of protected operations, every operation refuses
 two of the three single scopes (read, submit, work), no refused call answers 2xx, and the
 operations that answer without a key are exactly the documented public ones. Also: protected
 fields cannot be mass-assigned through `POST /v1/jobs`, the database holds no plaintext key,
-and schemathesis over the compatibility APIs (bounded) gives 0 responses >= 500.
+and schemathesis over the compatibility APIs (bounded) gives 0 responses >= 500. On every
+shared store (SQLite, PostgreSQL, Redis: about 5-8 s each), in the PR tier.
 
 The failure limiter answers 429 after 10 bad keys from one address (tested in
 tests/api/test_api_auth.py); here each batch of bad-key calls comes from its own loopback source
@@ -18,7 +19,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,8 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from conveyor.api import auth
 from tests.api.conftest import ApiServer, start_api
 from tests.integration.harness import stop
+from tests.reliability.conftest import STORES, ModuleStore
 from tests.reliability.security_results import record
 
+pytestmark = pytest.mark.parametrize("module_store", STORES, indirect=True, scope="module")
 # Operations that answer without a key, and why.
 PUBLIC = {
     ("GET", "/healthz"): "liveness probe",
@@ -82,8 +84,10 @@ class Sources:
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, dict[str, str]]]:
-    server = start_api(tmp_path_factory.mktemp("s18"))
+def secured(
+    module_store: ModuleStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ApiServer, dict[str, str]]]:
+    server = start_api(tmp_path_factory.mktemp("s18"), store_url=module_store.url)
     store = server.open_store()
     keys = {s: auth.create_key(store, s, [s])[1] for s in (*SINGLE_SCOPES, "admin")}
     revoked_id, keys["revoked"] = auth.create_key(store, "old", ["admin"])
@@ -146,7 +150,7 @@ def _own_tokens(sources: Sources, url: str, operations: list[tuple[str, str]], j
 
 
 def test_every_operation_refuses_bad_credentials_and_wrong_scopes(
-    secured: tuple[ApiServer, dict[str, str]],
+    secured: tuple[ApiServer, dict[str, str]], module_store: ModuleStore
 ) -> None:
     server, keys = secured
     job = httpx.post(f"{server.url}/v1/jobs", json={"kind": "noop", "queue": "s18"},
@@ -204,7 +208,7 @@ def test_every_operation_refuses_bad_credentials_and_wrong_scopes(
            f"{len(operations)} operations x (no/wrong/forged/revoked key + 3 single scopes); "
            f"{len(own)} linkage operations with bad project tokens (never 2xx/5xx); "
            f"{len(PUBLIC)} documented public operations; admin-only: "
-           f"{sum(v == 'admin' for v in scope_of.values())}")  # fmt: skip
+           f"{sum(v == 'admin' for v in scope_of.values())}", store=module_store.name)  # fmt: skip
     assert not failures, "\n".join(failures)
 
 
@@ -215,7 +219,7 @@ PROTECTED = {"state": "succeeded", "attempt": 7, "lease_token": "forged", "lease
 
 
 def test_protected_fields_cannot_be_mass_assigned(
-    secured: tuple[ApiServer, dict[str, str]],
+    secured: tuple[ApiServer, dict[str, str]], module_store: ModuleStore
 ) -> None:
     """Each server-owned field is refused by name (422), one job or inside a batch; no job is
     created in the probe queue."""
@@ -236,24 +240,34 @@ def test_protected_fields_cannot_be_mass_assigned(
         failures.append(f"{len(listed.json()['jobs'])} jobs created by mass-assignment probes")
     record("S18 mass assignment", 2 * len(PROTECTED), len(failures),
            f"POST /v1/jobs (single and batch) with each of {', '.join(PROTECTED)}: "
-           "422 naming the field, 0 jobs created")  # fmt: skip
+           "422 naming the field, 0 jobs created", store=module_store.name)  # fmt: skip
     assert not failures, failures
 
 
-def test_database_holds_no_plaintext_key(secured: tuple[ApiServer, dict[str, str]]) -> None:
-    server, keys = secured
-    db = Path(server.store_url.removeprefix("sqlite:///"))
-    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
-    dump = b"".join(p.read_bytes() for p in files)
-    leaked = [name for name, raw in keys.items() if raw.encode() in dump]
-    secrets = [raw.split("_")[-1].encode() for raw in keys.values()]
-    leaked += [s.decode()[:6] for s in secrets if len(s) >= 16 and s in dump]
-    notes = f"{len(keys)} keys searched in {len(files)} database files ({len(dump)} bytes)"
-    record("S18 no plaintext keys", len(keys), len(leaked), notes)
+def test_database_holds_no_plaintext_key(
+    secured: tuple[ApiServer, dict[str, str]], module_store: ModuleStore
+) -> None:
+    """Every file the store's data rests in (SQLite file and WAL; PostgreSQL's data directory
+    with its WAL, flushed at each commit; Redis's append-only file) is searched, one by one."""
+    keys = secured[1]
+    needles = {name: raw.encode() for name, raw in keys.items()}
+    needles |= {f"{name} (secret part)": raw.split("_")[-1].encode() for name, raw in keys.items()
+                if len(raw.split("_")[-1]) >= 16}  # fmt: skip
+    files = [p for p in module_store.data_dir.rglob("*") if p.is_file()]
+    leaked: set[str] = set()
+    size = 0
+    for path in files:
+        data = path.read_bytes()
+        size += len(data)
+        leaked |= {name for name, needle in needles.items() if needle in data}
+    notes = f"{len(keys)} keys searched in {len(files)} database files ({size} bytes)"
+    record("S18 no plaintext keys", len(keys), len(leaked), notes, store=module_store.name)
     assert not leaked, leaked
 
 
-def test_compat_apis_never_answer_5xx(secured: tuple[ApiServer, dict[str, str]]) -> None:
+def test_compat_apis_never_answer_5xx(
+    secured: tuple[ApiServer, dict[str, str]], module_store: ModuleStore
+) -> None:
     """Schemathesis over the compatibility APIs (the /v1 API has tests/api)."""
     server, keys = secured
     loaded = schemathesis.openapi.from_url(
@@ -284,5 +298,6 @@ def test_compat_apis_never_answer_5xx(secured: tuple[ApiServer, dict[str, str]])
             failures.append(f"{operation.label}: {exc}")
     record("S18 compat fuzzing", calls, len(failures),
            f"schemathesis, {len(operations)} taskqueue/allocation/kge operations, "
-           f"{COMPAT_EXAMPLES} examples each, admin key; failure = status >= 500")  # fmt: skip
+           f"{COMPAT_EXAMPLES} examples each, admin key; failure = status >= 500",
+           store=module_store.name)  # fmt: skip
     assert not failures, "\n\n".join(failures)
