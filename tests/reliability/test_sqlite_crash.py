@@ -56,7 +56,7 @@ def run_cycles(tmp_path: Path, cycles: int) -> None:
     db_path = home / "conveyor.db"
     url = f"sqlite:///{db_path}"
     acks = home / "acks.txt"
-    env = worker_env(home, CONVEYOR_LEASE_S="3", CONVEYOR_SWEEP_S="0.5")
+    env = worker_env(home, CONVEYOR_LEASE_S="3", CONVEYOR_HEARTBEAT_S="0.5", CONVEYOR_SWEEP_S="0.5")
     rng = random.Random(9)
     for _ in range(cycles):
         producer = subprocess.Popen(

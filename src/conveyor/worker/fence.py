@@ -27,8 +27,14 @@ POLL_S = 0.1  # how often the watchdog looks (at most; less for very short lease
 class FenceWatchdog:
     """A thread that kills the children of jobs whose leases were not renewed in time."""
 
-    def __init__(self, slots: Sequence[Slot], lease_s: float) -> None:
+    def __init__(self, slots: Sequence[Slot], lease_s: float, heartbeat_s: float) -> None:
         self.margin = lease_s * FENCE_AT
+        if heartbeat_s * 3 > lease_s:
+            log.warning(
+                "heartbeat_s=%g is more than a third of lease_s=%g: one slow or failed heartbeat "
+                "can make this worker stop its jobs (it does at %g s without renewal)",
+                heartbeat_s, lease_s, self.margin,
+            )  # fmt: skip
         self._poll_s = min(POLL_S, (lease_s - self.margin) / 4)
         self._slots = slots
         self._stop = threading.Event()

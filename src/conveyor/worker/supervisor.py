@@ -91,7 +91,7 @@ class Supervisor:
         self._last_claim_empty = False  # burst mode ends after an empty claim with nothing left
         self._last_reap = 0.0
         self.settler = Settler(store, self._committed)
-        self.fence = FenceWatchdog(self.slots, settings.lease_s)
+        self.fence = FenceWatchdog(self.slots, settings.lease_s, settings.heartbeat_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
