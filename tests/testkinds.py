@@ -24,7 +24,10 @@ class BlockIn(BaseModel):
 
 def _mark(directory: Path, name: str, ctx: Context) -> None:
     marker = directory / f"{name}.{ctx.attempt}.started"
-    marker.write_text(json.dumps({"pid": os.getpid(), "job": ctx.job_id, "attempt": ctx.attempt}))
+    # Written whole or not at all: the test reads it as soon as it exists.
+    partial = marker.with_suffix(".partial")
+    partial.write_text(json.dumps({"pid": os.getpid(), "job": ctx.job_id, "attempt": ctx.attempt}))
+    partial.replace(marker)
 
 
 @conveyor.task("test.block", input=BlockIn, max_attempts=3, retry_backoff=0)

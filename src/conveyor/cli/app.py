@@ -412,8 +412,14 @@ def worker(
         bool, typer.Option(help="Exit once no job is waiting (tests, batch).")
     ] = False,
     prefetch: Annotated[
-        int, typer.Option(min=1, max=64, help="Jobs queued per child when jobs are very short.")
-    ] = 4,
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Jobs queued per child when jobs are very short (< 5 ms; at most ~10 ms of "
+            "work is queued).",
+        ),
+    ] = 32,
     store: StoreOpt = None,
     imports: ImportOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",

@@ -3,9 +3,13 @@
 It talks to the supervisor only, over a pipe of JSON messages, and never to the store: the
 supervisor holds the leases, so a child that dies or hangs cannot settle a job twice.
 
-    supervisor → child: run_many {jobs: [{id, kind, input, attempt}]} · cancel {id} · stop
+    supervisor → child: run_many {jobs: [{id, seq, kind, input, attempt}]} · cancel {id} · stop
     child → supervisor: progress {id, current, total, message} · log {id, line}
-                        done {id, outcome, result | error, retry}
+                        done {jobs: [{id, outcome, result | error, retry, took}]}
+
+Before each job it writes the job's `seq` and start time into memory shared with the
+supervisor (see slot.py). Outcomes of very short jobs are sent in batches: one write per few
+milliseconds instead of one per job, which is most of the cost of a no-op job.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from ctypes import Array, c_double
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,14 +40,28 @@ from conveyor.worker.context import Context, JobCancelled, PermanentError
 
 log = logging.getLogger("conveyor.worker")
 CANCEL_POLL_S = 0.02
+SHORT_JOB_S = 0.005  # jobs shorter than this are pipelined to children and reported in batches
+SEQ, SINCE = 0, 1  # shared with the supervisor: [seq of the job last started, its start time]
+DONE_BATCH = 16  # outcomes held back at most...
+DONE_HOLD_S = SHORT_JOB_S  # ...and for at most this long (checked between jobs)
 
 
 class Child:
-    def __init__(self, conn: Connection, registry: Registry, storage: BlobStorage) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        registry: Registry,
+        storage: BlobStorage,
+        shared: Array[c_double],
+    ) -> None:
         self.conn = conn
         self.registry = registry
         self.storage = storage
+        self.shared = shared
         self.pending: deque[dict[str, Any]] = deque()
+        self.unsent: list[dict[str, Any]] = []  # outcomes not yet reported
+        self.unsent_since = 0.0
+        self.runtime: dict[str, float] = {}  # kind -> EWMA seconds
         self.cancelled: set[str] = set()
         self.stopping = False
         self.send_lock = threading.Lock()
@@ -86,19 +105,44 @@ class Child:
     def serve(self) -> None:
         while not self.stopping:
             if not self.pending:
+                self.report()
                 self.receive(block=True)
                 continue
             self.receive(block=False)  # a cancel or stop may have arrived behind the job
-            if not self.stopping:
-                self.send(self.run(self.pending.popleft()))
+            if self.stopping:
+                break
+            message = self.pending.popleft()
+            if self.unsent and not self.is_short(message["kind"]):
+                self.report()  # don't hold outcomes back behind a job that may take long
+            self.shared[SINCE] = started = time.monotonic()
+            self.shared[SEQ] = message["seq"]
+            outcome = self.run(message)
+            now = time.monotonic()
+            outcome["took"] = took = now - started
+            kind = message["kind"]
+            self.runtime[kind] = 0.8 * self.runtime.get(kind, took) + 0.2 * took
+            if not self.unsent:
+                self.unsent_since = now
+            self.unsent.append(outcome)
+            if len(self.unsent) >= DONE_BATCH or now - self.unsent_since >= DONE_HOLD_S:
+                self.report()
         # Anything still waiting was never started: hand it back.
-        for message in self.pending:
-            self.send({"op": "done", "id": message["id"], "outcome": "released"})
+        self.unsent.extend({"id": m["id"], "outcome": "released"} for m in self.pending)
+        self.report()
+
+    def is_short(self, kind: str) -> bool:
+        return self.runtime.get(kind, SHORT_JOB_S) < SHORT_JOB_S
+
+    def report(self) -> None:
+        """Send the outcomes held back, in one message."""
+        if self.unsent:
+            self.send({"op": "done", "jobs": self.unsent})
+            self.unsent = []
 
     def run(self, message: dict[str, Any]) -> dict[str, Any]:
         job_id = message["id"]
         if job_id in self.cancelled:
-            return {"op": "done", "id": job_id, "outcome": "cancelled"}
+            return {"id": job_id, "outcome": "cancelled"}
         workdir = Path(tempfile.gettempdir()) / f"conveyor-{os.getpid()}-{job_id}"
         try:
             spec = self.registry.get(message["kind"])
@@ -114,10 +158,9 @@ class Child:
             result = self.call(spec, message["input"], ctx)
             ctx.flush()
             outputs = ctx.save_outputs()
-            return {"op": "done", "id": job_id, "outcome": "succeeded", "result": result,
-                    "files": outputs}  # fmt: skip
+            return {"id": job_id, "outcome": "succeeded", "result": result, "files": outputs}
         except JobCancelled:
-            return {"op": "done", "id": job_id, "outcome": "cancelled"}
+            return {"id": job_id, "outcome": "cancelled"}
         except InputError as exc:
             return _failure(job_id, exc.__cause__ or exc, "invalid_input", retry=False)
         except OutputError as exc:
@@ -128,7 +171,7 @@ class Child:
             return _failure(job_id, exc, "error", retry=False)
         except Exception as exc:
             if job_id in self.cancelled:
-                return {"op": "done", "id": job_id, "outcome": "cancelled"}
+                return {"id": job_id, "outcome": "cancelled"}
             return _failure(job_id, exc, "error", retry=True)
         finally:
             if workdir.exists():
@@ -174,7 +217,6 @@ def _to_json(value: Any, model: type[BaseModel] | None) -> Any:
 
 def _failure(job_id: str, exc: BaseException, reason: str, *, retry: bool) -> dict[str, Any]:
     return {
-        "op": "done",
         "id": job_id,
         "outcome": "failed",
         "retry": retry,
@@ -187,12 +229,14 @@ def _failure(job_id: str, exc: BaseException, reason: str, *, retry: bool) -> di
     }
 
 
-def child_main(conn: Connection, imports: list[str], storage_url: str) -> None:
+def child_main(
+    conn: Connection, imports: list[str], storage_url: str, shared: Array[c_double]
+) -> None:
     """Entry point of a child process (spawned by the supervisor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which drains
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
     logging.basicConfig(level=logging.WARNING)
-    child = Child(conn, import_kinds(imports), open_storage(storage_url))
+    child = Child(conn, import_kinds(imports), open_storage(storage_url), shared)
     try:
         child.serve()
     finally:

@@ -1,7 +1,13 @@
-"""One child process of a supervisor and the jobs it has been handed (head = running)."""
+"""One child process of a supervisor and the jobs it has been handed, in the order it runs them.
+
+The child publishes which job it is running in two shared-memory doubles (the job's dispatch
+sequence number and its start time on the system-wide monotonic clock): no message and no
+syscall per job, yet after a crash the supervisor knows exactly which jobs had started.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import threading
 import time
@@ -14,7 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from conveyor.models import Job, Progress
-from conveyor.worker.child import child_main
+from conveyor.worker.child import SEQ, SINCE, child_main
 
 KillReason = Literal["timeout", "cancel", "drain", "lost"]
 SPAWN = multiprocessing.get_context("spawn")
@@ -28,7 +34,9 @@ class InFlight:
     job: Job
     token: str
     renewed_at: float  # monotonic time the last store call that set its lease was sent
+    seq: int = 0  # dispatch order within its slot, set by Slot.dispatch
     cancel: bool = False
+    lost: bool = False  # the lease went to someone else: stop it, never settle it
     progress: Progress | None = None
     logs: list[str] = field(default_factory=list)
 
@@ -38,8 +46,8 @@ class InFlight:
 
     def run_message(self) -> dict[str, Any]:
         job = self.job
-        return {"op": "run", "id": job.id, "kind": job.kind, "input": job.input,
-                "attempt": job.attempt}  # fmt: skip
+        return {"op": "run", "id": job.id, "seq": self.seq, "kind": job.kind,
+                "input": job.input, "attempt": job.attempt}  # fmt: skip
 
 
 class Slot:
@@ -50,8 +58,9 @@ class Slot:
         self.imports = imports
         self.storage_url = storage_url
         self.jobs: deque[InFlight] = deque()
-        self.head_started = 0.0
+        self.next_seq = 1
         self.kill_reason: KillReason | None = None
+        self.kill_item: InFlight | None = None
         self.kill_at: float | None = None
         self.sigkill_at: float | None = None
         self.crashes: deque[float] = deque(maxlen=5)
@@ -62,12 +71,14 @@ class Slot:
         self.conn: Connection | None = None
         self.fenced = False  # killed by the fence watchdog (another thread): see fence()
         self._process_lock = threading.Lock()  # fence() vs reap() closing the process
+        self.shared = SPAWN.RawArray(ctypes.c_double, 2)
 
     def start(self) -> None:
         parent, child = SPAWN.Pipe()
+        self.shared = SPAWN.RawArray(ctypes.c_double, 2)
         process = SPAWN.Process(
             target=child_main,
-            args=(child, self.imports, self.storage_url),
+            args=(child, self.imports, self.storage_url, self.shared),
             name=f"conveyor-child-{self.index}",
             daemon=True,
         )
@@ -76,7 +87,7 @@ class Slot:
         self.process, self.conn = process, parent
         self.sentinel_ready = False
         self.fenced = False
-        self.kill_reason = self.kill_at = self.sigkill_at = None
+        self.kill_reason = self.kill_at = self.sigkill_at = self.kill_item = None
 
     @property
     def alive(self) -> bool:
@@ -84,8 +95,22 @@ class Slot:
         return self.process is not None
 
     @property
-    def head(self) -> InFlight | None:
-        return self.jobs[0] if self.jobs else None
+    def started_seq(self) -> int:
+        """Sequence number of the last job the child started (0: none yet)."""
+        return int(self.shared[SEQ])
+
+    def running(self) -> InFlight | None:
+        """The job the child is running now, if it has not reported it finished."""
+        seq = self.started_seq
+        for item in self.jobs:
+            if item.seq >= seq:
+                return item if item.seq == seq else None
+        return None
+
+    @property
+    def running_since(self) -> float:
+        """When the running job started, on the monotonic clock."""
+        return self.shared[SINCE]
 
     def send(self, data: bytes) -> bool:
         if self.conn is None:
@@ -96,10 +121,9 @@ class Slot:
         except (BrokenPipeError, OSError):
             return False
 
-    def dispatch(self, item: InFlight, now: float) -> None:
+    def dispatch(self, item: InFlight) -> None:
         """Hand a job to this child (sent by `flush`, several in one write)."""
-        if not self.jobs:
-            self.head_started = now
+        item.seq, self.next_seq = self.next_seq, self.next_seq + 1
         self.jobs.append(item)
         self.outbox.append(item.run_message())
 
@@ -112,23 +136,25 @@ class Slot:
     def control(self, op: str, **fields: Any) -> None:
         self.send(orjson.dumps({"op": op, **fields}))
 
-    def pop(self, job_id: str, now: float) -> InFlight | None:
+    def pop(self, job_id: str) -> InFlight | None:
         for item in self.jobs:
             if item.id == job_id:
-                was_head = item is self.jobs[0]
                 self.jobs.remove(item)
-                if was_head:
-                    self.head_started = now
-                    if self.kill_reason in ("timeout", "cancel"):
-                        self.kill_reason = self.kill_at = None
+                if item is self.kill_item and self.kill_reason in ("timeout", "cancel"):
+                    # It finished before the kill was due: spare the child.
+                    self.kill_reason = self.kill_at = self.kill_item = None
                 return item
         return None
 
-    def kill(self, reason: KillReason, now: float, delay: float = 0.0) -> None:
-        """Schedule the child's end: SIGTERM after `delay`, SIGKILL if it lingers."""
+    def kill(
+        self, reason: KillReason, now: float, delay: float = 0.0, item: InFlight | None = None
+    ) -> None:
+        """Schedule the child's end: SIGTERM after `delay`, SIGKILL if it lingers. `item` is the
+        job the kill is for, when it is for one job only (a timeout or a cancel)."""
         if self.kill_reason is None or delay == 0:
             self.kill_reason = reason
             self.kill_at = now + delay
+            self.kill_item = item
 
     def fence(self) -> bool:
         """SIGKILL the child now: its job's lease may have passed to another worker, so there
@@ -155,7 +181,8 @@ class Slot:
             self.sigkill_at = None
 
     def reap(self) -> list[InFlight]:
-        """After the process died: forget it and return the jobs it held."""
+        """After the process died: forget it and return the jobs it held (`started_seq` still
+        tells which of them it had started)."""
         with self._process_lock:
             if self.process is not None:
                 self.process.join(timeout=1)

@@ -32,6 +32,7 @@ from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
 from conveyor.store.base import Beat, BeatStatus, Settlement, Store
 from conveyor.store.rules import Outcome
+from conveyor.worker.child import SHORT_JOB_S
 from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
 from conveyor.worker.slot import InFlight, Slot
@@ -42,7 +43,7 @@ PRUNE_EVERY_S = 600.0
 STORE_RETRY_S = 0.5
 BUFFER_MAX = 200  # claimed jobs waiting in the supervisor for a free child
 BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
-PIPELINE_BELOW_S = 0.005  # hand a busy child a next job only when jobs are this short
+PIPELINE_AHEAD_S = 0.01  # ...and never more than this much work queued per child
 RATE_WINDOW_S = 0.25
 WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
@@ -58,7 +59,7 @@ class Supervisor:
         queues: Sequence[str] | None = None,
         concurrency: int | None = None,
         burst: bool = False,
-        prefetch: int = 4,
+        prefetch: int = 32,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -208,9 +209,9 @@ class Supervisor:
             due.append(self.last_beat + 0.25)
         for slot in self.slots:
             due.extend(t for t in (slot.kill_at, slot.sigkill_at) if t is not None)
-            head = slot.head
-            if head is not None and head.job.timeout_s:
-                due.append(slot.head_started + head.job.timeout_s)
+            running = slot.running()
+            if running is not None and running.job.timeout_s:
+                due.append(slot.running_since + running.job.timeout_s)
         if self.drain_deadline is not None:
             due.append(self.drain_deadline)
         return max(0.0, min(min(due) - now, 1.0))
@@ -258,17 +259,23 @@ class Supervisor:
             item = self.buffer[0]
             if slot.jobs and not self._may_pipeline(slot, item):
                 break
-            slot.dispatch(self.buffer.pop(0), now)
+            slot.dispatch(self.buffer.pop(0))
         for slot in ready:
             slot.flush()
 
     def _may_pipeline(self, slot: Slot, item: InFlight) -> bool:
-        """Queue a job behind a busy child only when both are known to be short, so a long job
-        never holds others back while another child could run them."""
-        if len(slot.jobs) >= self.prefetch:
-            return False
-        kinds = {item.job.kind, *(queued.job.kind for queued in slot.jobs)}
-        return all(self.runtime.get(kind, 1.0) < PIPELINE_BELOW_S for kind in kinds)
+        """Queue a job behind a busy child only when it and the child's first job are known to
+        be short (every job queued behind that one was, when it was queued), so a long job never
+        holds others back while another child could run them; and only up to `prefetch` jobs
+        or PIPELINE_AHEAD_S of work."""
+        slowest = max(self._runtime(item.job.kind), self._runtime(slot.jobs[0].job.kind))
+        depth = min(self.prefetch, int(PIPELINE_AHEAD_S / max(slowest, 1e-6)))
+        return slowest < SHORT_JOB_S and len(slot.jobs) < depth
+
+    def _runtime(self, kind: str) -> float:
+        """A kind's recent run time (EWMA, as the children measure it); unknown kinds count as
+        long until they have run once."""
+        return self.runtime.get(kind, 1.0)
 
     def _wake_loop(self) -> None:
         while not self._closing.is_set():
@@ -299,21 +306,21 @@ class Supervisor:
             return
         try:
             while conn.poll():
-                self._handle(slot, orjson.loads(conn.recv_bytes()), now)
+                self._handle(slot, orjson.loads(conn.recv_bytes()))
         except (EOFError, OSError):
             pass  # the child died; its sentinel tells us next pass
+        self._dispatch(now)  # refill what finished, in one write per child
 
-    def _handle(self, slot: Slot, message: dict[str, Any], now: float) -> None:
+    def _handle(self, slot: Slot, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "done":
-            started = slot.head_started
-            item = slot.pop(message["id"], now)
-            if item is not None:
-                kind = item.job.kind
-                took = now - started
+            for done in message["jobs"]:
+                item = slot.pop(done["id"])
+                if item is None or item.lost:
+                    continue
+                kind, took = item.job.kind, done.get("took", 0.0)
                 self.runtime[kind] = 0.8 * self.runtime.get(kind, took) + 0.2 * took
-                self._settle_done(item, message)
-            self._dispatch(now)
+                self._settle_done(item, done)
             return
         item = next((i for i in slot.jobs if i.id == message.get("id")), None)
         if item is None:
@@ -413,22 +420,19 @@ class Supervisor:
             elif status is BeatStatus.CANCEL:
                 self.buffer.remove(item)
                 self._settle(item, Outcome.CANCELLED)
+        # The child skips a job it is told to cancel before starting it; `_enforce` stops the
+        # one it is running (or starts meanwhile).
         for slot in self.slots:
-            for item in list(slot.jobs):
+            for item in slot.jobs:
                 status = statuses.get(item.id)
                 if status is BeatStatus.CANCEL and not item.cancel:
                     item.cancel = True
                     log.info("job %s: cancel requested", item.id)
                     slot.control("cancel", id=item.id)
-                    if item is slot.head:
-                        slot.kill("cancel", now, delay=self.settings.cancel_grace_s)
-                elif status is BeatStatus.LOST:
+                elif status is BeatStatus.LOST and not item.lost:
+                    item.lost = True
                     log.warning("job %s: lease lost (rescued elsewhere); stopping it", item.id)
-                    if item is slot.head:
-                        slot.kill("lost", now)
-                    else:
-                        slot.pop(item.id, now)
-                        slot.control("cancel", id=item.id)
+                    slot.control("cancel", id=item.id)
 
     def _drop_lapsed(self, now: float) -> None:
         """Forget claimed jobs not yet started whose leases may have lapsed: others may own
@@ -442,11 +446,16 @@ class Supervisor:
 
     def _enforce(self, now: float) -> None:
         for slot in self.slots:
-            head = slot.head
-            timeout = head.job.timeout_s if head is not None else None
-            if head and timeout and slot.kill_reason is None and now - slot.head_started > timeout:
-                log.warning("job %s: timed out after %.1fs; killing it", head.id, timeout)
-                slot.kill("timeout", now)
+            running = slot.running()
+            if running is not None and slot.kill_reason is None:
+                timeout = running.job.timeout_s
+                if running.lost:
+                    slot.kill("lost", now)
+                elif running.cancel:
+                    slot.kill("cancel", now, delay=self.settings.cancel_grace_s, item=running)
+                elif timeout and now - slot.running_since > timeout:
+                    log.warning("job %s: timed out after %.1fs; killing it", running.id, timeout)
+                    slot.kill("timeout", now, item=running)
             drained = self.drain_deadline is not None and now >= self.drain_deadline
             if drained and slot.process is not None and slot.kill_reason is None:
                 slot.kill("drain", now)
@@ -465,15 +474,20 @@ class Supervisor:
                 slot.start()
 
     def _on_child_exit(self, slot: Slot, restart: bool) -> None:
-        reason = slot.kill_reason
+        reason, target = slot.kill_reason, slot.kill_item
         code = slot.process.exitcode if slot.process is not None else None
-        held = slot.reap()
-        for position, item in enumerate(held):
-            if position > 0:
-                self._settle(item, Outcome.RELEASED)
-            elif reason == "timeout":
+        started = slot.started_seq
+        for item in slot.reap():
+            if item.lost:
+                continue  # someone else holds its lease now
+            if item.seq > started:
+                self._settle(item, Outcome.RELEASED)  # never started
+            elif item.seq < started:
+                # It ran, but its outcome was still held back in the child: run it again.
+                self._settle(item, Outcome.LOST)
+            elif reason == "timeout" and item is target:
                 self._settle(item, Outcome.FAILED, error=_timeout_error(item))
-            elif reason == "cancel" or item.cancel:
+            elif item.cancel:
                 self._settle(item, Outcome.CANCELLED)
             elif reason == "drain":
                 self._settle(item, Outcome.RELEASED)
@@ -505,7 +519,7 @@ class Supervisor:
             pid=os.getpid(),
             queues=self.queues,
             concurrency=self.concurrency,
-            running=[slot.head.id for slot in self.slots if slot.head is not None],
+            running=[job.id for slot in self.slots if (job := slot.running()) is not None],
             state=state,
             started_at=self.started_at,
             last_seen=utcnow(),
