@@ -53,11 +53,14 @@ soak: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider -m soak
 
 # Reliability suite, nightly tier: every fault scenario in tests/reliability including the soak
-# ones (S10 needs root for `ip netns`, and socat); each writes its row to
-# bench/results/reliability.json, rendered into docs/reliability.md even when a scenario fails.
+# ones (S10 needs root for `ip netns`, and socat; S6 needs libfaketime from Debian's faketime);
+# each writes its row to bench/results/reliability.json, rendered into docs/reliability.md even
+# when a scenario fails. The 30-minute S20 soak is part of it.
 chaos: $(STAMP)
 	command -v socat >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q socat iproute2)
+	command -v faketime >/dev/null || ! command -v apt-get >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q faketime)
 	CHAOS_TIER=nightly $(BIN)/pytest -q -p no:cacheprovider -m "not image" tests/reliability; \
 	  status=$$?; $(BIN)/python bench/reliability_table.py; exit $$status
 

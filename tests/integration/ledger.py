@@ -24,6 +24,8 @@ class Report:
     # event after the first start) minus that start: an upper bound on fault -> rescue, since the
     # fault came after the start. Queueing behind a backlog is not counted.
     recovery_s: list[float] = field(default_factory=list)
+    # Jobs the store made claimable again after they started (rescue, release or retry).
+    requeued: list[str] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         values = sorted(self.start_latency_ms)
@@ -53,11 +55,13 @@ def check(store: Store, job_ids: list[str], ledger: Path) -> Report:
             report.duplicate_executions.append(job_id)
             if sorted(r["attempt"] for r in runs)[1:] == [1] * (len(runs) - 1):
                 report.unexplained_duplicates.append(job_id)  # re-run without a new attempt
+        back = [e.at.timestamp() for e in events if e.type == "state"
+                and e.data["state"] in (JobState.QUEUED, JobState.SCHEDULED)]  # fmt: skip
+        if len(back) > 1:  # the first is the enqueue itself
+            report.requeued.append(job_id)
         if len(runs) > 1:
             first = min(r["t"] for r in runs)
-            again = [e.at.timestamp() for e in events if e.type == "state"
-                     and e.data["state"] in (JobState.QUEUED, JobState.SCHEDULED)
-                     and e.at.timestamp() > first]  # fmt: skip
+            again = [at for at in back if at > first]
             if again:
                 report.recovery_s.append(min(again) - first)
         if runs:

@@ -16,16 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.kinds.registry import import_kinds
-from conveyor.models import JobFilter, JobState, NewJob
 from conveyor.service import Service
-from conveyor.storage import open_storage
-from conveyor.store import open_store
 from tests.backends import Backend
 from tests.integration.harness import children, start_worker, stop, wait_for, worker_env
 from tests.integration.ledger import check
 from tests.reliability.conftest import SQLITE_IN_PR, STORES
 from tests.reliability.fault_results import record_fault_run
+from tests.reliability.fleet import all_finished, open_service, submit_ledger
 
 pytestmark = pytest.mark.timeout(600)
 N = 2000
@@ -35,25 +32,9 @@ LEASE_S, SWEEP_S = 4.0, 0.5
 def run_jobs(
     backend: Backend, tmp_path: Path, ms: float, n: int = N
 ) -> tuple[Service, list[str], Path]:
-    store = open_store(backend.url)
-    store.register_kinds(import_kinds(["conveyor.kinds.demo", "tests.testkinds"]).infos())
-    service = Service(store, open_storage(f"file://{tmp_path / 'files'}"))
+    service = open_service(backend.url, tmp_path)
     ledger = tmp_path / "ledger.jsonl"
-    ids: list[str] = []
-    for start in range(0, n, 500):
-        batch = [
-            NewJob(kind="test.ledger", input={"ledger": str(ledger), "ms": ms})
-            for _ in range(start, min(n, start + 500))
-        ]
-        ids += [job.id for job in service.submit_many(batch)]
-    return service, ids, ledger
-
-
-def all_finished(service: Service) -> bool:
-    waiting = service.list_jobs(
-        JobFilter(state=[JobState.QUEUED, JobState.SCHEDULED, JobState.RUNNING]), limit=1
-    )
-    return not waiting.jobs
+    return service, submit_ledger(service, ledger, [ms] * n), ledger
 
 
 @pytest.mark.parametrize("shared_backend", SQLITE_IN_PR, indirect=True)

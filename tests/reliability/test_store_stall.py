@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -38,12 +38,6 @@ pytestmark = [pytest.mark.timeout(120),
 SLACK_S = 1.0  # scheduling slack on a loaded 2-core machine
 
 
-def via(proxy: ResetProxy, url: str) -> str:
-    """`url` with its port replaced by the proxy's."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{proxy.port}"))
-
-
 def records(ledger: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
 
@@ -52,7 +46,7 @@ def records(ledger: Path) -> list[dict[str, object]]:
 def proxied(shared_backend: Backend) -> Iterator[tuple[ResetProxy, str]]:
     proxy = ResetProxy(urlsplit(shared_backend.url).port or 0)
     with proxy.running():
-        yield proxy, via(proxy, shared_backend.url)
+        yield proxy, proxy.via(shared_backend.url)
 
 
 class OneJob:

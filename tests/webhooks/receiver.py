@@ -32,10 +32,12 @@ class Hit:
 
 @dataclass
 class Receiver:
-    """Answers `status` (503 = down); `hold` makes the next request wait until released."""
+    """Answers `status` (503 = down) after `delay_s`; `hold_next` makes the next request wait
+    until released."""
 
     secrets: list[str]
     status: int = 200
+    delay_s: float = 0.0
     hits: list[Hit] = field(default_factory=list)
     hold_next: bool = False
     held: threading.Event = field(default_factory=threading.Event)
@@ -56,6 +58,8 @@ class Receiver:
                 self.held.set()
                 while not self.release.is_set():
                     await asyncio.sleep(0.01)
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)  # a slow receiver
             answered = self.status if verified else 401
             with self.lock:
                 self.hits.append(Hit(request.headers.get("webhook-id", ""), request.method,

@@ -48,6 +48,7 @@ from conveyor.models import (
 )
 from conveyor.store import pg_migrations, rules
 from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, batch_keys, read_kinds
+from conveyor.store.pg_deadline import CallDeadlines
 from conveyor.store.pg_listen import CHANNEL, Listener
 from conveyor.store.rules import Outcome
 
@@ -76,7 +77,7 @@ INSERT_EVENTS = (
     " %(ev_at)s::timestamptz[], %(ev_type)s::text[], %(ev_data)s::text[])"
     " WITH ORDINALITY AS e(job_id, at, type, data, ord) ORDER BY e.ord"
 )
-_OPTIONS = {"pool_size", "migrate"}  # conveyor's own URL options, not libpq's
+_OPTIONS = {"pool_size", "migrate", "call_timeout"}  # conveyor's own URL options, not libpq's
 _DEFAULTS = {
     "connect_timeout": "5",
     # Notice a dead server or a silent network cut within seconds, not hours.
@@ -163,8 +164,10 @@ class PostgresStore:
         clock: Clock | None = None,
         pool_size: int = 10,
         migrate: bool = True,
+        call_timeout_s: float = 60.0,
     ) -> None:
         self.clock = clock
+        self._deadlines = CallDeadlines(call_timeout_s)
         try:
             params = conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
@@ -197,7 +200,8 @@ class PostgresStore:
         cls, url: str, clock: Clock | None = None, *, migrate: bool | None = None
     ) -> PostgresStore:
         """`postgresql://user:pass@host:port/db?sslmode=…`; conveyor options: `pool_size=10`,
-        `migrate=false` (do not apply pending migrations on open; use `conveyor db migrate`).
+        `migrate=false` (do not apply pending migrations on open; use `conveyor db migrate`),
+        `call_timeout=60` (seconds a call may wait for the server before it is broken off).
         The `migrate` argument, when given, overrides the URL option.
         """
         parts = urlsplit(url)
@@ -209,9 +213,14 @@ class PostgresStore:
             pool_size = int(ours.get("pool_size", "10"))
         except ValueError as exc:
             raise errors.ConfigurationError("pool_size must be a whole number") from exc
+        try:
+            call_timeout_s = float(ours.get("call_timeout", "60"))
+        except ValueError as exc:
+            raise errors.ConfigurationError("call_timeout must be a number of seconds") from exc
         if migrate is None:
             migrate = ours.get("migrate", "true").lower() not in {"0", "false", "no", "off"}
-        return cls(conninfo, clock=clock, pool_size=pool_size, migrate=migrate)
+        return cls(conninfo, clock=clock, pool_size=pool_size, migrate=migrate,
+                   call_timeout_s=call_timeout_s)  # fmt: skip
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -236,7 +245,7 @@ class PostgresStore:
     def _conn(self) -> Iterator[Conn]:
         """A pooled connection; driver and connection errors become conveyor errors."""
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, self._deadlines.watch(conn):
                 try:
                     yield conn
                 except BaseException:
