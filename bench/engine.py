@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--latency-n", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--prefetch", type=int, default=4)
+    parser.add_argument("--prefetch", type=int, default=32)  # the worker's default
     parser.add_argument("--synchronous", default="full")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
