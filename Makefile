@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest soak docs bench bench-peers bench-pg-claims clean install
+.PHONY: run test lint typecheck pytest soak docs cli-doc bench bench-peers bench-pg-claims clean install
 .PHONY: chaos
 
 $(STAMP): pyproject.toml
@@ -68,6 +68,12 @@ test: lint typecheck pytest
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
+
+# docs/reference/cli.md from the typer app (tests/unit/test_cli_doc.py fails when it is stale).
+cli-doc: $(STAMP)
+	(printf '%s\n\n' "$$(head -1 docs/reference/cli.md)"; \
+	  $(BIN)/typer conveyor.cli.app utils docs --name conveyor --title "CLI reference") \
+	  > docs/reference/cli.md.new && mv docs/reference/cli.md.new docs/reference/cli.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py
