@@ -13,6 +13,7 @@ from conveyor.ids import uuid7
 from conveyor.models import JobFilter
 from conveyor.store import JobSpec
 from conveyor.store.postgres import PostgresStore
+from tests.reliability.reset_proxy import ResetProxy
 from tests.servers.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -65,6 +66,7 @@ def test_times_come_from_the_server_clock(postgres_server: PostgresServer) -> No
     [
         ("postgresql://u@127.0.0.1:5/db?pool_size=many", "pool_size"),
         ("postgresql://u@127.0.0.1:5/db?nonsense_option=1", "invalid PostgreSQL URL"),
+        ("postgresql://u@127.0.0.1:5/db?call_timeout=soon", "call_timeout"),
     ],
 )
 def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
@@ -75,3 +77,23 @@ def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:
 def test_unreachable_server_is_store_unavailable() -> None:
     with pytest.raises(errors.StoreUnavailableError, match="cannot reach PostgreSQL"):
         PostgresStore.from_url("postgresql://u@127.0.0.1:1/db")
+
+
+def test_a_call_on_a_half_open_connection_is_broken_off(postgres_server: PostgresServer) -> None:
+    """A peer that acknowledges bytes but never answers: `call_timeout` ends the call, the pool
+    drops the connection and the next call works (S12 found a worker stuck here for good)."""
+    url = postgres_server.create_schema()
+    proxy = ResetProxy(postgres_server.port)
+    with proxy.running():
+        store = PostgresStore.from_url(proxy.via(url) + "&call_timeout=1")
+        try:
+            store.ping()
+            proxy.stall()
+            started = time.monotonic()
+            with pytest.raises(errors.StoreUnavailableError):
+                store.ping()
+            assert time.monotonic() - started < 1 + 2  # the deadline + the watchdog's period
+            proxy.heal()
+            store.ping()
+        finally:
+            store.close()
