@@ -210,4 +210,6 @@ def test_catalog_health_metrics_docs(api: ApiServer, http: httpx.Client) -> None
     member = doc["components"]["schemas"]["NewJob_demo_sleep"]
     assert member["properties"]["input"]["properties"]["seconds"]["maximum"] == 86400
     assert http.get("/docs").status_code == 200
+    ids = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids)), "every operationId must be unique (OpenAPI)"
     problem(http.get("/v1/nothing-here"), 404, "not-found")

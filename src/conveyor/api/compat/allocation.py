@@ -282,7 +282,6 @@ async def get_result(service: ServiceDep, _: Reader, job_id: JobIdParam = None) 
     return JSONResponse(legacy_result(job))
 
 
-@router.api_route("/deletejob", methods=["DELETE", "GET", "POST"], summary="Delete a job")
 async def deletejob(
     service: ServiceDep, _: Admin, jobid: Annotated[str | None, Query()] = None
 ) -> Response:
@@ -290,3 +289,12 @@ async def deletejob(
     if job is None:
         return no_content()
     return await run_in_threadpool(delete, service, job)
+
+
+# The original answered all three methods; one route each, so each has its own operationId
+# (OpenAPI requires them unique, and generated clients name their methods after them).
+for _method in ("DELETE", "GET", "POST"):
+    router.add_api_route(
+        "/deletejob", deletejob, methods=[_method], summary="Delete a job",
+        operation_id=f"allocation_deletejob_{_method.lower()}",
+    )  # fmt: skip
