@@ -43,7 +43,7 @@ CANCEL_POLL_S = 0.02
 SHORT_JOB_S = 0.005  # jobs shorter than this are pipelined to children and reported in batches
 SEQ, SINCE = 0, 1  # shared with the supervisor: [seq of the job last started, its start time]
 DONE_BATCH = 16  # outcomes held back at most...
-DONE_HOLD_S = SHORT_JOB_S  # ...and for at most this long (checked between jobs)
+DONE_HOLD_S = SHORT_JOB_S  # ...and for at most this long (a thread sends them if a job runs on)
 
 
 class Child:
@@ -64,7 +64,8 @@ class Child:
         self.runtime: dict[str, float] = {}  # kind -> EWMA seconds
         self.cancelled: set[str] = set()
         self.stopping = False
-        self.send_lock = threading.Lock()
+        self.send_lock = threading.Lock()  # the pipe and `unsent`
+        self.held = threading.Condition(self.send_lock)  # wakes the reporter thread
         self.read_lock = threading.Lock()
         self.last_poll = 0.0
         self.loop = asyncio.new_event_loop()
@@ -103,6 +104,7 @@ class Child:
         return job_id in self.cancelled
 
     def serve(self) -> None:
+        threading.Thread(target=self._report_late, daemon=True, name="reporter").start()
         while not self.stopping:
             if not self.pending:
                 self.report()
@@ -121,23 +123,52 @@ class Child:
             outcome["took"] = took = now - started
             kind = message["kind"]
             self.runtime[kind] = 0.8 * self.runtime.get(kind, took) + 0.2 * took
-            if not self.unsent:
-                self.unsent_since = now
-            self.unsent.append(outcome)
-            if len(self.unsent) >= DONE_BATCH or now - self.unsent_since >= DONE_HOLD_S:
-                self.report()
+            self.hold(outcome, now)
         # Anything still waiting was never started: hand it back.
-        self.unsent.extend({"id": m["id"], "outcome": "released"} for m in self.pending)
+        for message in self.pending:
+            self.hold({"id": message["id"], "outcome": "released"}, time.monotonic())
         self.report()
 
     def is_short(self, kind: str) -> bool:
         return self.runtime.get(kind, SHORT_JOB_S) < SHORT_JOB_S
 
+    def hold(self, outcome: dict[str, Any], now: float) -> None:
+        """Keep a finished job's outcome to send with the next ones; send them all once there
+        are DONE_BATCH or the oldest has waited DONE_HOLD_S."""
+        with self.held:
+            if not self.unsent:
+                self.unsent_since = now
+                self.held.notify()
+            self.unsent.append(outcome)
+            if len(self.unsent) >= DONE_BATCH or now - self.unsent_since >= DONE_HOLD_S:
+                self._send_unsent()
+
     def report(self) -> None:
         """Send the outcomes held back, in one message."""
+        with self.send_lock:
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:  # with send_lock held
         if self.unsent:
-            self.send({"op": "done", "jobs": self.unsent})
+            self.conn.send_bytes(orjson.dumps({"op": "done", "jobs": self.unsent}))
             self.unsent = []
+
+    def _report_late(self) -> None:
+        """Reporter thread: outcomes held back behind a job that turned out long (a kind that is
+        usually short) are sent DONE_HOLD_S after the first of them, not when that job ends."""
+        with self.held:
+            while True:
+                if not self.unsent:
+                    self.held.wait()
+                    continue
+                due = self.unsent_since + DONE_HOLD_S - time.monotonic()
+                if due > 0:
+                    self.held.wait(due)
+                    continue
+                try:
+                    self._send_unsent()
+                except OSError:
+                    return  # the supervisor is gone; the main thread notices too
 
     def run(self, message: dict[str, Any]) -> dict[str, Any]:
         job_id = message["id"]
