@@ -322,8 +322,10 @@ class Supervisor:
                 item = slot.pop(done["id"])
                 if item is None or item.lost:
                     continue
-                kind, took = item.job.kind, done.get("took", 0.0)
-                self.runtime[kind] = 0.8 * self.runtime.get(kind, took) + 0.2 * took
+                took = done.get("took")  # none for jobs handed back unstarted
+                if took is not None:
+                    kind = item.job.kind
+                    self.runtime[kind] = 0.8 * self.runtime.get(kind, took) + 0.2 * took
                 self._settle_done(item, done)
             return
         item = next((i for i in slot.jobs if i.id == message.get("id")), None)
