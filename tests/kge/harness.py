@@ -12,11 +12,9 @@ from typing import Any
 
 import httpx
 
-from conveyor.api.app import create_app
-from conveyor.settings import Settings
-from conveyor.store import Store, open_store
+from conveyor.store import Store
 from tests.integration.harness import start_worker, stop, wait_for, worker_env
-from tests.servers.http import serve_in_thread
+from tests.servers.conveyor_api import sqlite_api_in_thread
 
 
 def nations() -> list[tuple[str, str, str]]:
@@ -81,17 +79,12 @@ class Env:
 def running_api(tmp: Path, **worker_settings: str) -> Iterator[Env]:
     """The API (uvicorn, in this process) and one worker process with `worker_settings`
     (`CONVEYOR_*` variables) in its environment."""
-    home = tmp / "home"
-    store_url = f"sqlite:///{tmp / 'conveyor.db'}"
-    settings = Settings(home=home, store=store_url, storage=f"file://{home / 'files'}")
     with ExitStack() as stack:
-        url = stack.enter_context(serve_in_thread(create_app(settings)))
-        store = open_store(store_url)
-        stack.callback(store.close)
+        api = stack.enter_context(sqlite_api_in_thread(tmp))
         worker = start_worker(
-            store_url, home, "--queues", "kge", "--concurrency", "1",
-            env=worker_env(home, CONVEYOR_IMPORTS="conveyor.kinds.kge", **worker_settings),
+            api.store_url, api.home, "--queues", "kge", "--concurrency", "1",
+            env=worker_env(api.home, CONVEYOR_IMPORTS="conveyor.kinds.kge", **worker_settings),
         )  # fmt: skip
         stack.callback(stop, worker)
-        http = stack.enter_context(httpx.Client(base_url=url, timeout=60))
-        yield Env(http, store, worker)
+        http = stack.enter_context(httpx.Client(base_url=api.url, timeout=60))
+        yield Env(http, api.store, worker)

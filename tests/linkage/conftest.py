@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.api.app import create_app
-from conveyor.settings import Settings
-from conveyor.store import Store, open_store
 from tests.integration.harness import ROOT, start_worker, stop, worker_env
-from tests.servers.http import serve_in_thread
+from tests.servers.conveyor_api import ServedApi, sqlite_api_in_thread
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = HERE / "febrl-schema.json"
@@ -89,9 +85,14 @@ def febrl(tmp_path_factory: pytest.TempPathFactory) -> Febrl:
 class Env:
     """One API server on a SQLite store, and workers on demand."""
 
-    def __init__(self, home: Path, store_url: str, url: str, store: Store) -> None:
-        self.home, self.store_url, self.url, self.store = home, store_url, url, store
-        self.http = httpx.Client(base_url=url, timeout=30)
+    def __init__(self, api: ServedApi) -> None:
+        self.home, self.store_url, self.url, self.store = (
+            api.home,
+            api.store_url,
+            api.url,
+            api.store,
+        )
+        self.http = httpx.Client(base_url=api.url, timeout=30)
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def worker(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
@@ -110,13 +111,9 @@ class Env:
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     # Small chunks, so that even a small run is split into several sub-jobs.
     monkeypatch.setenv("CONVEYOR_LINKAGE_CHUNK_COMPARISONS", "300000")
-    home = tmp_path / "home"
-    store_url = f"sqlite:///{tmp_path / 'conveyor.db'}"
-    settings = Settings(home=home, store=store_url, storage=f"file://{home / 'files'}")
-    with ExitStack() as stack:
-        url = stack.enter_context(serve_in_thread(create_app(settings)))
-        store = open_store(store_url)
-        stack.callback(store.close)
-        env = Env(home, store_url, url, store)
-        stack.callback(env.close)
-        yield env
+    with sqlite_api_in_thread(tmp_path) as api:
+        env = Env(api)
+        try:
+            yield env
+        finally:
+            env.close()
