@@ -1,10 +1,12 @@
 """Engine benchmark: batch enqueue, drain and idle latency of `noop` jobs on SQLite.
 
     python bench/engine.py [--n 20000] [--concurrency 2] [--synchronous full] [--prefetch 1]
+                           [--store redis://127.0.0.1:6379/5?allow_no_persistence=1]
 
 Prints a table and writes bench/results/engine.json. The store is a temp SQLite file in its
-durable setting (WAL, synchronous=FULL) unless told otherwise; workers are one real
-`conveyor worker` process with N children, as a user would run it.
+durable setting (WAL, synchronous=FULL) unless told otherwise, or the store at `--store` (a
+PostgreSQL database or Redis db the bench may empty: it deletes every job at the start);
+workers are one real `conveyor worker` process with N children, as a user would run it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from conveyor.models import NewJob
 from conveyor.service import Service
 from conveyor.storage import open_storage
 from conveyor.store import open_store
+from conveyor.store.base import Store
 
 
 def succeeded(service: Service) -> int:
@@ -47,6 +50,14 @@ def wait_count(service: Service, target: int, timeout: float, last: str | None =
     return time.perf_counter()
 
 
+def empty(store: Store) -> None:
+    """Delete every job of a reused store, so counts start at zero."""
+    while pruned := store.prune(float("inf"), limit=100_000):
+        print(f"{len(pruned)} finished jobs of an earlier run deleted")
+    if any(s.queued or s.running or s.scheduled for s in store.queue_stats()):
+        raise SystemExit("the store has unfinished jobs: give the bench an empty store")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
@@ -55,12 +66,14 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=32)  # the worker's default
     parser.add_argument("--synchronous", default="full")
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--store", help="a store URL to use instead of a temp SQLite file")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.json"))
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
-    url = f"sqlite:///{tmp / 'bench.db'}?synchronous={args.synchronous}"
+    url = args.store or f"sqlite:///{tmp / 'bench.db'}?synchronous={args.synchronous}"
     store = open_store(url)
+    empty(store)
     store.register_kinds(import_kinds(["conveyor.kinds.demo"]).infos())
     service = Service(store, open_storage(f"file://{tmp / 'files'}"))
 
@@ -111,6 +124,7 @@ def main() -> None:
         "n": args.n,
         "concurrency": args.concurrency,
         "prefetch": args.prefetch,
+        "store": url.split(":", 1)[0],
         "synchronous": args.synchronous,
         "enqueue_jobs_per_s": round(args.n / enqueue_s),
         "drain_jobs_per_s": round(args.n / drain_s),

@@ -38,6 +38,20 @@ def test_enqueued_job_is_queued_with_its_fields(store: Store, clock: FakeClock) 
     assert [e.data["state"] for e in store.events(job.id)] == ["queued"]
 
 
+def test_first_event_says_where_the_job_goes(store: Store, clock: FakeClock) -> None:
+    plain, hooked, later = store.enqueue([
+        spec(clock, queue="q1"),
+        spec(clock, queue="q2", webhook={"url": "https://example.org/h"}),
+        spec(clock, queue="q3", run_at=clock() + 60),
+    ])  # fmt: skip
+    first = {job.id: store.events(job.id)[0].data for job in (plain, hooked, later)}
+    assert first == {
+        plain.id: {"state": "queued", "queue": "q1"},
+        hooked.id: {"state": "queued", "queue": "q2", "webhook": True},
+        later.id: {"state": "scheduled", "queue": "q3"},
+    }
+
+
 def test_batch_enqueue_returns_jobs_in_order(store: Store, clock: FakeClock) -> None:
     specs = [spec(clock, input={"i": i}) for i in range(250)]
     jobs = store.enqueue(specs)

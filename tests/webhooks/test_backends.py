@@ -48,3 +48,31 @@ def test_every_event_delivered_once_per_endpoint(store: Store, clock: FakeClock)
     assert again.cursor() == dispatcher.cursor() > 0
     again.close()
     assert len(receiver.hits) == 9
+
+
+def test_jobs_seen_created_are_routed_without_reading_them(store: Store) -> None:
+    """The first event of a job says whether it has a webhook: of 200 jobs without one, the
+    dispatcher reads none; it reads the one job whose events it delivers."""
+    read: list[str] = []
+    list_jobs = store.list_jobs
+
+    def counting(filter, cursor=None, limit=50):  # type: ignore[no-untyped-def]
+        read.extend(filter.ids or ["<scan>"])
+        return list_jobs(filter, cursor, limit)
+
+    now = store.now()
+    specs = [JobSpec(id=uuid7(), kind="noop", queue="default", input={}, run_at=now)
+             for _ in range(200)]  # fmt: skip
+    hooked = JobSpec(id=uuid7(), kind="noop", queue="default", input={}, run_at=now,
+                     webhook={"url": "http://127.0.0.1:9/h"})  # fmt: skip
+    store.enqueue([*specs, hooked])
+    dispatcher = Dispatcher(store, WebhookSettings(), CallbackPolicy(["127.0.0.0/8"]))
+    store.list_jobs = counting  # type: ignore[method-assign]
+    try:
+        while dispatcher.collect():
+            pass
+    finally:
+        del store.list_jobs
+        dispatcher.close()
+    assert read == [hooked.id]
+    assert [d["event"] for d in deliveries_of(store, hooked.id)] == ["job.queued"]

@@ -135,12 +135,23 @@ def batch_keys(specs: Sequence[JobSpec]) -> dict[str, str | None]:
     return seen
 
 
+def created_event(spec: JobSpec, state: JobState) -> dict[str, Any]:
+    """The data of a job's first event: its state, its queue and whether it carries a
+    webhook of its own. Written with the job, so the webhook dispatcher can route the events
+    of the jobs it saw created without reading each job back (most jobs have no webhook)."""
+    data: dict[str, Any] = {"state": state.value, "queue": spec.queue}
+    if spec.webhook is not None:
+        data["webhook"] = True
+    return data
+
+
 @runtime_checkable
 class Store(Protocol):
     """A durable job store. An accepted job is committed before `enqueue` returns."""
 
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
-        """Insert jobs atomically; return them in order.
+        """Insert jobs atomically; return them in order. Each new job's first event carries
+        `created_event` as its data.
 
         A spec whose idempotency key is already known within the window returns the original
         job instead; the same key with a different `request_hash` raises

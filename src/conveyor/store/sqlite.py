@@ -42,6 +42,7 @@ from conveyor.store.base import (
     JobSpec,
     Settlement,
     batch_keys,
+    created_event,
     job_from_values,
     new_job,
     read_kinds,
@@ -310,7 +311,7 @@ class SqliteStore:
                      spec.backoff_s, _dumps(list(spec.tags)), spec.idempotency_key,
                      None if spec.webhook is None else _dumps(spec.webhook), now, now)
                 )  # fmt: skip
-                events.append(self._event(spec.id, now, "state", {"state": state.value}))
+                events.append(self._event(spec.id, now, "state", created_event(spec, state)))
                 if spec.idempotency_key is not None:
                     keys.append(
                         (spec.idempotency_key, spec.id, spec.request_hash,

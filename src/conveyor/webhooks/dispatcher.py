@@ -180,10 +180,17 @@ class Dispatcher:
         events = self.store.feed(after, FEED_BATCH)
         if not events:
             return False
-        # Most jobs have no webhook: remember that per job (a job's 3+ events cost one lookup)
-        # and load a job in full only when one of its events is to be delivered.
-        unknown = {e.job_id for e in events if e.job_id not in self.has_hooks}
+        # Most jobs have no webhook: remember that per job and load a job in full only when
+        # one of its events is to be delivered. A job's first event says where it goes
+        # (store.base.created_event); only jobs created before the cursor need a lookup.
         queue_specs: dict[str, WebhookSpec | None] = {}
+        for event in events:
+            if event.job_id not in self.has_hooks and "queue" in event.data:
+                own = bool(event.data.get("webhook"))
+                self._remember(
+                    event.job_id, own or self._queue_spec(event.data["queue"], queue_specs)
+                )
+        unknown = {e.job_id for e in events if e.job_id not in self.has_hooks}
         for found in self._jobs(unknown).values():
             hooked = bool(found.webhook) or self._queue_spec(found.queue, queue_specs)
             self._remember(found.id, hooked)

@@ -59,7 +59,10 @@ local function insert(b)
   end
   wake(queue)
   count(queue, state, 1, id)
-  event(id, nowstr, 'state', '{"state":"' .. state .. '"}')
+  local hook = ''  -- the data of base.created_event
+  if ARGV[b + 12] ~= '' then hook = ',"webhook":true' end
+  event(id, nowstr, 'state', '{"state":"' .. state .. '","queue":' .. cjson.encode(queue) .. hook
+    .. '}')
   return state
 end
 
