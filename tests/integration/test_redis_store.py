@@ -6,6 +6,9 @@
 - Retention keeps memory bounded: pruned jobs leave no keys, events or feed entries behind.
 - Tag indexes: a tag filter reads only the tagged jobs; stores written before the indexes
   existed are back-filled on open.
+- The census of waiting kinds per queue: exact through every transition, lets a claim by kind
+  skip reading jobs, and a census left wrong (or missing) never hands out a job of a kind the
+  worker does not run.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -204,10 +208,12 @@ def test_listing_by_state_reads_only_that_state(redis_url: str, redis_server: Re
         reads = int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
         assert [j.id for j in page.jobs] == sorted((j.id for j in jobs[:3]), reverse=True)
         assert reads <= 3, "only the running jobs' hashes are read, not the 2,997 finished"
-        # the index follows every transition: per state it matches the counters
+        # the index follows every transition: per state it matches the counters (running
+        # jobs are indexed by their leases)
         for state in ("running", "succeeded", "queued"):
             counted = int(client.hget("conveyor:counts:default", state) or 0)
-            assert client.zcard(f"conveyor:st:{state}") == counted
+            index = "conveyor:leases" if state == "running" else f"conveyor:st:{state}"
+            assert client.zcard(index) == counted
         [job] = store.list_jobs(JobFilter(state=[JobState.SUCCEEDED]), limit=1).jobs
         assert job.id == max(j.id for j in jobs[3:])
     finally:
@@ -270,6 +276,95 @@ def test_a_store_from_before_tag_indexes_is_back_filled_on_open(
         page = store.list_jobs(JobFilter(tag="old"), limit=3000)
         assert [j.id for j in page.jobs] == sorted((s.id for s in specs), reverse=True)
         assert [j.id for j in store.claim(["default"], "w", 5, 30.0, tag="n7")] == [specs[7].id]
+    finally:
+        client.close()
+        store.close()
+
+
+def census(client: Any, queue: str = "default") -> dict[str, int]:
+    return {k: int(v) for k, v in client.hgetall(f"conveyor:kinds:{queue}").items()}
+
+
+def test_census_of_waiting_kinds_follows_every_transition(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    client = redis_server.client()
+    try:
+        store.enqueue([spec(clock, kind="a") for _ in range(4)])
+        store.enqueue([spec(clock, kind="b"), spec(clock, kind="b", run_at=clock() + 5)])
+        assert census(client) == {"a": 4, "b": 2}
+        first, second, third = store.claim(["default"], "w", 3, 30.0, kinds=["a"])
+        assert census(client) == {"a": 1, "b": 2}
+        store.settle([
+            Settlement(first.id, first.lease.token, Outcome.SUCCEEDED),  # type: ignore[union-attr]
+            Settlement(second.id, second.lease.token, Outcome.FAILED),  # type: ignore[union-attr]
+        ])  # fmt: skip
+        assert census(client) == {"a": 2, "b": 2}  # the failure waits for its retry
+        store.cancel(third.id)  # running: stays running until its worker stops
+        [waiting_b] = [j for j in store.list_jobs(JobFilter(state=[JobState.QUEUED])).jobs
+                       if j.kind == "b"]  # fmt: skip
+        store.cancel(waiting_b.id)
+        assert census(client) == {"a": 2, "b": 1}
+        clock.advance(10)  # the scheduled b becomes due and is promoted: still waiting
+        store.claim(["default"], "w", 10, 30.0, kinds=["z"])
+        assert census(client) == {"a": 2, "b": 1}
+        store.retry(waiting_b.id)
+        assert census(client) == {"a": 2, "b": 2}
+        claimed = store.claim(["default"], "w", 10, 30.0)
+        assert len(claimed) == 4 and census(client) == {}
+    finally:
+        client.close()
+        store.close()
+
+
+def test_claim_by_kind_reads_no_job_first_when_the_census_allows(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    client = redis_server.client()
+    try:
+        only_a = [spec(clock, kind="a") for _ in range(50)]
+        store.enqueue(only_a)
+        client.config_resetstat()
+        got = store.claim(["default"], "w", 10, 30.0, kinds=["a", "b"])
+        assert [j.id for j in got] == [s.id for s in only_a[:10]]
+        assert "cmdstat_hmget" not in client.info("commandstats")
+        mixed = [spec(clock, kind="b"), spec(clock, kind="c")]
+        store.enqueue(mixed)
+        client.config_resetstat()
+        got = store.claim(["default"], "w", 50, 30.0, kinds=["c"])
+        assert [j.id for j in got] == [mixed[1].id]  # a "c" is waiting: jobs are checked
+        assert "cmdstat_hmget" in client.info("commandstats")
+    finally:
+        client.close()
+        store.close()
+
+
+def test_a_wrong_or_missing_census_never_hands_out_a_foreign_kind(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    client = redis_server.client()
+    try:
+        foreign = [spec(clock, kind="x") for _ in range(3)]
+        mine = [spec(clock, kind="a") for _ in range(3)]
+        store.enqueue([*foreign, *mine])
+        # What an older conveyor leaves: jobs it enqueued are missing from the census.
+        client.hdel("conveyor:kinds:default", "x")
+        assert store.claim(["default"], "w", 2, 30.0, kinds=["a"]) == []  # x first in order
+        assert census(client) == {"x": 3, "a": 3}  # recounted by that claim
+        got = store.claim(["default"], "w", 10, 30.0, kinds=["a"])
+        assert [j.id for j in got] == [s.id for s in mine]
+        # A store written before the census: counted once on open.
+        store.close()
+        client.delete("conveyor:indexed:kinds", "conveyor:kinds:default")
+        store = open_store(redis_url, clock=clock)
+        assert census(client) == {"x": 3}
+        assert client.exists("conveyor:indexed:kinds")
     finally:
         client.close()
         store.close()

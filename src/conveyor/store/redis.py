@@ -69,15 +69,21 @@ CLAIM_SCAN_LIMIT = 50_000  # ready jobs a filtered (kind/tag) claim looks at per
 LIST_PAGE = 200
 SCRIPTS = (
     "enqueue", "claim", "heartbeat", "lookup", "settle", "rescue", "change", "prune", "stats",
-    "index_tags",
+    "index_tags", "census",
 )  # fmt: skip
 INDEX_CHUNK = 1_000  # jobs per call of the tag index back-fill
 #: Set once every job is in the tag indexes (stores written before they existed are back-filled
 #: on open).
 TAGS_INDEXED = "indexed:tags"
+#: Set once the census of waiting kinds per queue (k_kinds in common.lua) is complete.
+KINDS_COUNTED = "indexed:kinds"
 Rows = dict[str, dict[str, str]]  # job id -> LOOKUP_FIELDS of a running job
 LOOKUP_FIELDS = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_requested")
 _TRUE = ("1", "true", "yes", "on")
+
+
+def _seq(event: JobEvent) -> int:
+    return event.seq
 
 
 def _script_source(name: str) -> str:
@@ -116,6 +122,9 @@ class RedisStore:
             for script in self._scripts.values():  # load once; EVALSHA from here on (redis-py
                 client.script_load(script.script)  # reloads them if a restarted Redis forgot)
             self._index_tags_of_older_jobs()
+            self._count_kinds_of_older_jobs()
+            # Stores written before the leases served as the index of running jobs had one.
+            client.delete(self._key("st", JobState.RUNNING.value))
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None) -> RedisStore:
@@ -201,6 +210,14 @@ class RedisStore:
         while last := self._run("index_tags", [last, INDEX_CHUNK]):
             pass
         self._r.set(self._key(TAGS_INDEXED), "1")
+
+    def _count_kinds_of_older_jobs(self) -> None:
+        """Count the waiting jobs by kind once, for stores written before the census (one
+        script: for a queue of a million jobs a second or so, once). An empty store is left
+        untouched: its census is kept from its first job on."""
+        marker = self._key(KINDS_COUNTED)
+        if not self._r.exists(marker) and self._r.exists(self._key("queues")):
+            self._run("census", [marker])
 
     def _check_persistence(self, allow_volatile: bool) -> None:
         with suppress(redis.ResponseError):  # CONFIG is disabled on some managed services
@@ -308,12 +325,16 @@ class RedisStore:
         if n <= 0 or not queues or kinds == []:
             return []
         queues = list(dict.fromkeys(queues))
+        tokens = [new_token() for _ in range(n)]
         args: list[Any] = [
             owner, n, repr(float(lease_s)), "" if kinds is None else codec.dumps(list(kinds)),
-            "" if tag is None else "=" + tag, CLAIM_SCAN_LIMIT, len(queues), *queues,
-            *(new_token() for _ in range(n)),
+            "" if tag is None else "=" + tag, CLAIM_SCAN_LIMIT, len(queues), *queues, *tokens,
         ]  # fmt: skip
-        return [codec.hash_to_job(codec.pairs(flat)) for flat in self._run("claim", args)]
+        now, expires, *found = self._run("claim", args)
+        return [
+            codec.claimed(flat, owner, token, now, expires)
+            for flat, token in zip(found, tokens, strict=False)
+        ]
 
     def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
         if not beats:
@@ -463,7 +484,7 @@ class RedisStore:
         elif f.tag is not None and not self._states_are_fewer(f.state, f.tag):
             ids = self._newest_ids(self._key("tag", f.tag), cursor)
         elif f.state:
-            streams = [self._newest_ids(self._key("st", s.value), cursor) for s in set(f.state)]
+            streams = [self._newest_in_state(s, cursor) for s in set(f.state)]
             ids = heapq.merge(*streams, reverse=True)
         else:
             ids = self._newest_ids(self._key("all"), cursor)
@@ -478,10 +499,22 @@ class RedisStore:
             return False
         with self._errors(), self._r.pipeline(transaction=False) as pipe:
             for state in set(states):
-                pipe.zcard(self._key("st", state.value))
+                pipe.zcard(self._state_index(state))
             pipe.zcard(self._key("tag", tag))
             *in_states, tagged = pipe.execute()
         return sum(int(n) for n in in_states) < int(tagged)
+
+    def _state_index(self, state: JobState) -> str:
+        """The sorted set of the ids of the jobs in a state: running jobs are those holding a
+        lease (scored by its expiry), the others have an index of their own (scored 0)."""
+        return self._key("leases") if state is JobState.RUNNING else self._key("st", state.value)
+
+    def _newest_in_state(self, state: JobState, cursor: str | None) -> Iterator[str]:
+        if state is not JobState.RUNNING:
+            return self._newest_ids(self._state_index(state), cursor)
+        # As many as run at once (workers x prefetch): read whole, ordered here.
+        ids: list[str] = self._call(self._r.zrange, self._key("leases"), 0, -1)
+        return iter(sorted((i for i in ids if cursor is None or i < cursor), reverse=True))
 
     def _newest_ids(self, key: str, cursor: str | None) -> Iterator[str]:
         top = "(" + cursor if cursor else "+"
@@ -493,10 +526,21 @@ class RedisStore:
             top = "(" + ids[-1]
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:
-        raw: list[str] = self._call(
-            self._r.zrangebyscore, self._key("ev", job_id), f"({after}", "+inf", 0, limit
-        )
-        return [codec.event_model(text) for text in raw]
+        """State events are found in the feed by the sequence numbers in the job's `seqs`
+        field; progress and log events (and every event of a job stored by an older version)
+        in the job's own sorted set. See common.lua."""
+        with self._errors():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hget(self._key("job", job_id), "seqs")
+            pipe.zrangebyscore(self._key("ev", job_id), f"({after}", "+inf", 0, limit)
+            seqs, raw = pipe.execute()
+            wanted = [int(n) for n in seqs.split(",") if int(n) > after] if seqs else []
+            if wanted:
+                for seq in wanted[:limit]:  # in order: each script numbers its events upwards
+                    pipe.zrangebyscore(self._key("feed"), seq, seq)
+                raw += [text for found in pipe.execute() for text in found]
+        found = sorted({e.seq: e for e in map(codec.event_model, raw)}.values(), key=_seq)
+        return found[:limit]
 
     def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         raw: list[str] = self._call(

@@ -91,6 +91,17 @@ def pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def claimed(flat: Sequence[str], owner: str, token: str, now: str, expires: str) -> Job:
+    """A claimed job from its hash as it was before the claim (claim.lua) and what the claim
+    wrote: the same values the script set."""
+    h = pairs(flat)
+    h.update(
+        state="running", attempt=str(int(h["attempt"]) + 1), lease_owner=owner,
+        lease_token=token, lease_expires_at=expires, started_at=now, updated_at=now,
+    )  # fmt: skip
+    return hash_to_job(h)
+
+
 def event_model(text: str) -> JobEvent:
     """A JobEvent from the JSON the scripts wrote (common.lua `finish`)."""
     raw = loads(text)

@@ -4,7 +4,7 @@
 local now, nowstr = clock(ARGV[2])
 local op, id, expected = ARGV[3], ARGV[4], ARGV[5]
 local jk = k_job(id)
-local f = redis.call('HMGET', jk, 'state', 'queue', 'run_at', 'priority')
+local f = redis.call('HMGET', jk, 'state', 'queue', 'run_at', 'priority', 'seqs', 'kind')
 if not f[1] then return {'missing'} end
 if f[1] ~= expected then return {'changed', f[1]} end
 local state, queue, run_at = f[1], f[2], f[3]
@@ -14,25 +14,25 @@ if op == 'delete' then
   finish()
   return {'ok'}
 elseif op == 'cancel' and state == 'running' then
-  redis.call('HSET', jk, 'cancel_requested', '1', 'updated_at', nowstr)
-  event(id, nowstr, 'state', '{"state":"running","cancel_requested":true}')
+  local seq = event(id, nowstr, 'state', '{"state":"running","cancel_requested":true}')
+  redis.call('HSET', jk, 'cancel_requested', '1', 'updated_at', nowstr, 'seqs', with_seq(f[5], seq))
 elseif op == 'cancel' then
   if state == 'queued' then unready(id, queue, run_at) else redis.call('ZREM', k_sched(queue), id) end
+  local seq = event(id, nowstr, 'state', '{"state":"cancelled"}')
   redis.call('HSET', jk, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', nowstr,
-    'updated_at', nowstr)
+    'updated_at', nowstr, 'seqs', with_seq(f[5], seq))
   redis.call('ZADD', k_done(queue), nowstr, id)
-  count(queue, state, -1, id)
-  count(queue, 'cancelled', 1, id)
-  event(id, nowstr, 'state', '{"state":"cancelled"}')
+  count(queue, f[6], state, -1, id)
+  count(queue, f[6], 'cancelled', 1, id)
 elseif op == 'retry' then
   redis.call('ZREM', k_done(queue), id)
   redis.call('HDEL', jk, 'finished_at', 'result', 'progress')
+  local seq = event(id, nowstr, 'state', '{"state":"queued","retried":true}')
   redis.call('HSET', jk, 'state', 'queued', 'attempt', '0', 'run_at', nowstr,
-    'cancel_requested', '0', 'updated_at', nowstr)
+    'cancel_requested', '0', 'updated_at', nowstr, 'seqs', with_seq(f[5], seq))
   make_ready(id, queue, f[4], nowstr)
-  count(queue, state, -1, id)
-  count(queue, 'queued', 1, id)
-  event(id, nowstr, 'state', '{"state":"queued","retried":true}')
+  count(queue, f[6], state, -1, id)
+  count(queue, f[6], 'queued', 1, id)
   wake(queue)
 else
   return redis.error_reply('unknown operation ' .. op)

@@ -1,7 +1,8 @@
 -- Lease up to n due jobs from the named queues, best first (priority DESC, run_at, id).
 -- ARGV: prefix, now|"", owner, n, lease_s, kinds JSON|"", tag ("="..tag | ""), scan limit,
 --   number of queues, queues..., then n fresh lease tokens.
--- Returns one HGETALL array per claimed job.
+-- Returns {now, lease expiry, then one HGETALL array per claimed job as it was before the
+--   claim (codec.claimed applies what the claim changed)}.
 local now, nowstr = clock(ARGV[2])
 local owner, n, lease_s = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kinds = nil
@@ -17,10 +18,25 @@ local queues = {}
 for i = 1, nq do queues[i] = ARGV[9 + i] end
 local token_base = 9 + nq
 
+-- When every kind waiting in the queues is one the worker runs (the census, k_kinds), the
+-- first jobs in claim order are the ones to take: no job needs looking at first. Each claimed
+-- job's kind is still checked below, so a census an older conveyor left wrong costs a
+-- recount, never a job of the wrong kind.
+local check_kinds = kinds ~= nil
+if kinds then
+  check_kinds = false
+  for _, queue in ipairs(queues) do
+    local census = redis.call('HGETALL', k_kinds(queue))
+    for j = 1, #census, 2 do
+      if not kinds[census[j]] and tonumber(census[j + 1]) > 0 then check_kinds = true end
+    end
+  end
+end
+
 local function matches(id)
-  if not kinds and not tag then return true end
+  if not check_kinds and not tag then return true end
   local f = redis.call('HMGET', k_job(id), 'kind', 'tags')
-  if kinds and not kinds[f[1]] then return false end
+  if check_kinds and not kinds[f[1]] then return false end
   if tag then
     for _, t in ipairs(cjson.decode(f[2])) do
       if t == tag then return true end
@@ -34,7 +50,7 @@ end
 for _, queue in ipairs(queues) do promote(queue, now, nowstr, math.max(n, 1000)) end
 
 local candidates = {}
-local filtered = kinds ~= nil or tag ~= nil
+local filtered = check_kinds or tag ~= nil
 
 -- With a tag carried by fewer jobs than wait in the queues (and no more than the scan
 -- limit), read the tag's whole index instead of the ready sets: its waiting jobs, then
@@ -86,44 +102,37 @@ if nq > 1 or by_tag then
   end)
 end
 
--- Set fields in an HGETALL reply in place (so the job is read once and written once).
-local function patch(h, values)
-  local at = {}
-  for j = 1, #h, 2 do at[h[j]] = j + 1 end
-  for j = 1, #values, 2 do
-    local field, value = values[j], values[j + 1]
-    if at[field] then
-      h[at[field]] = value
-    else
-      h[#h + 1] = field
-      h[#h + 1] = value
-    end
-  end
-end
-
-local out = {}
 local expires = fmt(now + lease_s)
+local out = {nowstr, expires}
+local claimed, recount = 0, {}
 for i = 1, math.min(n, #candidates) do
   local c = candidates[i]
   local id, queue = c[3], c[4]
   local jk = k_job(id)
   local h = redis.call('HGETALL', jk)
-  local attempt = 0
+  local attempt, seqs, kind = 0, nil, nil
   for j = 1, #h, 2 do
-    if h[j] == 'attempt' then attempt = tonumber(h[j + 1]) + 1 end
+    local field = h[j]
+    if field == 'attempt' then attempt = tonumber(h[j + 1]) + 1
+    elseif field == 'seqs' then seqs = h[j + 1]
+    elseif field == 'kind' then kind = h[j + 1] end
   end
-  local values = {'state', 'running', 'attempt', tostring(attempt), 'lease_owner', owner,
-    'lease_token', ARGV[token_base + i], 'lease_expires_at', expires,
-    'started_at', nowstr, 'updated_at', nowstr}
-  redis.call('HSET', jk, unpack(values))
-  patch(h, values)
-  later(k_ready(queue), c[2], false)
-  later(K_LEASES, id, expires)
-  count(queue, 'queued', -1, id)
-  count(queue, 'running', 1, id)
-  event(id, nowstr, 'state', '{"state":"running","attempt":' .. attempt .. ',"worker":'
-    .. cjson.encode(owner) .. '}')
-  out[i] = h
+  if kinds and not kinds[kind] then
+    recount[queue] = true  -- the census was wrong: leave the job for a worker that runs it
+  else
+    claimed = claimed + 1
+    local seq = event(id, nowstr, 'state', '{"state":"running","attempt":' .. attempt
+      .. ',"worker":' .. cjson.encode(owner) .. '}')
+    redis.call('HSET', jk, 'state', 'running', 'attempt', tostring(attempt), 'lease_owner', owner,
+      'lease_token', ARGV[token_base + claimed], 'lease_expires_at', expires,
+      'started_at', nowstr, 'updated_at', nowstr, 'seqs', with_seq(seqs, seq))
+    later(k_ready(queue), c[2], false)
+    later(K_LEASES, id, expires)
+    count(queue, kind, 'queued', -1, id)
+    count(queue, kind, 'running', 1, id)
+    out[claimed + 2] = h  -- as it was: Python applies what the HSET changed (codec.claimed)
+  end
 end
 finish()
+for queue in pairs(recount) do recount_kinds(queue) end
 return out

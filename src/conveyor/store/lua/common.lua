@@ -12,6 +12,9 @@ local function k_ready(queue) return P .. 'q:' .. queue end
 local function k_sched(queue) return P .. 's:' .. queue end
 local function k_done(queue) return P .. 'done:' .. queue end
 local function k_counts(queue) return P .. 'counts:' .. queue end
+-- Per queue, kind -> how many of its jobs wait (queued or scheduled): a claim by kind needs
+-- no per-job kind check when every kind waiting in the queue is one the worker runs.
+local function k_kinds(queue) return P .. 'kinds:' .. queue end
 -- Per tag, the ids of the jobs carrying it (all scored 0: newest first by id, like K_ALL).
 local function k_tag(tag) return P .. 'tag:' .. tag end
 local K_LEASES = P .. 'leases'
@@ -30,17 +33,40 @@ end
 
 local function fmt(x) return string.format('%.6f', x) end
 
--- Events and counter changes are buffered and written once at the end (`finish`), so a batch
--- costs one INCRBY for its sequence numbers and a few multi-member ZADDs on the feed instead
--- of three commands per event. Every script that changes anything calls finish() before
--- returning; a script never fails half-way after a write (arguments are checked first).
+-- Events are numbered as they are made and written to the store-wide feed once at the end
+-- (`finish`), in a few multi-member ZADDs and one INCRBY; counter changes are summed and
+-- written there too. Every script that changes anything calls finish() before returning; a
+-- script never fails half-way after a write (arguments are checked first), and scripts run
+-- one at a time, so reading the sequence once and adding what was used at the end is exact.
+--
+-- A job's own log: the sequence numbers of its state events are kept in its hash (field
+-- `seqs`, written by the same HSET that changes its state, so a transition costs no extra
+-- key or command), their text in the feed; progress and log events, which a job may have
+-- thousands of, go to a sorted set of its own (`ev:<id>`) as well. Jobs stored by older
+-- versions have every event there; reading both serves either.
 local pending_events = {}
 local pending_counts = {}
+local pending_kinds = {}
 local pending_wake = {}
+local seq_base, seq_used = nil, 0
 
--- Queue one event for the job's log and the store-wide feed.
+-- Record one event; returns its sequence number.
 local function event(id, at, kind, data)
-  pending_events[#pending_events + 1] = {id, at, kind, data}
+  if not seq_base then seq_base = tonumber(redis.call('GET', K_SEQ) or '0') end
+  seq_used = seq_used + 1
+  local seq = seq_base + seq_used
+  local text = '{"seq":' .. seq .. ',"job_id":' .. cjson.encode(id) .. ',"at":' .. at
+    .. ',"type":"' .. kind .. '","data":' .. data .. '}'
+  pending_events[#pending_events + 1] = seq
+  pending_events[#pending_events + 1] = text
+  if kind ~= 'state' then redis.call('ZADD', k_ev(id), seq, text) end
+  return seq
+end
+
+-- A job's `seqs` field with one more state event.
+local function with_seq(seqs, seq)
+  if seqs == nil or seqs == false or seqs == '' then return tostring(seq) end
+  return seqs .. ',' .. seq
 end
 
 local function wake(queue) pending_wake[queue] = true end
@@ -60,15 +86,23 @@ local function later(key, member, score)
   d.ops[member] = score
 end
 
--- A job changes state: per-queue counters (queue_stats reads them instead of scanning jobs)
--- and the per-state id index (list_jobs by state, newest first). delta is +1 or -1.
-local function count(queue, state, delta, id)
-  local c = pending_counts[queue]
-  if not c then
-    c = {}
-    pending_counts[queue] = c
+local function add_to(totals, name, field, delta)
+  local t = totals[name]
+  if not t then
+    t = {}
+    totals[name] = t
   end
-  c[state] = (c[state] or 0) + delta
+  t[field] = (t[field] or 0) + delta
+end
+
+-- A job of `kind` enters (delta +1) or leaves (-1) `state`: per-queue counters (queue_stats
+-- reads them instead of scanning jobs), the census of waiting kinds (k_kinds) and the
+-- per-state id index (list_jobs by state, newest first). Running jobs have no index of their
+-- own: they are exactly the members of K_LEASES.
+local function count(queue, kind, state, delta, id)
+  add_to(pending_counts, queue, state, delta)
+  if state == 'queued' or state == 'scheduled' then add_to(pending_kinds, queue, kind, delta) end
+  if state == 'running' then return end
   if delta > 0 then later(P .. 'st:' .. state, id, 0) else later(P .. 'st:' .. state, id, false) end
 end
 
@@ -96,20 +130,10 @@ local function finish()
     call_chunked('ZADD', key, added, 400)
   end
   deferred, deferred_keys = {}, {}
-  local n = #pending_events
-  if n > 0 then
-    local seq = redis.call('INCRBY', K_SEQ, n) - n
-    local feed = {}
-    for _, e in ipairs(pending_events) do
-      seq = seq + 1
-      local text = '{"seq":' .. seq .. ',"job_id":' .. cjson.encode(e[1]) .. ',"at":' .. e[2]
-        .. ',"type":"' .. e[3] .. '","data":' .. e[4] .. '}'
-      redis.call('ZADD', k_ev(e[1]), seq, text)
-      feed[#feed + 1] = seq
-      feed[#feed + 1] = text
-    end
-    call_chunked('ZADD', K_FEED, feed, 400)
-    pending_events = {}
+  if seq_used > 0 then
+    redis.call('INCRBY', K_SEQ, seq_used)
+    call_chunked('ZADD', K_FEED, pending_events, 400)
+    pending_events, seq_base, seq_used = {}, nil, 0
   end
   for queue, changes in pairs(pending_counts) do
     for state, delta in pairs(changes) do
@@ -117,6 +141,14 @@ local function finish()
     end
   end
   pending_counts = {}
+  for queue, changes in pairs(pending_kinds) do
+    for kind, delta in pairs(changes) do
+      if delta ~= 0 and redis.call('HINCRBY', k_kinds(queue), kind, delta) <= 0 then
+        redis.call('HDEL', k_kinds(queue), kind)
+      end
+    end
+  end
+  pending_kinds = {}
   for queue in pairs(pending_wake) do redis.call('PUBLISH', P .. 'wake:' .. queue, '') end
   pending_wake = {}
 end
@@ -142,13 +174,13 @@ local function promote(queue, now, nowstr, limit)
   local ids = redis.call('ZRANGEBYSCORE', skey, '-inf', nowstr, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     local jk = k_job(id)
-    local f = redis.call('HMGET', jk, 'priority', 'run_at')
+    local f = redis.call('HMGET', jk, 'priority', 'run_at', 'seqs', 'kind')
     redis.call('ZREM', skey, id)
-    redis.call('HSET', jk, 'state', 'queued', 'updated_at', nowstr)
+    local seq = event(id, nowstr, 'state', '{"state":"queued"}')
+    redis.call('HSET', jk, 'state', 'queued', 'updated_at', nowstr, 'seqs', with_seq(f[3], seq))
     make_ready(id, queue, f[1], f[2])
-    count(queue, 'scheduled', -1, id)
-    count(queue, 'queued', 1, id)
-    event(id, nowstr, 'state', '{"state":"queued"}')
+    count(queue, f[4], 'scheduled', -1, id)
+    count(queue, f[4], 'queued', 1, id)
   end
   return #ids
 end
@@ -171,12 +203,31 @@ end
 -- Remove a finished job, its events (from its log and the feed) and its index entries.
 local function delete_job(id)
   local jk = k_job(id)
-  local f = redis.call('HMGET', jk, 'queue', 'state', 'tags')
+  local f = redis.call('HMGET', jk, 'queue', 'state', 'tags', 'seqs', 'kind')
   if not f[1] then return end
   redis.call('ZREM', k_done(f[1]), id)
   index_tags(id, f[3], false)
-  count(f[1], f[2], -1, id)
+  count(f[1], f[5], f[2], -1, id)
+  for seq in string.gmatch(f[4] or '', '%d+') do
+    redis.call('ZREMRANGEBYSCORE', K_FEED, seq, seq)
+  end
   call_chunked('ZREM', K_FEED, redis.call('ZRANGE', k_ev(id), 0, -1), 400)
   redis.call('DEL', k_ev(id), jk)
   redis.call('ZREM', K_ALL, id)
+end
+
+-- Count a queue's waiting jobs by kind afresh (stores written before the census, or changed
+-- by an older conveyor meanwhile).
+local function recount_kinds(queue)
+  local census = {}
+  for _, member in ipairs(redis.call('ZRANGE', k_ready(queue), 0, -1)) do
+    local kind = redis.call('HGET', k_job(string.sub(member, 18)), 'kind')
+    if kind then census[kind] = (census[kind] or 0) + 1 end
+  end
+  for _, id in ipairs(redis.call('ZRANGE', k_sched(queue), 0, -1)) do
+    local kind = redis.call('HGET', k_job(id), 'kind')
+    if kind then census[kind] = (census[kind] or 0) + 1 end
+  end
+  redis.call('DEL', k_kinds(queue))
+  for kind, n in pairs(census) do redis.call('HSET', k_kinds(queue), kind, n) end
 end

@@ -34,10 +34,14 @@ local function insert(b)
   -- rules.initial_state: scheduled while run_at is in the future
   local state = 'queued'
   if tonumber(run_at) > now then state = 'scheduled' end
+  local hook = ''  -- the data of base.created_event
+  if ARGV[b + 12] ~= '' then hook = ',"webhook":true' end
+  local seq = event(id, nowstr, 'state', '{"state":"' .. state .. '","queue":'
+    .. cjson.encode(queue) .. hook .. '}')
   redis.call('HSET', jk, 'id', id, 'kind', ARGV[b + 1], 'queue', queue, 'state', state,
     'input', ARGV[b + 3], 'priority', priority, 'run_at', run_at, 'attempt', '0',
     'max_attempts', ARGV[b + 6], 'backoff_s', ARGV[b + 8], 'tags', ARGV[b + 9],
-    'cancel_requested', '0', 'created_at', nowstr, 'updated_at', nowstr)
+    'cancel_requested', '0', 'created_at', nowstr, 'updated_at', nowstr, 'seqs', tostring(seq))
   if ARGV[b + 7] ~= '' then redis.call('HSET', jk, 'timeout_s', ARGV[b + 7]) end
   if ARGV[b + 12] ~= '' then redis.call('HSET', jk, 'webhook', ARGV[b + 12]) end
   local key = ARGV[b + 10]
@@ -58,11 +62,7 @@ local function insert(b)
     redis.call('ZADD', k_sched(queue), run_at, id)
   end
   wake(queue)
-  count(queue, state, 1, id)
-  local hook = ''  -- the data of base.created_event
-  if ARGV[b + 12] ~= '' then hook = ',"webhook":true' end
-  event(id, nowstr, 'state', '{"state":"' .. state .. '","queue":' .. cjson.encode(queue) .. hook
-    .. '}')
+  count(queue, ARGV[b + 1], state, 1, id)
   return state
 end
 

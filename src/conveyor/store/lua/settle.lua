@@ -14,7 +14,7 @@ for i = 0, n - 1 do
   local id, token = ARGV[b], ARGV[b + 1]
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'state', 'lease_token', 'cancel_requested', 'queue',
-    'run_at', 'priority', 'attempt')
+    'run_at', 'priority', 'attempt', 'seqs', 'kind')
   local assumed = ARGV[b + 2]
   if f[1] ~= 'running' or f[2] ~= token then
     out[i + 1] = 'stale'
@@ -29,9 +29,11 @@ for i = 0, n - 1 do
     local data = ARGV[b + 10]
     if data == '' then data = '{"state":"' .. state .. '","attempt":' .. attempt .. '}' end
     later(K_LEASES, id, false)
+    local seq = event(id, nowstr, 'state', data)
     -- one HSET; cleared fields become "" (read as None), which saves an HDEL per job
     local set = {'state', state, 'run_at', run_at, 'attempt', attempt, 'updated_at', nowstr,
-      'lease_owner', '', 'lease_token', '', 'lease_expires_at', '', 'result', ''}
+      'lease_owner', '', 'lease_token', '', 'lease_expires_at', '', 'result', '',
+      'seqs', with_seq(f[8], seq)}
     local result = ARGV[b + 6]
     if result ~= '' then set[16] = string.sub(result, 2) end
     if ARGV[b + 7] ~= '' then
@@ -48,15 +50,14 @@ for i = 0, n - 1 do
       set[#set + 1] = ''
     end
     redis.call('HSET', jk, unpack(set))
-    count(queue, 'running', -1, id)
-    count(queue, state, 1, id)
+    count(queue, f[9], 'running', -1, id)
+    count(queue, f[9], state, 1, id)
     if state == 'queued' then
       later(k_ready(queue), ready_member(run_at, id), -tonumber(f[6]))
       wake(queue)
     elseif state == 'scheduled' then
       later(k_sched(queue), id, run_at)
     end
-    event(id, nowstr, 'state', data)
     out[i + 1] = 'ok'
   end
 end
