@@ -331,8 +331,9 @@ class RedisStore:
             "" if tag is None else "=" + tag, CLAIM_SCAN_LIMIT, len(queues), *queues, *tokens,
         ]  # fmt: skip
         now, expires, *found = self._run("claim", args)
+        claim = codec.Claim(owner, codec.ts(now), codec.ts(expires))
         return [
-            codec.claimed(flat, owner, token, now, expires)
+            codec.hash_to_job(codec.pairs(flat), claim, token)
             for flat, token in zip(found, tokens, strict=False)
         ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -36,7 +36,8 @@ def dumps(value: Any) -> str:
 loads = orjson.loads
 
 
-def _ts(value: str) -> datetime:
+def ts(value: str) -> datetime:
+    """A time the scripts wrote (epoch seconds)."""
     return datetime.fromtimestamp(float(value), UTC)
 
 
@@ -44,16 +45,37 @@ def _opt_float(value: str | None) -> float | None:
     return None if value is None else float(value)
 
 
-def hash_to_job(h: dict[str, str]) -> Job:
-    """Build a Job from its hash (no validation: the store wrote it)."""
+class Claim(NamedTuple):
+    """What a claim wrote into each job it took (claim.lua), times parsed once per claim."""
+
+    owner: str
+    at: datetime
+    expires_at: datetime
+
+
+_STATES = {state.value: state for state in JobState}  # faster than JobState(value)
+
+
+def hash_to_job(h: dict[str, str], claim: Claim | None = None, token: str = "") -> Job:
+    """Build a Job from its hash (no validation: the store wrote it); with `claim`, from the
+    hash as it was before that claim took it with lease `token`."""
     # Cleared fields are "" rather than deleted (one HSET per settle instead of HSET + HDEL).
-    state = JobState(h["state"])
     lease = None
-    if state is JobState.RUNNING and h.get("lease_token"):
-        lease = trusted(Lease, {
-            "owner": h["lease_owner"], "token": h["lease_token"],
-            "expires_at": _ts(h["lease_expires_at"]),
-        })  # fmt: skip
+    if claim is not None:
+        state, attempt = JobState.RUNNING, int(h["attempt"]) + 1
+        lease = trusted(Lease, {"owner": claim.owner, "token": token,
+                                "expires_at": claim.expires_at})  # fmt: skip
+        started_at: datetime | None = claim.at
+        updated_at = claim.at
+    else:
+        state, attempt = _STATES[h["state"]], int(h["attempt"])
+        if state is JobState.RUNNING and h.get("lease_token"):
+            lease = trusted(Lease, {
+                "owner": h["lease_owner"], "token": h["lease_token"],
+                "expires_at": ts(h["lease_expires_at"]),
+            })  # fmt: skip
+        started_at = from_ts(_opt_float(h.get("started_at")))
+        updated_at = ts(h["updated_at"])
     progress = h.get("progress") or None
     error = h.get("error") or None
     result = h.get("result") or None
@@ -65,8 +87,8 @@ def hash_to_job(h: dict[str, str]) -> Job:
         state=state,
         input=loads(h["input"]),
         priority=int(h["priority"]),
-        run_at=_ts(h["run_at"]),
-        attempt=int(h["attempt"]),
+        run_at=ts(h["run_at"]),
+        attempt=attempt,
         max_attempts=int(h["max_attempts"]),
         timeout_s=_opt_float(h.get("timeout_s")),
         backoff_s=float(h["backoff_s"]),
@@ -79,27 +101,16 @@ def hash_to_job(h: dict[str, str]) -> Job:
         webhook=None if webhook is None else loads(webhook),
         lease=lease,
         cancel_requested=h.get("cancel_requested") == "1",
-        created_at=_ts(h["created_at"]),
-        started_at=from_ts(_opt_float(h.get("started_at"))),
+        created_at=ts(h["created_at"]),
+        started_at=started_at,
         finished_at=from_ts(_opt_float(h.get("finished_at") or None)),
-        updated_at=_ts(h["updated_at"]),
+        updated_at=updated_at,
     )
 
 
 def pairs(flat: Sequence[str]) -> dict[str, str]:
     """An HGETALL-style flat [field, value, ...] list as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def claimed(flat: Sequence[str], owner: str, token: str, now: str, expires: str) -> Job:
-    """A claimed job from its hash as it was before the claim (claim.lua) and what the claim
-    wrote: the same values the script set."""
-    h = pairs(flat)
-    h.update(
-        state="running", attempt=str(int(h["attempt"]) + 1), lease_owner=owner,
-        lease_token=token, lease_expires_at=expires, started_at=now, updated_at=now,
-    )  # fmt: skip
-    return hash_to_job(h)
 
 
 def event_model(text: str) -> JobEvent:

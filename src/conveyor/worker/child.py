@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -69,6 +68,7 @@ class Child:
         self.read_lock = threading.Lock()
         self.last_poll = 0.0
         self.loop = asyncio.new_event_loop()
+        self.tmp = tempfile.gettempdir()
 
     def send(self, message: dict[str, Any]) -> None:
         data = orjson.dumps(message, default=str)
@@ -174,7 +174,7 @@ class Child:
         job_id = message["id"]
         if job_id in self.cancelled:
             return {"id": job_id, "outcome": "cancelled"}
-        workdir = Path(tempfile.gettempdir()) / f"conveyor-{os.getpid()}-{job_id}"
+        ctx: Context | None = None
         try:
             spec = self.registry.get(message["kind"])
             ctx = Context(
@@ -182,7 +182,7 @@ class Child:
                 kind=spec.name,
                 attempt=message["attempt"],
                 storage=self.storage,
-                workdir=workdir,
+                workdir=Path(self.tmp, f"conveyor-{os.getpid()}-{job_id}"),
                 send=self.send,
                 is_cancelled=lambda: self.is_cancelled(job_id),
             )
@@ -205,8 +205,8 @@ class Child:
                 return {"id": job_id, "outcome": "cancelled"}
             return _failure(job_id, exc, "error", retry=True)
         finally:
-            if workdir.exists():
-                shutil.rmtree(workdir, ignore_errors=True)
+            if ctx is not None:
+                ctx.remove_workdir()
 
     def call(self, spec: KindSpec, raw_input: Any, ctx: Context) -> Any:
         try:

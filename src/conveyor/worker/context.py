@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ class Context:
         """The worker's blob storage, where this job's files live: for what a handler reads or
         writes beyond `input_file`/`output_file` (another job's outputs, shared uploads)."""
         self._workdir = workdir
+        self._used_workdir = False  # input_file/output_file put something there
         self._send = send
         self._is_cancelled = is_cancelled
         self._pending: dict[str, Any] | None = None
@@ -85,6 +87,7 @@ class Context:
     def input_file(self, name: str) -> Path:
         """A local copy of the job's input file `name` (uploaded with the job)."""
         path = self._workdir / "in" / check_name(name)
+        self._used_workdir = True
         if not path.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.storage.download(job_key(self.job_id, "in", name), path)
@@ -93,9 +96,15 @@ class Context:
     def output_file(self, name: str) -> Path:
         """A local path to write output `name` to; stored when the handler succeeds."""
         path = self._workdir / "out" / check_name(name)
+        self._used_workdir = True
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._outputs[name] = path
         return path
+
+    def remove_workdir(self) -> None:
+        """Delete the job's local working directory (the child does, after the job)."""
+        if self._used_workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def save_outputs(self) -> list[str]:
         """Upload the output files the handler wrote; return their names."""

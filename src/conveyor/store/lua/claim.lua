@@ -2,7 +2,7 @@
 -- ARGV: prefix, now|"", owner, n, lease_s, kinds JSON|"", tag ("="..tag | ""), scan limit,
 --   number of queues, queues..., then n fresh lease tokens.
 -- Returns {now, lease expiry, then one HGETALL array per claimed job as it was before the
---   claim (codec.claimed applies what the claim changed)}.
+--   claim (redis_codec.hash_to_job applies what the claim changed)}.
 local now, nowstr = clock(ARGV[2])
 local owner, n, lease_s = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local kinds = nil
@@ -130,7 +130,7 @@ for i = 1, math.min(n, #candidates) do
     later(K_LEASES, id, expires)
     count(queue, kind, 'queued', -1, id)
     count(queue, kind, 'running', 1, id)
-    out[claimed + 2] = h  -- as it was: Python applies what the HSET changed (codec.claimed)
+    out[claimed + 2] = h  -- as it was: Python applies the HSET (redis_codec.Claim)
   end
 end
 finish()

@@ -50,11 +50,11 @@ local pending_kinds = {}
 local pending_wake = {}
 local seq_base, seq_used = nil, 0
 
--- Record one event; returns its sequence number.
+-- Record one event; returns its sequence number (a string).
 local function event(id, at, kind, data)
   if not seq_base then seq_base = tonumber(redis.call('GET', K_SEQ) or '0') end
   seq_used = seq_used + 1
-  local seq = seq_base + seq_used
+  local seq = tostring(seq_base + seq_used)  -- as text once: Lua formats numbers with sprintf
   local text = '{"seq":' .. seq .. ',"job_id":' .. cjson.encode(id) .. ',"at":' .. at
     .. ',"type":"' .. kind .. '","data":' .. data .. '}'
   pending_events[#pending_events + 1] = seq
@@ -65,7 +65,7 @@ end
 
 -- A job's `seqs` field with one more state event.
 local function with_seq(seqs, seq)
-  if seqs == nil or seqs == false or seqs == '' then return tostring(seq) end
+  if seqs == nil or seqs == false or seqs == '' then return seq end
   return seqs .. ',' .. seq
 end
 

@@ -27,10 +27,14 @@ end
 
 -- Pass 2: insert the new ones.
 
+local inserted, queues = {}, {}
+
 local function insert(b)
   local id, queue, priority, run_at = ARGV[b], ARGV[b + 2], ARGV[b + 4], ARGV[b + 5]
   local jk = k_job(id)
-  if redis.call('EXISTS', jk) == 1 then return '=' .. id end  -- the same id twice in a batch
+  if inserted[id] then return '=' .. id end  -- the same id twice in a batch
+  inserted[id] = true
+  queues[queue] = true
   -- rules.initial_state: scheduled while run_at is in the future
   local state = 'queued'
   if tonumber(run_at) > now then state = 'scheduled' end
@@ -41,7 +45,7 @@ local function insert(b)
   redis.call('HSET', jk, 'id', id, 'kind', ARGV[b + 1], 'queue', queue, 'state', state,
     'input', ARGV[b + 3], 'priority', priority, 'run_at', run_at, 'attempt', '0',
     'max_attempts', ARGV[b + 6], 'backoff_s', ARGV[b + 8], 'tags', ARGV[b + 9],
-    'cancel_requested', '0', 'created_at', nowstr, 'updated_at', nowstr, 'seqs', tostring(seq))
+    'cancel_requested', '0', 'created_at', nowstr, 'updated_at', nowstr, 'seqs', seq)
   if ARGV[b + 7] ~= '' then redis.call('HSET', jk, 'timeout_s', ARGV[b + 7]) end
   if ARGV[b + 12] ~= '' then redis.call('HSET', jk, 'webhook', ARGV[b + 12]) end
   local key = ARGV[b + 10]
@@ -55,7 +59,6 @@ local function insert(b)
   end
   redis.call('ZADD', K_ALL, 0, id)
   index_tags(id, ARGV[b + 9], true)
-  redis.call('SADD', K_QUEUES, queue)
   if state == 'queued' then
     make_ready(id, queue, priority, run_at)
   else
@@ -69,5 +72,6 @@ end
 for i = 0, n - 1 do
   if not out[i + 2] then out[i + 2] = insert(5 + i * W) end
 end
+for queue in pairs(queues) do redis.call('SADD', K_QUEUES, queue) end
 finish()
 return out
