@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +26,7 @@ import pytest
 from conveyor import errors
 from conveyor.clock import FakeClock
 from conveyor.models import JobFilter, JobState
-from conveyor.store import Settlement, open_store
+from conveyor.store import Settlement, Store, open_store
 from conveyor.store.redis import ALLOW_VOLATILE_ENV, RedisStore
 from conveyor.store.rules import Outcome
 from tests.conformance.helpers import spec
@@ -282,92 +282,84 @@ def test_a_store_from_before_tag_indexes_is_back_filled_on_open(
 
 
 def census(client: Any, queue: str = "default") -> dict[str, int]:
-    return {k: int(v) for k, v in client.hgetall(f"conveyor:kinds:{queue}").items()}
+    return {k: int(v) for k, v in client.hgetall(f"conveyor:waiting:{queue}").items()}
+
+
+@pytest.fixture
+def opened(redis_url: str, redis_server: RedisServer) -> Iterator[tuple[FakeClock, Store, Any]]:
+    """A store on a fake clock and a plain client on the same server."""
+    clock = FakeClock()
+    store = open_store(redis_url, clock=clock)
+    client = redis_server.client()
+    yield clock, store, client
+    client.close()
+    store.close()
 
 
 def test_census_of_waiting_kinds_follows_every_transition(
-    redis_url: str, redis_server: RedisServer
+    opened: tuple[FakeClock, Store, Any],
 ) -> None:
-    clock = FakeClock()
-    store = open_store(redis_url, clock=clock)
-    client = redis_server.client()
-    try:
-        store.enqueue([spec(clock, kind="a") for _ in range(4)])
-        store.enqueue([spec(clock, kind="b"), spec(clock, kind="b", run_at=clock() + 5)])
-        assert census(client) == {"a": 4, "b": 2}
-        first, second, third = store.claim(["default"], "w", 3, 30.0, kinds=["a"])
-        assert census(client) == {"a": 1, "b": 2}
-        store.settle([
-            Settlement(first.id, first.lease.token, Outcome.SUCCEEDED),  # type: ignore[union-attr]
-            Settlement(second.id, second.lease.token, Outcome.FAILED),  # type: ignore[union-attr]
-        ])  # fmt: skip
-        assert census(client) == {"a": 2, "b": 2}  # the failure waits for its retry
-        store.cancel(third.id)  # running: stays running until its worker stops
-        [waiting_b] = [j for j in store.list_jobs(JobFilter(state=[JobState.QUEUED])).jobs
-                       if j.kind == "b"]  # fmt: skip
-        store.cancel(waiting_b.id)
-        assert census(client) == {"a": 2, "b": 1}
-        clock.advance(10)  # the scheduled b becomes due and is promoted: still waiting
-        store.claim(["default"], "w", 10, 30.0, kinds=["z"])
-        assert census(client) == {"a": 2, "b": 1}
-        store.retry(waiting_b.id)
-        assert census(client) == {"a": 2, "b": 2}
-        claimed = store.claim(["default"], "w", 10, 30.0)
-        assert len(claimed) == 4 and census(client) == {}
-    finally:
-        client.close()
-        store.close()
+    clock, store, client = opened
+    store.enqueue([spec(clock, kind="a") for _ in range(4)])
+    store.enqueue([spec(clock, kind="b"), spec(clock, kind="b", run_at=clock() + 5)])
+    assert census(client) == {"a": 4, "b": 2}
+    first, second, third = store.claim(["default"], "w", 3, 30.0, kinds=["a"])
+    assert census(client) == {"a": 1, "b": 2}
+    store.settle([
+        Settlement(first.id, first.lease.token, Outcome.SUCCEEDED),  # type: ignore[union-attr]
+        Settlement(second.id, second.lease.token, Outcome.FAILED),  # type: ignore[union-attr]
+    ])  # fmt: skip
+    assert census(client) == {"a": 2, "b": 2}  # the failure waits for its retry
+    store.cancel(third.id)  # running: stays running until its worker stops
+    [waiting_b] = [j for j in store.list_jobs(JobFilter(state=[JobState.QUEUED])).jobs
+                   if j.kind == "b"]  # fmt: skip
+    store.cancel(waiting_b.id)
+    assert census(client) == {"a": 2, "b": 1}
+    clock.advance(10)  # the scheduled b becomes due and is promoted: still waiting
+    store.claim(["default"], "w", 10, 30.0, kinds=["z"])
+    assert census(client) == {"a": 2, "b": 1}
+    store.retry(waiting_b.id)
+    assert census(client) == {"a": 2, "b": 2}
+    claimed = store.claim(["default"], "w", 10, 30.0)
+    assert len(claimed) == 4 and census(client) == {}
 
 
 def test_claim_by_kind_reads_no_job_first_when_the_census_allows(
-    redis_url: str, redis_server: RedisServer
+    opened: tuple[FakeClock, Store, Any],
 ) -> None:
-    clock = FakeClock()
-    store = open_store(redis_url, clock=clock)
-    client = redis_server.client()
-    try:
-        only_a = [spec(clock, kind="a") for _ in range(50)]
-        store.enqueue(only_a)
-        client.config_resetstat()
-        got = store.claim(["default"], "w", 10, 30.0, kinds=["a", "b"])
-        assert [j.id for j in got] == [s.id for s in only_a[:10]]
-        assert "cmdstat_hmget" not in client.info("commandstats")
-        mixed = [spec(clock, kind="b"), spec(clock, kind="c")]
-        store.enqueue(mixed)
-        client.config_resetstat()
-        got = store.claim(["default"], "w", 50, 30.0, kinds=["c"])
-        assert [j.id for j in got] == [mixed[1].id]  # a "c" is waiting: jobs are checked
-        assert "cmdstat_hmget" in client.info("commandstats")
-    finally:
-        client.close()
-        store.close()
+    clock, store, client = opened
+    only_a = [spec(clock, kind="a") for _ in range(50)]
+    store.enqueue(only_a)
+    client.config_resetstat()
+    got = store.claim(["default"], "w", 10, 30.0, kinds=["a", "b"])
+    assert [j.id for j in got] == [s.id for s in only_a[:10]]
+    assert "cmdstat_hmget" not in client.info("commandstats")
+    mixed = [spec(clock, kind="b"), spec(clock, kind="c")]
+    store.enqueue(mixed)
+    client.config_resetstat()
+    got = store.claim(["default"], "w", 50, 30.0, kinds=["c"])
+    assert [j.id for j in got] == [mixed[1].id]  # a "c" is waiting: jobs are checked
+    assert "cmdstat_hmget" in client.info("commandstats")
 
 
 def test_a_wrong_or_missing_census_never_hands_out_a_foreign_kind(
-    redis_url: str, redis_server: RedisServer
+    redis_url: str, opened: tuple[FakeClock, Store, Any]
 ) -> None:
-    clock = FakeClock()
-    store = open_store(redis_url, clock=clock)
-    client = redis_server.client()
-    try:
-        foreign = [spec(clock, kind="x") for _ in range(3)]
-        mine = [spec(clock, kind="a") for _ in range(3)]
-        store.enqueue([*foreign, *mine])
-        # What an older conveyor leaves: jobs it enqueued are missing from the census.
-        client.hdel("conveyor:kinds:default", "x")
-        assert store.claim(["default"], "w", 2, 30.0, kinds=["a"]) == []  # x first in order
-        assert census(client) == {"x": 3, "a": 3}  # recounted by that claim
-        got = store.claim(["default"], "w", 10, 30.0, kinds=["a"])
-        assert [j.id for j in got] == [s.id for s in mine]
-        # A store written before the census: counted once on open.
-        store.close()
-        client.delete("conveyor:indexed:kinds", "conveyor:kinds:default")
-        store = open_store(redis_url, clock=clock)
-        assert census(client) == {"x": 3}
-        assert client.exists("conveyor:indexed:kinds")
-    finally:
-        client.close()
-        store.close()
+    clock, store, client = opened
+    foreign = [spec(clock, kind="x") for _ in range(3)]
+    mine = [spec(clock, kind="a") for _ in range(3)]
+    store.enqueue([*foreign, *mine])
+    # What an older conveyor leaves: jobs it enqueued are missing from the census.
+    client.hdel("conveyor:waiting:default", "x")
+    assert store.claim(["default"], "w", 2, 30.0, kinds=["a"]) == []  # x first in order
+    assert census(client) == {"x": 3, "a": 3}  # recounted by that claim
+    got = store.claim(["default"], "w", 10, 30.0, kinds=["a"])
+    assert [j.id for j in got] == [s.id for s in mine]
+    # A store written before the census: counted once on open.
+    client.delete("conveyor:indexed:waiting", "conveyor:waiting:default")
+    open_store(redis_url, clock=clock).close()
+    assert census(client) == {"x": 3}
+    assert client.exists("conveyor:indexed:waiting")
 
 
 def test_every_concurrent_waiter_wakes_on_new_work(redis_url: str) -> None:

@@ -75,8 +75,8 @@ INDEX_CHUNK = 1_000  # jobs per call of the tag index back-fill
 #: Set once every job is in the tag indexes (stores written before they existed are back-filled
 #: on open).
 TAGS_INDEXED = "indexed:tags"
-#: Set once the census of waiting kinds per queue (k_kinds in common.lua) is complete.
-KINDS_COUNTED = "indexed:kinds"
+#: Set once the census of waiting kinds per queue (k_waiting in common.lua) is complete.
+KINDS_COUNTED = "indexed:waiting"
 Rows = dict[str, dict[str, str]]  # job id -> LOOKUP_FIELDS of a running job
 LOOKUP_FIELDS = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_requested")
 _TRUE = ("1", "true", "yes", "on")

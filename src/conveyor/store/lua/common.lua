@@ -14,7 +14,7 @@ local function k_done(queue) return P .. 'done:' .. queue end
 local function k_counts(queue) return P .. 'counts:' .. queue end
 -- Per queue, kind -> how many of its jobs wait (queued or scheduled): a claim by kind needs
 -- no per-job kind check when every kind waiting in the queue is one the worker runs.
-local function k_kinds(queue) return P .. 'kinds:' .. queue end
+local function k_waiting(queue) return P .. 'waiting:' .. queue end
 -- Per tag, the ids of the jobs carrying it (all scored 0: newest first by id, like K_ALL).
 local function k_tag(tag) return P .. 'tag:' .. tag end
 local K_LEASES = P .. 'leases'
@@ -96,7 +96,7 @@ local function add_to(totals, name, field, delta)
 end
 
 -- A job of `kind` enters (delta +1) or leaves (-1) `state`: per-queue counters (queue_stats
--- reads them instead of scanning jobs), the census of waiting kinds (k_kinds) and the
+-- reads them instead of scanning jobs), the census of waiting kinds (k_waiting) and the
 -- per-state id index (list_jobs by state, newest first). Running jobs have no index of their
 -- own: they are exactly the members of K_LEASES.
 local function count(queue, kind, state, delta, id)
@@ -143,8 +143,8 @@ local function finish()
   pending_counts = {}
   for queue, changes in pairs(pending_kinds) do
     for kind, delta in pairs(changes) do
-      if delta ~= 0 and redis.call('HINCRBY', k_kinds(queue), kind, delta) <= 0 then
-        redis.call('HDEL', k_kinds(queue), kind)
+      if delta ~= 0 and redis.call('HINCRBY', k_waiting(queue), kind, delta) <= 0 then
+        redis.call('HDEL', k_waiting(queue), kind)
       end
     end
   end
@@ -228,6 +228,6 @@ local function recount_kinds(queue)
     local kind = redis.call('HGET', k_job(id), 'kind')
     if kind then census[kind] = (census[kind] or 0) + 1 end
   end
-  redis.call('DEL', k_kinds(queue))
-  for kind, n in pairs(census) do redis.call('HSET', k_kinds(queue), kind, n) end
+  redis.call('DEL', k_waiting(queue))
+  for kind, n in pairs(census) do redis.call('HSET', k_waiting(queue), kind, n) end
 end
