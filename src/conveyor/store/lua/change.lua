@@ -7,7 +7,7 @@ local jk = k_job(id)
 local f = redis.call('HMGET', jk, 'state', 'queue', 'run_at', 'priority', 'seqs', 'kind')
 if not f[1] then return {'missing'} end
 if f[1] ~= expected then return {'changed', f[1]} end
-local state, queue, run_at = f[1], f[2], f[3]
+local state, queue, run_at, seqs, kind = f[1], f[2], f[3], f[5], f[6]
 
 if op == 'delete' then
   delete_job(id)
@@ -15,24 +15,28 @@ if op == 'delete' then
   return {'ok'}
 elseif op == 'cancel' and state == 'running' then
   local seq = event(id, nowstr, 'state', '{"state":"running","cancel_requested":true}')
-  redis.call('HSET', jk, 'cancel_requested', '1', 'updated_at', nowstr, 'seqs', with_seq(f[5], seq))
+  redis.call('HSET', jk, 'cancel_requested', '1', 'updated_at', nowstr, 'seqs', with_seq(seqs, seq))
 elseif op == 'cancel' then
-  if state == 'queued' then unready(id, queue, run_at) else redis.call('ZREM', k_sched(queue), id) end
+  if state == 'queued' then
+    unready(id, queue, run_at)
+  else
+    redis.call('ZREM', k_sched(queue), id)
+  end
   local seq = event(id, nowstr, 'state', '{"state":"cancelled"}')
   redis.call('HSET', jk, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', nowstr,
-    'updated_at', nowstr, 'seqs', with_seq(f[5], seq))
+    'updated_at', nowstr, 'seqs', with_seq(seqs, seq))
   redis.call('ZADD', k_done(queue), nowstr, id)
-  count(queue, f[6], state, -1, id)
-  count(queue, f[6], 'cancelled', 1, id)
+  count(queue, kind, state, -1, id)
+  count(queue, kind, 'cancelled', 1, id)
 elseif op == 'retry' then
   redis.call('ZREM', k_done(queue), id)
   redis.call('HDEL', jk, 'finished_at', 'result', 'progress')
   local seq = event(id, nowstr, 'state', '{"state":"queued","retried":true}')
   redis.call('HSET', jk, 'state', 'queued', 'attempt', '0', 'run_at', nowstr,
-    'cancel_requested', '0', 'updated_at', nowstr, 'seqs', with_seq(f[5], seq))
+    'cancel_requested', '0', 'updated_at', nowstr, 'seqs', with_seq(seqs, seq))
   make_ready(id, queue, f[4], nowstr)
-  count(queue, f[6], state, -1, id)
-  count(queue, f[6], 'queued', 1, id)
+  count(queue, kind, state, -1, id)
+  count(queue, kind, 'queued', 1, id)
   wake(queue)
 else
   return redis.error_reply('unknown operation ' .. op)
