@@ -3,8 +3,9 @@
 One background task per API process reads `Store.feed` in batches (the same durable event log
 the SSE streams and webhooks follow) and counts, per minute and queue, the attempts that ended:
 `succeeded`, `failed` (final), `retried` (an attempt failed, another follows) and `cancelled`.
-Each batch's job ids are mapped to queues with one `list_jobs(ids=…)` call. Queue depths seen
-by the overview's polls (`record`) make the depth chart.
+A job's queue comes from its first event (`store.routes`); only jobs created before the reader
+started are looked up. Queue depths seen by the overview's polls (`record`) make the depth
+chart.
 
 On start it seeks the feed to one hour ago by binary search over `seq` (about 2·log2(n) tiny
 reads), reading back at most `max_backfill` events so a busy store does not stall the overview.
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 
-from conveyor.models import JobEvent, JobFilter, QueueStats
+from conveyor.models import JobEvent, QueueStats
 from conveyor.store import Store
+from conveyor.store.routes import Routes
 
 log = logging.getLogger("conveyor.dashboard")
 
@@ -101,6 +103,7 @@ class Activity:
         stats_min_s: float = 1.5,
     ) -> None:
         self.store = store
+        self.routes = Routes(store)
         self.interval, self.batch = interval, batch
         self.idle_s, self.max_backfill = idle_s, max_backfill
         self.minutes: dict[int, dict[str, Minute]] = defaultdict(dict)
@@ -140,12 +143,11 @@ class Activity:
         self.cursor = events[-1].seq
         ended = [(e, kind) for e in events if (kind := outcome(e)) is not None]
         if ended:
-            ids = list({e.job_id for e, _ in ended})
-            page = self.store.list_jobs(JobFilter(ids=ids), None, len(ids))
-            queue_of = {job.id: job.queue for job in page.jobs}
+            routes = self.routes.of(events, (e.job_id for e, _ in ended))
             for event, kind in ended:
                 minute = int(event.at.timestamp() // 60)
-                queue = queue_of.get(event.job_id, "(deleted)")
+                route = routes.get(event.job_id)
+                queue = "(deleted)" if route is None else route.queue
                 self.minutes[minute].setdefault(queue, Minute()).counts[kind] += 1
         self._forget()
         return len(events)

@@ -41,6 +41,7 @@ from conveyor import errors
 from conveyor.ids import uuid7
 from conveyor.models import Job, JobEvent, JobFilter
 from conveyor.store.base import Store
+from conveyor.store.routes import Routes
 from conveyor.webhooks import endpoints
 from conveyor.webhooks.config import WebhookSettings, WebhookSpec, event_type, parse_spec
 from conveyor.webhooks.sender import Outcome, Sender
@@ -56,7 +57,6 @@ FEED_BATCH = 500
 MAX_LOGGED_ATTEMPTS = 50
 RESPONSE_LOGGED = 512
 PRUNE_EVERY_S = 3600.0
-JOB_CACHE = 50_000
 
 
 def deliveries_of(store: Store, job_id: str) -> list[dict[str, Any]]:
@@ -91,7 +91,7 @@ class Dispatcher:
         # The batch after a (re)start may have been half done before a crash: check it for
         # deliveries that already exist. Later batches are new (the cursor moved past them).
         self.recheck = True
-        self.has_hooks: dict[str, bool] = {}  # job id → has a webhook (its own or its queue's)
+        self.routes = Routes(store)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -180,21 +180,15 @@ class Dispatcher:
         events = self.store.feed(after, FEED_BATCH)
         if not events:
             return False
-        # Most jobs have no webhook: remember that per job and load a job in full only when
-        # one of its events is to be delivered. A job's first event says where it goes
-        # (store.base.created_event); only jobs created before the cursor need a lookup.
+        # Most jobs have no webhook: a job is loaded in full only when one of its events is
+        # to be delivered (where each job goes comes from its first event: store.routes).
         queue_specs: dict[str, WebhookSpec | None] = {}
-        for event in events:
-            if event.job_id not in self.has_hooks and "queue" in event.data:
-                own = bool(event.data.get("webhook"))
-                self._remember(
-                    event.job_id, own or self._queue_spec(event.data["queue"], queue_specs)
-                )
-        unknown = {e.job_id for e in events if e.job_id not in self.has_hooks}
-        for found in self._jobs(unknown).values():
-            hooked = bool(found.webhook) or self._queue_spec(found.queue, queue_specs)
-            self._remember(found.id, hooked)
-        wanted = {e.job_id for e in events if self.has_hooks.get(e.job_id)}
+        routes = self.routes.of(events, (e.job_id for e in events))
+        wanted = {
+            job_id
+            for job_id, route in routes.items()
+            if route.webhook or self._queue_spec(route.queue, queue_specs)
+        }
         jobs = self._jobs(wanted)
         for event in events:
             job = jobs.get(event.job_id)
@@ -205,11 +199,6 @@ class Dispatcher:
         self.store.put_record(STATE, "cursor", {"seq": events[-1].seq})
         self.recheck = False
         return len(events) == FEED_BATCH
-
-    def _remember(self, job_id: str, hooked: bool) -> None:
-        self.has_hooks[job_id] = hooked
-        while len(self.has_hooks) > JOB_CACHE:
-            self.has_hooks.pop(next(iter(self.has_hooks)))
 
     def _queue_spec(self, queue: str, cache: dict[str, WebhookSpec | None]) -> bool:
         if queue not in cache:
