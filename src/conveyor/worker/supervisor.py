@@ -1,12 +1,10 @@
 """The worker supervisor: claims jobs, feeds child processes, holds and renews their leases.
 
-One loop owns all the state; helper threads only talk to the store (they turn its wake-ups
-into a pipe the loop can wait on, write settlements, make the loop's claims, renewals and sweeps
-so a slow store never keeps a child waiting: `background.py`), or kill children whose leases
-lapsed while renewals did not get through (`fence.py`). Each pass: collect finished store
-calls, reap dead children, claim to fill free capacity, wait for messages, settle finished jobs
-in one batch, renew leases, enforce timeouts, cancels and drains, and sweep expired leases of
-other workers.
+One loop, no threads on the job path (helper threads turn the store's wake-ups into a pipe the
+loop can wait on, write settlements, and kill children whose leases lapsed while the loop was
+stuck in a store call: `fence.py`). Each pass: reap dead children, claim to fill free
+capacity, wait for messages, settle finished jobs in one batch, renew leases, enforce
+timeouts, cancels and drains, and sweep expired leases of other workers.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from functools import partial
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any, Literal
@@ -35,7 +32,6 @@ from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
 from conveyor.store.base import Beat, BeatStatus, Settlement, Store
 from conveyor.store.rules import Outcome
-from conveyor.worker.background import BackgroundCalls
 from conveyor.worker.child import SHORT_JOB_S
 from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
@@ -50,14 +46,9 @@ STORE_RETRY_S = 0.5
 # jobs' own calls included: 200 cost 15-20 % of drain speed in the peer bench, against 100;
 # SQLite and PostgreSQL drain the same with either.
 BUFFER_MAX = 100
-BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate, plus the
-# work done while a claim is on its way (the store's recent claim round trip)
+BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
 PIPELINE_AHEAD_S = 0.01  # ...and never more than this much work queued per child
 RATE_WINDOW_S = 0.25
-MIN_RUNTIME_S = 0.001  # counted for faster jobs when pacing claims (BUFFER_MAX caps them anyway)
-# A claim that recently took less than this is made on the loop: waiting for it costs the
-# children less than handing it to a thread and back (about a millisecond on a busy machine).
-INLINE_CLAIM_S = 0.002
 WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
 
@@ -90,9 +81,6 @@ class Supervisor:
         self.buffer: list[InFlight] = []
         self.completions: deque[float] = deque()  # finish times within RATE_WINDOW_S
         self.runtime: dict[str, float] = {}  # kind -> EWMA seconds, decides pipelining
-        self.claim_s = 0.0  # EWMA seconds of a claim call, sizes the buffer
-        # Settlements of jobs whose last progress or log lines must land first (a renewal does).
-        self.finals: list[tuple[Beat, Settlement]] = []
         self.draining = False
         self.drain_deadline: float | None = None
         self.hungry = True
@@ -108,7 +96,6 @@ class Supervisor:
         self._last_claim_empty = False  # burst mode ends after an empty claim with nothing left
         self._last_reap = 0.0
         self.settler = Settler(store, self._committed)
-        self.calls = BackgroundCalls(4, self._poke)  # claim, renew, sweep, worker record
         self.fence = FenceWatchdog(self.slots, settings.lease_s, settings.heartbeat_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -117,7 +104,7 @@ class Supervisor:
         """Serve until drained (SIGTERM/SIGINT, `stop()`, or an empty queue with `burst`)."""
         for slot in self.slots:
             slot.start()
-        self._store_call(self.store.worker_beat, self._worker_info("running"))
+        self._beat_worker("running")
         threading.Thread(target=self._wake_loop, daemon=True, name="store-waker").start()
         self.fence.start()
         log.info(
@@ -166,29 +153,19 @@ class Supervisor:
 
     def _finished(self) -> bool:
         if self.draining:
-            return not any(s.process for s in self.slots) and self._settled()
+            return not any(s.process for s in self.slots) and self.settler.idle
         if not self.burst or not self._last_claim_empty:
             return False
-        return not self.buffer and not any(s.jobs for s in self.slots) and self._settled()
-
-    def _settled(self) -> bool:
-        """No claim on its way and every finished job's settlement written."""
-        quiet = not self.calls.busy("claim") and not self.calls.busy("renew")
-        return quiet and not self.finals and self.settler.idle
+        busy = self.buffer or any(s.jobs for s in self.slots) or not self.settler.idle
+        return not busy
 
     def _shutdown(self) -> None:
         for slot in self.slots:
             if slot.process is not None:
                 slot.process.kill()
                 self._on_child_exit(slot, restart=False)
-        self.calls.close()
-        self.calls.collect()
-        if self.finals:
-            beats, settlements = zip(*self.finals, strict=True)
-            self._store_call(self.store.heartbeat, beats, self.settings.lease_s)
-            self._release_finals(settlements)
         self.settler.close()
-        self._store_call(self.store.worker_beat, self._worker_info("stopped"))
+        self._beat_worker("stopped")
         os.close(self._wake_r)
         os.close(self._wake_w)
         log.info("worker %s stopped: %s", self.id, self.stats)
@@ -196,8 +173,11 @@ class Supervisor:
     # -- the loop -------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        self.calls.collect()
         now = time.monotonic()
+        # Running children are fenced by the watchdog thread; claimed jobs still waiting
+        # here for a child must not start once their leases may have lapsed either.
+        if self.buffer and self.fence.lapsed(self.buffer[0], now):
+            self._drop_lapsed(now)
         self._reap(now)
         if not self.draining:
             self._fill(now)
@@ -226,16 +206,11 @@ class Supervisor:
         return items
 
     def _timeout(self, now: float) -> float:
-        claiming = self.calls.busy("claim")
-        if self.hungry and not claiming and self._capacity() > 0 and not self.draining:
+        if self.hungry and self._capacity() > 0 and not self.draining:
             return 0.0
-        due = []
-        if not self.calls.busy("renew"):  # else its end wakes the loop
-            due.append(self.last_beat + self.settings.heartbeat_s)
-            if self.progress_dirty:
-                due.append(self.last_beat + 0.25)
-            if self.finals:
-                due.append(now)
+        due = [self.last_beat + self.settings.heartbeat_s]
+        if self.progress_dirty:
+            due.append(self.last_beat + 0.25)
         for slot in self.slots:
             due.extend(t for t in (slot.kill_at, slot.sigkill_at) if t is not None)
             running = slot.running()
@@ -243,7 +218,7 @@ class Supervisor:
                 due.append(slot.running_since + running.job.timeout_s)
         if self.drain_deadline is not None:
             due.append(self.drain_deadline)
-        return max(0.0, min(min(due, default=now + 1.0) - now, 1.0))
+        return max(0.0, min(min(due) - now, 1.0))
 
     # -- claiming and dispatch ----------------------------------------------------------------
 
@@ -251,14 +226,10 @@ class Supervisor:
         return [s for s in self.slots if s.alive and s.kill_reason is None]
 
     def _capacity(self) -> int:
-        """How many more jobs to claim: idle children plus a buffer sized to the rate the
-        children work at, enough for BUFFER_AHEAD_S and for the time a claim takes."""
-        ready = self._ready_slots()
-        idle = sum(1 for s in ready if not s.jobs)
-        rate = max(self._rate(), self._pace(ready))
-        batch, in_transit = rate * BUFFER_AHEAD_S, rate * self.claim_s
-        ahead = min(BUFFER_MAX, int(batch + in_transit))
-        if self.buffer and len(self.buffer) > min(ahead, int(batch / 2 + in_transit)):
+        """How many more jobs to claim: idle children plus a buffer sized to the recent rate."""
+        idle = sum(1 for s in self._ready_slots() if not s.jobs)
+        ahead = min(BUFFER_MAX, int(self._rate() * BUFFER_AHEAD_S))
+        if self.buffer and len(self.buffer) > ahead // 2:
             return 0  # enough in hand; claim again when it runs low, in one batch
         return max(0, idle + ahead - len(self.buffer))
 
@@ -269,57 +240,23 @@ class Supervisor:
             self.completions.popleft()
         return len(self.completions) / RATE_WINDOW_S
 
-    def _pace(self, ready: list[Slot]) -> float:
-        """Jobs per second the busy children finish at their jobs' kinds' recent run times.
-        Finished jobs only count what the children were given: when claims came too slowly
-        to keep them busy, `_rate` understates what they can do, and sizing the next claim
-        by it would starve them again."""
-        return sum(
-            1 / max(self._runtime(s.jobs[0].job.kind), MIN_RUNTIME_S) for s in ready if s.jobs
-        )
-
     def _fill(self, now: float) -> None:
-        if self.hungry and not self.calls.busy("claim"):
-            want = self._capacity()
-            if want > 0:
-                # Until the claim comes back full, or a wake-up on its way says there is more.
-                self.hungry = False
-                inline = self.claim_s < INLINE_CLAIM_S
-                self.calls.start("claim", lambda: self._claim(want), self._claimed, inline=inline)
+        want = self._capacity()
+        if want > 0 and self.hungry:
+            sent_at = time.monotonic()
+            claimed = self._store_call(
+                self.store.claim, self.queues, self.id, want, self.settings.lease_s,
+                kinds=self.kinds,
+            )  # fmt: skip
+            if claimed is not None:
+                self.buffer.extend(
+                    InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease
+                )
+                self.hungry = len(claimed) == want
+                self._last_claim_empty = not claimed
         self._dispatch(now)
 
-    def _claim(self, want: int) -> tuple[int, list[InFlight]] | None:
-        """(Pool thread.) Claim up to `want` jobs; None on an outage."""
-        sent_at = time.monotonic()
-        claimed = self._store_call(
-            self.store.claim, self.queues, self.id, want, self.settings.lease_s,
-            kinds=self.kinds,
-        )  # fmt: skip
-        if claimed is None:
-            return None
-        took = time.monotonic() - sent_at
-        self.claim_s = 0.8 * self.claim_s + 0.2 * took if self.claim_s else took
-        return want, [InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease]
-
-    def _claimed(self, result: tuple[int, list[InFlight]] | None) -> None:
-        if result is None:
-            self.hungry = True  # the store was unreachable: try again
-            return
-        want, claimed = result
-        if self.draining:  # stopped while the claim was on its way
-            for item in claimed:
-                self.settler.add(Settlement(item.id, item.token, Outcome.RELEASED))
-            return
-        self.buffer.extend(claimed)
-        self.hungry = self.hungry or len(claimed) == want
-        self._last_claim_empty = not claimed and not self.hungry
-        self._dispatch(time.monotonic())
-
     def _dispatch(self, now: float) -> None:
-        # Running children are fenced by the watchdog thread; claimed jobs still waiting
-        # here for a child must not start once their leases may have lapsed either.
-        if self.buffer and self.fence.lapsed(self.buffer[0], now):
-            self._drop_lapsed(now)
         ready = self._ready_slots()
         while self.buffer and ready:
             slot = min(ready, key=lambda s: len(s.jobs))
@@ -421,14 +358,10 @@ class Supervisor:
         error: JobError | None = None,
         retry: bool = True,
     ) -> None:
-        settlement = Settlement(item.id, item.token, outcome, result, error, retry)
         if item.progress is not None or item.logs:
-            # The last progress and log lines land before the final state, and after any
-            # renewal still on its way with earlier ones: renewals carry them, in order.
-            self.finals.append((self._beats([item])[0], settlement))
-        else:
-            self.settler.add(settlement)
+            self._beat([item])  # the last progress and log lines land before the final state
         self.completions.append(time.monotonic())
+        self.settler.add(Settlement(item.id, item.token, outcome, result, error, retry))
         self.stats[outcome.value] = self.stats.get(outcome.value, 0) + 1
 
     def _committed(self) -> None:
@@ -443,81 +376,47 @@ class Supervisor:
         return [*self.buffer, *(item for slot in self.slots for item in slot.jobs)]
 
     def _heartbeat(self, now: float) -> None:
-        """Renew leases (every `heartbeat_s`) and pass on progress (within 0.25 s), one renewal
-        on its way at a time; the worker record and operator commands have their own clock, so
-        frequent progress can never starve them."""
-        if now - self.last_worker_beat >= self.settings.heartbeat_s:
-            state: Literal["running", "draining"] = "draining" if self.draining else "running"
-            if self.calls.start("worker", partial(self._worker_errand, self._worker_info(state),
-                                                  self.draining), self._on_command):  # fmt: skip
-                self.last_worker_beat = now
-        if self.calls.busy("renew"):
-            return
         due = now - self.last_beat >= self.settings.heartbeat_s
-        if due or (self.progress_dirty and now - self.last_beat >= 0.25):
-            self.last_beat = now
-            self.progress_dirty = False
-            items = self._all_items()
-        elif self.finals:
-            items = []
-        else:
+        if not due and not (self.progress_dirty and now - self.last_beat >= 0.25):
             return
-        beats = self._beats(items) + [beat for beat, _ in self.finals]
-        settlements = [settlement for _, settlement in self.finals]
-        self.finals = []
-        if beats:
-            self.calls.start("renew", partial(self._renew, beats),
-                             partial(self._renewed, items, settlements))  # fmt: skip
-
-    def _renew(self, beats: list[Beat]) -> tuple[float, dict[str, BeatStatus] | None]:
-        """(Pool thread.) Renew the leases; the statuses, or None on an outage."""
+        self.last_beat = now
+        self.progress_dirty = False
+        items = self._all_items()
         sent_at = time.monotonic()
-        return sent_at, self._store_call(self.store.heartbeat, beats, self.settings.lease_s)
-
-    def _renewed(
-        self,
-        items: list[InFlight],
-        settlements: list[Settlement],
-        result: tuple[float, dict[str, BeatStatus] | None],
-    ) -> None:
-        sent_at, statuses = result
+        statuses = self._beat(items)
         if statuses is not None:
             for item in items:
                 if statuses.get(item.id) in (BeatStatus.OK, BeatStatus.CANCEL):
                     item.renewed_at = sent_at  # the store extended it no earlier than this
-            self._apply_statuses(statuses, time.monotonic())
-        # Even after an outage: the store refuses what it must (the token fences it).
-        self._release_finals(settlements)
+            self._apply_statuses(statuses, now)
+        # Progress beats come often; the worker record and operator commands have their own
+        # clock so frequent progress can never starve them.
+        if now - self.last_worker_beat >= self.settings.heartbeat_s:
+            self.last_worker_beat = now
+            self._beat_worker("draining" if self.draining else "running")
+            self._check_commands()
 
-    def _release_finals(self, settlements: Sequence[Settlement]) -> None:
-        for settlement in settlements:
-            self.settler.add(settlement)
-
-    def _worker_errand(self, info: WorkerInfo, draining: bool) -> dict[str, Any] | None:
-        """(Pool thread.) Update the worker record, then read an operator's command for this
-        worker (the dashboard's drain button); a drain command is taken (deleted) here."""
-        self._store_call(self.store.worker_beat, info)
-        if draining:
-            return None
-        command: dict[str, Any] | None = self._store_call(
-            self.store.get_record, WORKER_COMMANDS, self.id
-        )
+    def _check_commands(self) -> None:
+        """Operators ask a worker to drain with a record (the dashboard's drain button)."""
+        if self.draining:
+            return
+        command = self._store_call(self.store.get_record, WORKER_COMMANDS, self.id)
         if command and command.get("command") == "drain":
-            self._store_call(self.store.delete_record, WORKER_COMMANDS, self.id)
-        return command
-
-    def _on_command(self, command: dict[str, Any] | None) -> None:
-        if command and command.get("command") == "drain" and not self.draining:
             log.info("drain requested by %s", command.get("by", "an operator"))
+            self._store_call(self.store.delete_record, WORKER_COMMANDS, self.id)
             self.stop()
 
-    def _beats(self, items: Sequence[InFlight]) -> list[Beat]:
-        """A lease renewal per item, carrying (and taking) its unsent progress and log lines."""
+    def _beat(self, items: Sequence[InFlight]) -> dict[str, BeatStatus] | None:
         beats = []
         for item in items:
             beats.append(Beat(item.id, item.token, item.progress, tuple(item.logs)))
             item.progress, item.logs = None, []
-        return beats
+        if not beats:
+            return {}
+        statuses: dict[str, BeatStatus] | None = self._store_call(
+            self.store.heartbeat, beats, self.settings.lease_s
+        )
+        return statuses
 
     def _apply_statuses(self, statuses: dict[str, BeatStatus], now: float) -> None:
         for item in list(self.buffer):
@@ -607,26 +506,20 @@ class Supervisor:
     def _sweep(self, now: float) -> None:
         if now - self.last_sweep < self.settings.sweep_s:
             return
-        prune = now - self.last_prune >= PRUNE_EVERY_S and self.settings.retention_s > 0
-        if self.calls.start("sweep", partial(self._sweep_errand, prune), lambda _: None):
-            self.last_sweep = now
-            if prune:
-                self.last_prune = now
-
-    def _sweep_errand(self, prune: bool) -> None:
-        """(Pool thread.) Rescue other workers' expired leases; prune old jobs and their files."""
+        self.last_sweep = now
         rescued = self._store_call(self.store.rescue)
         if rescued:
             log.warning("rescued %d jobs whose worker's lease expired", len(rescued))
-        if prune:
+        if now - self.last_prune >= PRUNE_EVERY_S and self.settings.retention_s > 0:
+            self.last_prune = now
             pruned = self._store_call(
                 self.store.prune, self.store.now() - self.settings.retention_s
             )
             for job_id in pruned or []:
                 self.storage.delete_prefix(job_prefix(job_id))
 
-    def _worker_info(self, state: Literal["running", "draining", "stopped"]) -> WorkerInfo:
-        return WorkerInfo(
+    def _beat_worker(self, state: Literal["running", "draining", "stopped"]) -> None:
+        info = WorkerInfo(
             id=self.id,
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -637,6 +530,7 @@ class Supervisor:
             started_at=self.started_at,
             last_seen=utcnow(),
         )
+        self._store_call(self.store.worker_beat, info)
 
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the store; on an outage log it and return None (the loop retries later)."""
