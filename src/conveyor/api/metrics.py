@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.models import Job, JobEvent, JobFilter
+from conveyor.models import JobEvent
 from conveyor.store import Store
+from conveyor.store.base import jobs_by_id
 
 FINAL = {"succeeded", "failed", "cancelled"}
 TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
@@ -86,7 +87,7 @@ class Metrics:
             read += len(events)
 
     def _account(self, store: Store, events: list[JobEvent]) -> None:
-        jobs = _jobs(store, (e.job_id for e in events))
+        jobs = jobs_by_id(store, (e.job_id for e in events))
         for event in events:
             job, state = jobs.get(event.job_id), str(event.data.get("state", ""))
             if job is None or event.data.get("cancel_requested"):
@@ -100,16 +101,6 @@ class Metrics:
                 self.duration.labels(job.kind, state).observe(
                     max(0.0, (job.finished_at - job.started_at).total_seconds())
                 )
-
-
-def _jobs(store: Store, ids: Iterable[str]) -> dict[str, Job]:
-    wanted = list(dict.fromkeys(ids))
-    found: dict[str, Job] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        page = store.list_jobs(JobFilter(ids=chunk), None, len(chunk))
-        found.update((j.id, j) for j in page.jobs)
-    return found
 
 
 class MetricsMiddleware:

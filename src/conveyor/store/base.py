@@ -263,6 +263,17 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def jobs_by_id(store: Store, ids: Iterable[str], chunk: int = 500) -> dict[str, Job]:
+    """The jobs with these ids that exist, read `chunk` at a time (`list_jobs(ids=…)`)."""
+    wanted = list(dict.fromkeys(ids))
+    found: dict[str, Job] = {}
+    for start in range(0, len(wanted), chunk):
+        part = wanted[start : start + chunk]
+        page = store.list_jobs(JobFilter(ids=part), None, len(part))
+        found.update((job.id, job) for job in page.jobs)
+    return found
+
+
 def complete(store: Store, job_id: str, token: str, result: JSON) -> bool:
     """Settle one lease as succeeded."""
     return store.settle([Settlement(job_id, token, Outcome.SUCCEEDED, result=result)])[0]

@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from conveyor.models import JobEvent, JobFilter
-from conveyor.store.base import Store
-
-LOOKUP_CHUNK = 500
+from conveyor.models import JobEvent
+from conveyor.store.base import Store, jobs_by_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +37,9 @@ class Routes:
             if isinstance(queue, str) and event.job_id not in self._known:
                 self._remember(event.job_id, Route(queue, bool(event.data.get("webhook"))))
         wanted = list(dict.fromkeys(ids))
-        unknown = [job_id for job_id in wanted if job_id not in self._known]
-        for start in range(0, len(unknown), LOOKUP_CHUNK):
-            chunk = unknown[start : start + LOOKUP_CHUNK]
-            for job in self.store.list_jobs(JobFilter(ids=chunk), None, len(chunk)).jobs:
-                self._remember(job.id, Route(job.queue, job.webhook is not None))
+        unknown = (job_id for job_id in wanted if job_id not in self._known)
+        for job in jobs_by_id(self.store, unknown).values():
+            self._remember(job.id, Route(job.queue, job.webhook is not None))
         return {job_id: route for job_id in wanted if (route := self._known.get(job_id))}
 
     def _remember(self, job_id: str, route: Route) -> None:

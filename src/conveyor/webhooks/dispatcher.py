@@ -39,8 +39,8 @@ from typing import Any
 
 from conveyor import errors
 from conveyor.ids import uuid7
-from conveyor.models import Job, JobEvent, JobFilter
-from conveyor.store.base import Store
+from conveyor.models import Job, JobEvent
+from conveyor.store.base import Store, jobs_by_id
 from conveyor.store.routes import Routes
 from conveyor.webhooks import endpoints
 from conveyor.webhooks.config import WebhookSettings, WebhookSpec, event_type, parse_spec
@@ -138,7 +138,7 @@ class Dispatcher:
         """Forget finished deliveries older than the retention (and those of deleted jobs)."""
         cutoff = self.store.now() - self.settings.log_retention_s
         finished = self.store.list_records(DELIVERIES)
-        alive = self._jobs({d["job_id"] for _, d in finished})
+        alive = jobs_by_id(self.store, {d["job_id"] for _, d in finished})
         gone = [k for k, d in finished if d["created_at"] < cutoff or d["job_id"] not in alive]
         for key in gone:
             self.store.delete_record(DELIVERIES, key)
@@ -189,7 +189,7 @@ class Dispatcher:
             for job_id, route in routes.items()
             if route.webhook or self._queue_spec(route.queue, queue_specs)
         }
-        jobs = self._jobs(wanted)
+        jobs = jobs_by_id(self.store, wanted)
         for event in events:
             job = jobs.get(event.job_id)
             if job is not None:
@@ -204,17 +204,6 @@ class Dispatcher:
         if queue not in cache:
             cache[queue] = endpoints.queue_default(self.store, queue)
         return cache[queue] is not None
-
-    def _jobs(self, ids: set[str]) -> dict[str, Job]:
-        found: dict[str, Job] = {}
-        chunk = sorted(ids)
-        if not chunk:
-            return found
-        for start in range(0, len(chunk), 200):
-            part = chunk[start : start + 200]
-            page = self.store.list_jobs(JobFilter(ids=part), None, len(part))
-            found.update((job.id, job) for job in page.jobs)
-        return found
 
     def _specs(self, job: Job, cache: dict[str, WebhookSpec | None]) -> list[WebhookSpec]:
         if job.webhook:
