@@ -82,10 +82,6 @@ LOOKUP_FIELDS = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_
 _TRUE = ("1", "true", "yes", "on")
 
 
-def _seq(event: JobEvent) -> int:
-    return event.seq
-
-
 def _script_source(name: str) -> str:
     lua = resources.files("conveyor.store").joinpath("lua")
     return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
@@ -123,8 +119,6 @@ class RedisStore:
                 client.script_load(script.script)  # reloads them if a restarted Redis forgot)
             self._index_tags_of_older_jobs()
             self._count_kinds_of_older_jobs()
-            # Stores written before the leases served as the index of running jobs had one.
-            client.delete(self._key("st", JobState.RUNNING.value))
 
     @classmethod
     def from_url(cls, url: str, clock: Clock | None = None) -> RedisStore:
@@ -213,8 +207,8 @@ class RedisStore:
 
     def _count_kinds_of_older_jobs(self) -> None:
         """Count the waiting jobs by kind once, for stores written before the census (one
-        script: for a queue of a million jobs a second or so, once). An empty store is left
-        untouched: its census is kept from its first job on."""
+        script, census.lua: for a queue of a million jobs a second or so, once). An empty store
+        is left untouched: its census is kept from its first job on."""
         marker = self._key(KINDS_COUNTED)
         if not self._r.exists(marker) and self._r.exists(self._key("queues")):
             self._run("census", [marker])
@@ -540,8 +534,8 @@ class RedisStore:
                 for seq in wanted[:limit]:  # in order: each script numbers its events upwards
                     pipe.zrangebyscore(self._key("feed"), seq, seq)
                 raw += [text for found in pipe.execute() for text in found]
-        found = sorted({e.seq: e for e in map(codec.event_model, raw)}.values(), key=_seq)
-        return found[:limit]
+        by_seq = {e.seq: e for e in map(codec.event_model, raw)}  # old stores: in both places
+        return [by_seq[seq] for seq in sorted(by_seq)[:limit]]
 
     def feed(self, after: int = 0, limit: int = 1000) -> list[JobEvent]:
         raw: list[str] = self._call(

@@ -22,21 +22,21 @@ local token_base = 9 + nq
 -- first jobs in claim order are the ones to take: no job needs looking at first. Each claimed
 -- job's kind is still checked below, so a census an older conveyor left wrong costs a
 -- recount, never a job of the wrong kind.
-local check_waiting = kinds ~= nil
+local check_kinds = kinds ~= nil
 if kinds then
-  check_waiting = false
+  check_kinds = false
   for _, queue in ipairs(queues) do
     local census = redis.call('HGETALL', k_waiting(queue))
     for j = 1, #census, 2 do
-      if not kinds[census[j]] and tonumber(census[j + 1]) > 0 then check_waiting = true end
+      if not kinds[census[j]] and tonumber(census[j + 1]) > 0 then check_kinds = true end
     end
   end
 end
 
 local function matches(id)
-  if not check_waiting and not tag then return true end
+  if not check_kinds and not tag then return true end
   local f = redis.call('HMGET', k_job(id), 'kind', 'tags')
-  if check_waiting and not kinds[f[1]] then return false end
+  if check_kinds and not kinds[f[1]] then return false end
   if tag then
     for _, t in ipairs(cjson.decode(f[2])) do
       if t == tag then return true end
@@ -50,7 +50,7 @@ end
 for _, queue in ipairs(queues) do promote(queue, now, nowstr, math.max(n, 1000)) end
 
 local candidates = {}
-local filtered = check_waiting or tag ~= nil
+local filtered = check_kinds or tag ~= nil
 
 -- With a tag carried by fewer jobs than wait in the queues (and no more than the scan
 -- limit), read the tag's whole index instead of the ready sets: its waiting jobs, then

@@ -220,14 +220,14 @@ end
 -- by an older conveyor meanwhile).
 local function recount_kinds(queue)
   local census = {}
-  for _, member in ipairs(redis.call('ZRANGE', k_ready(queue), 0, -1)) do
-    local kind = redis.call('HGET', k_job(string.sub(member, 18)), 'kind')
-    if kind then census[kind] = (census[kind] or 0) + 1 end
-  end
-  for _, id in ipairs(redis.call('ZRANGE', k_sched(queue), 0, -1)) do
+  local function tally(id)
     local kind = redis.call('HGET', k_job(id), 'kind')
     if kind then census[kind] = (census[kind] or 0) + 1 end
   end
+  for _, member in ipairs(redis.call('ZRANGE', k_ready(queue), 0, -1)) do
+    tally(string.sub(member, 18))  -- ready members are <run_at>:<id>
+  end
+  for _, id in ipairs(redis.call('ZRANGE', k_sched(queue), 0, -1)) do tally(id) end
   redis.call('DEL', k_waiting(queue))
   for kind, n in pairs(census) do redis.call('HSET', k_waiting(queue), kind, n) end
 end
