@@ -1,4 +1,4 @@
-"""Engine benchmark: batch enqueue, drain and idle latency of `noop` jobs on SQLite.
+"""Engine benchmark: batch enqueue, drain and idle latency of `noop` jobs (SQLite by default).
 
     python bench/engine.py [--n 20000] [--concurrency 2] [--synchronous full] [--prefetch 1]
                            [--store redis://127.0.0.1:6379/5?allow_no_persistence=1]
