@@ -692,7 +692,7 @@ class RedisStore:
     def _read_wake_channel(self, timeout: float) -> bool:
         """Read the subscription (only one thread at a time); True if work was announced."""
         if self._pubsub is None:
-            self._pubsub = self._r.pubsub()  # type: ignore[no-untyped-call]
+            self._pubsub = self._r.pubsub()
             self._channels = set()
         with self._wake:
             new = self._channels_wanted - self._channels
