@@ -24,7 +24,11 @@ class Settings(BaseSettings):
     imports: str = Field(
         "conveyor.kinds.demo", description="Comma-separated modules that declare kinds."
     )
-    queues: str = Field("default", description="Comma-separated queues a worker serves.")
+    queues: str = Field(
+        "",
+        description="Comma-separated queues a worker serves (default: the queues of the kinds"
+        " it imports).",
+    )
     concurrency: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,

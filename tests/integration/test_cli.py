@@ -121,3 +121,41 @@ def test_help_is_helpful(home: Path) -> None:
     for command in ("submit", "worker", "jobs", "kinds", "up", "prune"):
         assert command in result.stdout
     assert os.path.exists(ROOT / "README.md")
+
+
+def test_worker_serves_every_repeated_queue(home: Path) -> None:
+    """`-q a -q b` serves both queues (it used to serve only the last one)."""
+    ids = [
+        conveyor(home, "submit", "noop", "--queue", queue).stdout.strip()
+        for queue in ("first", "second", "third")
+    ]
+    worker = conveyor(home, "worker", "--burst", "-c", "1", "-q", "first", "-q", "second,third")
+    assert worker.returncode == 0, worker.stderr
+    states = [json.loads(conveyor(home, "jobs", "show", i, "--json").stdout)["state"] for i in ids]
+    assert states == ["succeeded"] * 3
+
+
+def test_worker_without_queues_serves_its_kinds_queues(home: Path, tmp_path: Path) -> None:
+    """A newcomer's kind declared with `queue="side"` runs under a plain `conveyor worker -i`."""
+    (tmp_path / "sidekinds.py").write_text(
+        "import conveyor\n\n"
+        "@conveyor.task('side.echo', queue='side')\n"
+        "def echo(data, ctx):\n"
+        "    return data\n"
+    )
+    env = worker_env(home, COLUMNS="200")
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    env["CONVEYOR_IMPORTS"] = "sidekinds,conveyor.kinds.demo"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conveyor", *args],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    side = run("submit", "side.echo", "-d", '{"x": 1}').stdout.strip()
+    plain = run("submit", "noop").stdout.strip()
+    worker = run("worker", "--burst", "-c", "1")
+    assert worker.returncode == 0, worker.stderr
+    for job_id in (side, plain):
+        assert json.loads(run("jobs", "show", job_id, "--json").stdout)["state"] == "succeeded"

@@ -404,7 +404,15 @@ def parse_duration(text: str) -> float:
 
 @app.command()
 def worker(
-    queues: Annotated[str | None, typer.Option("--queues", "-q", help="Comma-separated.")] = None,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queues",
+            "-q",
+            help="Queue to serve (repeatable, or comma-separated; default: the queues of the"
+            " imported kinds).",
+        ),
+    ] = None,
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Child processes.")
     ] = None,
@@ -430,7 +438,7 @@ def worker(
     setup_logging(log_level)
     settings = settings_for(store, imports)
     if queues:
-        settings = settings.model_copy(update={"queues": queues})
+        settings = settings.model_copy(update={"queues": ",".join(queues)})
     store_obj = open_store(settings.store_url)
     store_obj.register_kinds(import_kinds(settings.import_list).infos())
     supervisor = Supervisor(

@@ -26,7 +26,7 @@ import orjson
 
 from conveyor import errors
 from conveyor.ids import uuid7
-from conveyor.kinds.registry import import_kinds
+from conveyor.kinds.registry import KindSpec, import_kinds
 from conveyor.models import JobError, Progress, WorkerInfo, utcnow
 from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
@@ -52,6 +52,12 @@ RATE_WINDOW_S = 0.25
 WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
 
+def default_queues(specs: Sequence[KindSpec]) -> list[str]:
+    """What a worker started without `-q` serves: the queues its kinds run in (a kge kind
+    declared with `queue="kge"` is served without the newcomer knowing the queue's name)."""
+    return sorted({spec.queue for spec in specs}) or ["default"]
+
+
 class Supervisor:
     """Runs `concurrency` child processes serving `queues` from `store`."""
 
@@ -67,14 +73,15 @@ class Supervisor:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.queues = list(queues or settings.queue_list)
         self.concurrency = concurrency or settings.concurrency
         self.burst = burst
         self.prefetch = max(1, prefetch)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid7()[-8:]}"
         self.storage = open_storage(settings.storage_url)
         # Claim only kinds the children can run: a queue may carry kinds of other workers.
-        self.kinds = [spec.name for spec in import_kinds(settings.import_list)]
+        specs = list(import_kinds(settings.import_list))
+        self.kinds = [spec.name for spec in specs]
+        self.queues = list(queues or settings.queue_list or default_queues(specs))
         self.slots = [
             Slot(i, settings.import_list, settings.storage_url) for i in range(self.concurrency)
         ]
