@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 JSON = Any
 """Any JSON-serializable value."""
@@ -31,6 +31,15 @@ class JobState(StrEnum):
 
 FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED})
+
+WaitingReason = Literal["queue_paused", "concurrency_limited", "rate_limited"]
+"""Why a queued job is held back: its queue is paused, a `max_running` is reached, or a rate
+limit has no slot free."""
+LimitStrategy = Literal["queue", "cancel_newest", "cancel_in_progress"]
+UniqueScope = Literal["waiting", "active"]
+"""Unique jobs: a duplicate is one still waiting (`waiting`), or waiting or running
+(`active`)."""
+LIMIT_TARGET = r"^(queue|kind|key):[A-Za-z0-9_.:-]{1,200}$"
 
 
 def utcnow() -> datetime:
@@ -141,6 +150,58 @@ class Job(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime
+    concurrency_key: str | None = Field(
+        None, description="The key its kind's per-key limits count it under."
+    )
+    unique_key: str | None = None
+    schedule_id: str | None = Field(None, description="The schedule that made this job.")
+    schedule_tick: datetime | None = Field(None, description="The schedule's tick it ran for.")
+    waiting_reason: WaitingReason | None = Field(
+        None,
+        description="Why a queued job is not running yet, when a limit or a paused queue holds"
+        " it back (filled when read).",
+    )
+
+
+class Limit(Model):
+    """A concurrency and/or rate limit the store enforces at claim time, on every host.
+
+    `target` is `queue:<name>` (the queue's jobs), `kind:<name>` (the kind's jobs) or
+    `key:<kind>` (each concurrency key of that kind on its own: per tenant, per account).
+    """
+
+    target: Annotated[str, Field(pattern=LIMIT_TARGET, description="queue:, kind: or key:")]
+    max_running: int | None = Field(None, ge=1, le=1_000_000, description="Running at once.")
+    rate: int | None = Field(None, ge=1, le=1_000_000, description="Starts per `per_s`.")
+    per_s: float = Field(1.0, gt=0, le=7 * 86_400)
+    strategy: LimitStrategy = Field(
+        "queue",
+        description="What a submit over `max_running` does: `queue` (wait), `cancel_newest`"
+        " (the new job is cancelled) or `cancel_in_progress` (the oldest one is cancelled).",
+    )
+    updated_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Limit:
+        if self.max_running is None and self.rate is None:
+            raise ValueError("a limit needs max_running, rate or both")
+        if self.strategy != "queue":
+            if self.max_running is None:
+                raise ValueError(f"strategy {self.strategy} needs max_running")
+            if self.scope == "queue":
+                raise ValueError(f"strategy {self.strategy} applies to kind: and key: limits")
+        return self
+
+    @property
+    def scope(self) -> Literal["queue", "kind", "key"]:
+        scope = self.target.partition(":")[0]
+        assert scope in ("queue", "kind", "key")
+        return scope  # type: ignore[return-value]
+
+    @property
+    def name(self) -> str:
+        """The queue or kind the limit is on."""
+        return self.target.partition(":")[2]
 
 
 class JobEvent(Model):
@@ -192,6 +253,7 @@ class QueueStats(Model):
     cancelled: int = 0
     oldest_queued_age_s: float | None = None
     finished_last_minute: int = 0
+    paused: bool = Field(False, description="Claims skip a paused queue; submits still land.")
 
 
 class JobFilter(Model):

@@ -25,8 +25,10 @@ from conveyor.models import (
     JobPage,
     JobState,
     KindInfo,
+    Limit,
     Progress,
     QueueStats,
+    UniqueScope,
     WorkerInfo,
     from_ts,
     trusted,
@@ -57,6 +59,16 @@ class JobSpec:
     request_hash: str | None = None
     idempotency_window_s: float = IDEMPOTENCY_WINDOW_S
     webhook: dict[str, Any] | None = None
+    #: The key the kind's per-key limits (`key:<kind>`) count this job under (e.g. a tenant).
+    concurrency_key: str | None = None
+    #: A job with the same unique key in `unique_scope` (created within `unique_window_s`, if
+    #: given) is returned instead of inserting this one.
+    unique_key: str | None = None
+    unique_scope: UniqueScope = "active"
+    unique_window_s: float | None = None
+    #: The schedule (and its tick, epoch seconds) this job was made for.
+    schedule_id: str | None = None
+    schedule_tick: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +114,9 @@ def new_job(spec: JobSpec, state: JobState, now: float) -> Job:
         progress=None, result=None, error=None, tags=list(spec.tags),
         idempotency_key=spec.idempotency_key, webhook=spec.webhook, lease=None,
         cancel_requested=False, created_at=created, started_at=None, finished_at=None,
-        updated_at=created,
+        updated_at=created, concurrency_key=spec.concurrency_key, unique_key=spec.unique_key,
+        schedule_id=spec.schedule_id, schedule_tick=from_ts(spec.schedule_tick),
+        waiting_reason=None,
     )  # fmt: skip
 
 
@@ -156,6 +170,14 @@ class Store(Protocol):
         A spec whose idempotency key is already known within the window returns the original
         job instead; the same key with a different `request_hash` raises
         `IdempotencyConflictError` and inserts nothing.
+
+        A spec with a `unique_key` that a job in its `unique_scope` holds (created within
+        `unique_window_s`, if set) returns that job instead; decided in the same transaction,
+        so concurrent submits make one job. Under a `max_running` limit with strategy
+        `cancel_newest`, a spec whose key (or kind) already has that many jobs waiting or
+        running is stored `cancelled` at once (reason `concurrency_limited`); with
+        `cancel_in_progress` the oldest of them is cancelled instead (a running one is asked to
+        stop) and the new job waits its turn.
         """
         ...
 
@@ -173,6 +195,13 @@ class Store(Protocol):
 
         Only jobs of `kinds` / carrying `tag` when given. Each claimed job gets a fresh random
         lease token and `attempt + 1`.
+
+        Limits (`set_limit`) and paused queues hold jobs back, in the same transaction: a
+        paused queue gives nothing; a job is taken only while its queue's, its kind's and its
+        concurrency key's running counts are below their `max_running`, and each rate limit
+        on it has a start free (the claim takes it). Among the keys of a per-key limit the
+        least recently started key goes first (round robin): one busy key cannot starve the
+        others.
         """
         ...
 
@@ -258,6 +287,37 @@ class Store(Protocol):
 
     def ping(self) -> None:
         """Raise `StoreUnavailableError` unless the store answers."""
+        ...
+
+    # -- flow control (store protocol v2, section 2) ------------------------------------------
+
+    def set_limit(self, limit: Limit) -> Limit:
+        """Create or replace the limit on `limit.target`; the next claim on every host obeys
+        it. Returns it as stored (with `updated_at`)."""
+        ...
+
+    def delete_limit(self, target: str) -> bool:
+        """Remove the limit on `target`; True if there was one."""
+        ...
+
+    def limits(self) -> list[Limit]:
+        """Every limit, by target."""
+        ...
+
+    def pause_queue(self, queue: str, paused: bool) -> None:
+        """Pause (claims skip the queue; submits still land) or resume a queue."""
+        ...
+
+    def purge_queue(self, queue: str) -> int:
+        """Cancel every waiting (queued or scheduled) job of the queue, with reason `purged`;
+        how many. Running jobs are left alone."""
+        ...
+
+    def take_tokens(self, key: str, n: int, rate: int, per_s: float) -> float:
+        """Take n tokens from the bucket `key` (capacity `rate`, refilled at `rate` per
+        `per_s`, full when first used), global across every process on the store. Returns 0
+        if taken, else the seconds until n would be there (nothing taken). n > rate raises
+        `InvalidInputError`."""
         ...
 
     def close(self) -> None: ...

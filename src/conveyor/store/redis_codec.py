@@ -105,6 +105,11 @@ def hash_to_job(h: dict[str, str], claim: Claim | None = None, token: str = "") 
         started_at=started_at,
         finished_at=from_ts(_opt_float(h.get("finished_at") or None)),
         updated_at=updated_at,
+        concurrency_key=h.get("concurrency_key"),
+        unique_key=h.get("unique_key"),
+        schedule_id=h.get("schedule_id"),
+        schedule_tick=from_ts(_opt_float(h.get("schedule_tick"))),
+        waiting_reason=None,
     )
 
 
