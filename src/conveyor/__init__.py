@@ -7,8 +7,9 @@ or `conveyor.Client`.
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConveyorError
-from conveyor.kinds.registry import task
+from conveyor.kinds.registry import schedule, task
 from conveyor.models import Job, JobState, NewJob, Progress
+from conveyor.schedules.declare import Cron, Every
 from conveyor.worker.context import Context, JobCancelled, PermanentError
 
 __all__ = [
@@ -16,12 +17,15 @@ __all__ = [
     "Client",
     "Context",
     "ConveyorError",
+    "Cron",
+    "Every",
     "Job",
     "JobCancelled",
     "JobState",
     "NewJob",
     "PermanentError",
     "Progress",
+    "schedule",
     "task",
 ]
 

@@ -8,6 +8,8 @@ a stable `type` (used as the RFC 9457 problem type by the API) and the HTTP stat
     ├── StoreUnavailableError
     ├── JobNotFoundError
     ├── KindNotFoundError
+    ├── ScheduleNotFoundError
+    ├── AlreadyExistsError
     ├── InvalidInputError
     ├── InvalidStateError
     ├── StaleLeaseError
@@ -61,6 +63,20 @@ class KindNotFoundError(ConveyorError):
 
     type = "kind-not-found"
     status = 404
+
+
+class ScheduleNotFoundError(ConveyorError):
+    """No schedule with this id exists."""
+
+    type = "schedule-not-found"
+    status = 404
+
+
+class AlreadyExistsError(ConveyorError):
+    """Something with this id already exists."""
+
+    type = "already-exists"
+    status = 409
 
 
 class InvalidInputError(ConveyorError):

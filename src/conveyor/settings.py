@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     idempotency_window_s: float = Field(
         24 * 3600.0, gt=0, le=30 * 86400, description="How long Idempotency-Keys are remembered."
     )
+    scheduler: bool = Field(
+        True, description="Workers and `conveyor up` run the schedule ticker (0: this one not)."
+    )
     url: str | None = Field(None, description="A conveyor API to talk to instead of the store.")
     token: str | None = Field(None, description="Bearer API key for `url`.")
 

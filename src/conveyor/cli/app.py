@@ -445,9 +445,14 @@ def worker(
         store_obj, settings, concurrency=concurrency, burst=burst, prefetch=prefetch
     )
     supervisor.install_signal_handlers()
+    from conveyor.schedules import ticker
     from conveyor.webhooks.dispatcher import background
 
-    with background(settings.store_url, store_obj, enabled=not burst):  # webhooks beside
+    # Webhooks and schedules beside the jobs; a burst worker ends too soon for either.
+    with (
+        ticker.background(settings, store_obj, enabled=not burst),
+        background(settings.store_url, store_obj, enabled=not burst),
+    ):
         supervisor.run()
     store_obj.close()
 

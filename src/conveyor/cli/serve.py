@@ -14,8 +14,11 @@ import uvicorn
 from conveyor.api import auth
 from conveyor.api.app import create_app
 from conveyor.cli.output import err
-from conveyor.kinds.registry import import_kinds
+from conveyor.kinds.registry import import_kinds, registry
+from conveyor.schedules.service import Schedules
+from conveyor.service import Service
 from conveyor.settings import Settings
+from conveyor.storage import open_storage
 from conveyor.store import Store, open_store
 
 log = logging.getLogger("conveyor.cli")
@@ -72,6 +75,10 @@ def register_kinds(store: Store, settings: Settings) -> None:
             store.register_kinds(import_kinds([module]).infos())
         except Exception as exc:  # a bad module must not stop the API from serving
             log.warning("cannot import kinds from %s: %s", module, exc)
+    declared = registry.schedules()
+    if declared:
+        service = Service(store, open_storage(settings.storage_url))
+        Schedules(service).register(declared)
 
 
 def _server(settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Server:
@@ -170,10 +177,15 @@ def up(
 
     threading.Thread(target=announce, name="conveyor-announce", daemon=True).start()
     supervisor.install_signal_handlers()
+    from conveyor.schedules import ticker
     from conveyor.webhooks.dispatcher import background
 
     try:
-        with background(settings.store_url, worker_store):  # webhooks beside the jobs
+        # Webhooks and schedules beside the jobs.
+        with (
+            ticker.background(settings, worker_store),
+            background(settings.store_url, worker_store),
+        ):
             supervisor.run()
     finally:
         server.should_exit = True

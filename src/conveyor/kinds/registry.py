@@ -11,12 +11,16 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from conveyor import errors
 from conveyor.models import JSON, KindInfo
+
+if TYPE_CHECKING:
+    from conveyor.schedules.declare import Declared
+    from conveyor.schedules.model import NewSchedule
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class KindSpec:
     backoff_s: float = 1.0
     description: str = ""
     examples: tuple[JSON, ...] = field(default_factory=tuple)
+    schedules: tuple[NewSchedule, ...] = field(default_factory=tuple)
 
     @property
     def is_async(self) -> bool:
@@ -62,6 +67,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._kinds: dict[str, KindSpec] = {}
+        self._schedules: dict[str, NewSchedule] = {}
 
     def add(self, spec: KindSpec) -> None:
         known = self._kinds.get(spec.name)
@@ -70,7 +76,24 @@ class Registry:
                 f"kind {spec.name!r} is declared twice: by {_qualname(known.handler)} and"
                 f" by {_qualname(spec.handler)}"
             )
+        for declared in spec.schedules:
+            self.add_schedule(declared, owner=spec.name)
         self._kinds[spec.name] = spec
+
+    def add_schedule(self, schedule: NewSchedule, owner: str | None = None) -> None:
+        """Declare a schedule; one id declared twice differently is a configuration error."""
+        known = self._schedules.get(schedule.id)
+        if known is not None and known != schedule:
+            where = f" (on kind {owner!r})" if owner else ""
+            raise errors.ConfigurationError(
+                f"schedule {schedule.id!r}{where} is declared twice, differently; give each"
+                " schedule its own id"
+            )
+        self._schedules[schedule.id] = schedule
+
+    def schedules(self) -> list[NewSchedule]:
+        """The schedules declared in code, on kinds or on their own, by id."""
+        return [self._schedules[key] for key in sorted(self._schedules)]
 
     def get(self, name: str) -> KindSpec:
         try:
@@ -109,6 +132,7 @@ def task(
     retry_backoff: float = 1.0,
     description: str | None = None,
     examples: Iterable[JSON] = (),
+    schedules: Iterable[Declared] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a kind. The handler is called as `handler(input, ctx)`.
 
@@ -116,7 +140,9 @@ def task(
     the handler returns an instance of the output model, a dict, or any JSON value. Sync and
     `async def` handlers are both supported. A handler that raises fails its attempt; it is
     retried with exponential backoff (base `retry_backoff` seconds) until `max_attempts`.
+    `schedules` (`conveyor.Cron(...)`, `conveyor.Every(...)`) submit the kind on a schedule.
     """
+    bound = tuple(declared.bind(name) for declared in schedules)
 
     def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.getdoc(handler) or ""
@@ -132,11 +158,21 @@ def task(
                 backoff_s=retry_backoff,
                 description=description if description is not None else doc,
                 examples=tuple(examples),
+                schedules=bound,
             )
         )
         return handler
 
     return decorate
+
+
+def schedule(id: str, **fields: Any) -> None:
+    """Declare a schedule of its own: `conveyor.schedule("nightly", kind="report",
+    cron="0 3 * * *", timezone="Europe/Zurich", input={...})`. The fields are those of
+    `POST /v1/schedules`; workers register it in the store when they start."""
+    from conveyor.schedules.model import NewSchedule
+
+    registry.add_schedule(NewSchedule(id=id, **fields))
 
 
 def import_kinds(modules: Iterable[str]) -> Registry:
