@@ -5,6 +5,7 @@ The PR-tier run takes ~15 s; the 10-minute run is a soak test (`make soak`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -31,10 +32,8 @@ def kill9(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL a supervisor and its children: nothing of it runs on."""
     pids = [process.pid, *children(process.pid)]
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     process.wait(10)
 
 
