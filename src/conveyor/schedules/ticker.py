@@ -18,7 +18,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conveyor import errors
@@ -44,7 +44,6 @@ BACKOFF_MAX_S = 30.0
 #: How many waiting or running jobs of a schedule an overlap check looks at.
 ACTIVE_LOOKUP = 100
 ACTIVE_STATES = [state for state in JobState if state not in FINAL_STATES]
-_SPEC_FIELDS = {f.name for f in fields(JobSpec)}
 
 
 def schedule_tag(schedule_id: str) -> str:
@@ -172,7 +171,6 @@ class Ticker:
         )
         spec = self.service.prepare([new])[0]
         window = self.service.idempotency_window_s
-        links: dict[str, Any] = {"schedule_id": schedule.id, "schedule_tick": tick}
         return replace(
             spec,
             idempotency_key=key,
@@ -180,7 +178,8 @@ class Ticker:
             request_hash=hashlib.sha256(key.encode()).hexdigest(),
             # The key must outlive the oldest tick a ticker may still look at (a catch-up).
             idempotency_window_s=max(window, now - tick + window),
-            **{name: value for name, value in links.items() if name in _SPEC_FIELDS},
+            schedule_id=schedule.id,
+            schedule_tick=tick,
         )
 
     def _log_error(self, schedule_id: str, message: str) -> None:
