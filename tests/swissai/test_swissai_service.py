@@ -175,11 +175,13 @@ def test_register_compute_callback_and_sleep(
 
         image = put(s3_bucket, ".png", png((64, 48)))
         settings = put(s3_bucket, ".json", json.dumps({"width": 16}).encode())
-        ok_id, bad_id, half_id = (str(uuid.uuid4()) for _ in range(3))
+        empty = put(s3_bucket, ".json", b"{}")
+        ok_id, bad_id, half_id, short_id = (str(uuid.uuid4()) for _ in range(4))
         tasks = {
             ok_id: [image, settings],
-            bad_id: [put(s3_bucket, ".txt", b"not an image")],
-            half_id: [image],
+            bad_id: [put(s3_bucket, ".txt", b"not an image"), settings],
+            half_id: [image, empty],
+            short_id: [image],  # the engine always sends every field: a short list is refused
         }
         for task_id, data_in in tasks.items():
             body = service_task(s3_bucket, task_id, data_in, f"{engine_url}/tasks/{task_id}")
@@ -193,7 +195,8 @@ def test_register_compute_callback_and_sleep(
         assert unknown.json()["detail"].startswith("Task ")
 
         procs.worker()
-        wait_until(lambda: len(fake.callbacks) == 3, what="three callbacks")
+        wait_until(lambda: len(fake.callbacks) == 4, what="four callbacks")
+        assert fake.rejected == {}, "the engine took every callback"
 
         (done,) = fake.callbacks[ok_id]
         assert done["status"] == "finished"
@@ -207,9 +210,13 @@ def test_register_compute_callback_and_sleep(
         with Image.open(io.BytesIO(get(s3_bucket, half["data_out"][0]))) as result:
             assert result.size == (32, 24)  # no settings: half the size
 
+        (short,) = fake.callbacks[short_id]
+        assert short["status"] == "error"
+        assert "takes one per data_in field" in short["error_message"]
+
         (bad,) = fake.callbacks[bad_id]
         assert bad["status"] == "error"
-        assert bad["data_out"] is None
+        assert bad["data_out"] == []  # the engine's TaskUpdate requires a list
         assert "Wrong file extension for image" in bad["error_message"]
         assert "text/plain" in bad["error_message"]
 
@@ -233,7 +240,8 @@ def test_register_compute_callback_and_sleep(
         finally:
             store.close()
 
-        procs.stop(serve)  # shutdown: the engine hears that the service sleeps
+        procs.stop(serve)  # shutdown: the engine's next check finds it sleeping, not unavailable
+        fake.check_availability()
         assert fake.by_slug("image-resize")["status"] == "sleeping"  # type: ignore[index]
     finally:
         procs.stop_all()
@@ -241,6 +249,26 @@ def test_register_compute_callback_and_sleep(
     for path in tmp_path.glob("conveyor.db*"):
         assert SECRET.encode() not in path.read_bytes()
     assert SECRET not in procs.log("serve") + procs.log("worker")
+
+
+def test_available_from_the_announcement(engine: tuple[Engine, str], tmp_path: Path) -> None:
+    """The engine's availability check (every 30 s) must never find a new service without a
+    heartbeat (it would show it `sleeping`), even with the default 20 s between pings."""
+    fake, engine_url = engine
+    port = free_port()
+    env = environment(engine_url, f"http://127.0.0.1:{port}", CONVEYOR_SWISSAI_PING_S="20")
+    procs = Processes(tmp_path, env)
+    try:
+        procs.serve("text.stats", port)
+        wait_until(lambda: fake.count("POST", "/services/text-stats/ping") >= 1, timeout=10,
+                   what="a ping right after the announcement")  # fmt: skip
+        assert fake.count("POST", "/services") == 1
+        fake.check_availability()
+        assert fake.by_slug("text-stats")["status"] == "available"  # type: ignore[index]
+    finally:
+        procs.stop_all()
+    fake.check_availability()
+    assert fake.by_slug("text-stats")["status"] == "sleeping"  # type: ignore[index]
 
 
 def test_reregistration_after_409_and_queue_full(
@@ -339,5 +367,53 @@ def test_status_through_the_lifecycle_on_the_main_api(
         assert update["status"] == "finished"
         assert get(s3_bucket, update["data_out"][0]) == b"HELLO SWISS AI\n"
         assert update["data_out"][0].endswith(".txt")
+    finally:
+        procs.stop_all()
+
+
+def test_the_docs_example_service(
+    engine: tuple[Engine, str],
+    s3_bucket: Bucket,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """examples/swissai_keywords.py (shown in docs/swissai.md) behind a stand-alone service."""
+    fake, engine_url = engine
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = environment(engine_url, base, CONVEYOR_IMPORTS="examples.swissai_keywords")
+    procs = Processes(tmp_path, env)
+    try:
+        procs.serve("examples.keywords", port)
+        wait_until(lambda: fake.by_slug("keywords"), what="registration")
+        texts = {
+            str(uuid.uuid4()): "The cat and the dog. The cat sat on the mat; a dog barked.",
+            str(uuid.uuid4()): "Queues, queues and more queues",
+            str(uuid.uuid4()): b"\xff\xfe not utf-8",
+        }
+        for task_id, text in texts.items():
+            data = text.encode() if isinstance(text, str) else text
+            body = service_task(s3_bucket, task_id, [put(s3_bucket, ".txt", data)],
+                                f"{engine_url}/tasks/{task_id}")  # fmt: skip
+            assert httpx.post(f"{base}/compute", json=body, timeout=10).status_code == 200
+        procs.worker()
+        wait_until(lambda: len(fake.callbacks) == 3, what="three callbacks")
+        first, second, bad = ([*fake.callbacks[t]] for t in texts)
+        keys, summary = first[0]["data_out"]
+        assert keys.endswith(".csv") and summary.endswith(".json")
+        assert get(s3_bucket, keys).decode().splitlines()[:3] == ["word,count", "cat,2", "dog,2"]
+        assert json.loads(get(s3_bucket, summary)) == {
+            "words": 14, "keywords": ["cat", "dog", "sat", "mat", "barked"]
+        }  # fmt: skip
+        assert second[0]["status"] == "finished"
+        assert bad[0]["status"] == "error"
+        assert bad[0]["error_message"] == "the text is not UTF-8"
+        store = open_store(procs.store_url)
+        try:
+            jobs = [store.get(store.get_record("swissai_tasks", t)["job_id"])  # type: ignore[index]
+                    for t in list(texts)[:2]]  # fmt: skip
+        finally:
+            store.close()
+        loaded = {job.result["result"]["model_loaded_at"] for job in jobs}  # type: ignore[index]
+        assert len(loaded) == 1, "one worker child loaded the model once for both tasks"
     finally:
         procs.stop_all()

@@ -6,6 +6,7 @@ The backoff schedule is compressed through settings so retries take milliseconds
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from conveyor.webhooks.config import WebhookSettings, validate_webhook
 from conveyor.webhooks.dispatcher import Dispatcher, deliveries_of
 from conveyor.webhooks.signing import generate_secret
 from conveyor.webhooks.ssrf import CallbackPolicy, UnsafeURLError
-from tests.integration.harness import wait_for
+from tests.integration.harness import ROOT, wait_for, worker_env
 from tests.servers.http import serve_in_thread
 from tests.servers.procfs import live_processes
 from tests.webhooks.receiver import Receiver
@@ -210,6 +211,40 @@ def test_gives_up_after_the_horizon(
     assert {a["status_code"] for a in delivery["attempts"]} == {500}
 
 
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_a_refused_message_fails_at_once(
+    store: Store, dispatcher_thread: Callable[..., Dispatcher], status: int
+) -> None:
+    """A 4xx that refuses the message itself (a Swiss AI engine's 422) is not retried for days."""
+    secret = generate_secret()
+    receiver = Receiver([secret], status=status)
+    with serve_in_thread(receiver.app()) as base:
+        ids = submit(store, 1, {"url": f"{base}/h", "events": ["job.queued"]})
+        # A long horizon: only the permanent-refusal rule can end this delivery in the test.
+        dispatcher_thread(store, secrets=secret, horizon_s=3600)
+        wait_for(lambda: all_settled(store, ids, 1), what=f"{status} handled")
+    (delivery,) = deliveries_of(store, ids[0])
+    assert delivery["status"] == "failed"
+    assert delivery["attempt_count"] == 1
+    assert delivery["attempts"][0]["status_code"] == status
+    assert len(receiver.hits) == 1
+    assert endpoints.disabled(store, f"{base}/h") is None, "the endpoint itself stays enabled"
+
+
+@pytest.mark.parametrize("status", [408, 409, 425, 429])
+def test_transient_4xx_are_retried(
+    store: Store, dispatcher_thread: Callable[..., Dispatcher], status: int
+) -> None:
+    secret = generate_secret()
+    receiver = Receiver([secret], status=status)
+    with serve_in_thread(receiver.app()) as base:
+        ids = submit(store, 1, {"url": f"{base}/h", "events": ["job.queued"]})
+        dispatcher_thread(store, secrets=secret, horizon_s=3600)
+        wait_for(lambda: len(receiver.hits) >= 3, what=f"{status} retried")
+    (delivery,) = deliveries_of(store, ids[0])
+    assert delivery["status"] == "pending"
+
+
 def test_queue_default_secret_ids_and_event_filters(
     store: Store, dispatcher_thread: Callable[..., Dispatcher]
 ) -> None:
@@ -276,6 +311,17 @@ def test_deliveries_route(
     with serve_in_thread(create_app(settings)) as api:
         got = httpx.get(f"{api}/v1/jobs/{ids[0]}/deliveries", timeout=10)
         missing = httpx.get(f"{api}/v1/jobs/{uuid7()}/deliveries", timeout=10)
+        # The CLI with --url asks that API (the local store it would read is not there).
+        env = worker_env(tmp_path / "cli", CONVEYOR_STORE="sqlite:////nonexistent/never.db")
+        command = [sys.executable, "-m", "conveyor", "--url", api, "webhooks", "deliveries"]
+        shown = subprocess.run([*command, ids[0]], env=env, cwd=ROOT, capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        unknown = subprocess.run([*command, uuid7()], env=env, cwd=ROOT, capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert [d["status"] for d in json.loads(shown.stdout)] == ["delivered"]
+    assert unknown.returncode != 0
+    assert "Traceback" not in unknown.stderr
     assert got.status_code == 200, got.text
     (delivery,) = got.json()["deliveries"]
     assert delivery["status"] == "delivered"

@@ -28,7 +28,8 @@ def serve(
 
     Run `conveyor worker` beside it (same store) to execute the tasks and send the callbacks.
     With CONVEYOR_SWISSAI_ENGINE_URLS and CONVEYOR_SWISSAI_SERVICE_URL set, the service
-    announces itself to the engines, pings them every 20 s and says `sleeping` on shutdown.
+    announces itself to the engines, pings them at once and every 20 s, and stops its heartbeat
+    on shutdown (the engine then shows it `sleeping`).
     """
     import uvicorn
 

@@ -139,10 +139,19 @@ def enable(url: Annotated[str, typer.Argument()], store: StoreOpt = None) -> Non
 
 @app.command()
 def deliveries(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
-    """Print a job's delivery log as JSON."""
-    opened = open_store(_settings(store).store_url)
-    try:
-        found = [{k: v for k, v in d.items() if k != "body"} for d in deliveries_of(opened, job_id)]
-        console.print_json(json.dumps(found))
-    finally:
-        opened.close()
+    """Print a job's delivery log as JSON (from the API at `--url`, else from the store)."""
+    settings = _settings(store)
+    if settings.url:
+        from conveyor.client import Client
+
+        with Client(settings.url, settings.token) as client:
+            found = client.deliveries(job_id)
+    else:
+        opened = open_store(settings.store_url)
+        try:
+            found = [
+                {k: v for k, v in d.items() if k != "body"} for d in deliveries_of(opened, job_id)
+            ]
+        finally:
+            opened.close()
+    console.print_json(json.dumps(found))

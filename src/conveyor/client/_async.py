@@ -243,6 +243,11 @@ class AsyncClient:
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 1.5)
 
+    async def deliveries(self, job_id: str) -> builtins.list[dict[str, Any]]:
+        """The job's webhook delivery log: each message, its status and attempts."""
+        response = await self._request("GET", f"/v1/jobs/{job_id}/deliveries")
+        return list(response.json()["deliveries"])
+
     # -- files --------------------------------------------------------------------------------
 
     async def files(self, job_id: str) -> builtins.list[dict[str, Any]]:

@@ -241,6 +241,11 @@ class Client:
             time.sleep(delay)
             delay = min(1.0, delay * 1.5)
 
+    def deliveries(self, job_id: str) -> builtins.list[dict[str, Any]]:
+        """The job's webhook delivery log: each message, its status and attempts."""
+        response = self._request("GET", f"/v1/jobs/{job_id}/deliveries")
+        return list(response.json()["deliveries"])
+
     # -- files --------------------------------------------------------------------------------
 
     def files(self, job_id: str) -> builtins.list[dict[str, Any]]:

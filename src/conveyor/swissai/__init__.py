@@ -7,5 +7,6 @@ contract; `compute` is the kind that runs a task; `registration` announces servi
 from __future__ import annotations
 
 from conveyor.swissai.declare import SwissAIService, service
+from conveyor.swissai.outputs import output_type
 
-__all__ = ["SwissAIService", "service"]
+__all__ = ["SwissAIService", "output_type", "service"]

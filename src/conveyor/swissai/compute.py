@@ -3,7 +3,8 @@
 fetching (each `data_in` key from the caller's bucket, with the caller's credentials, its MIME
 type — guessed from the key's extension, as the originals do — checked against the field) →
 processing (the declared kind's handler, reading `ctx.input_file(field)` and writing
-`ctx.output_file(field)`) → saving (each output, its type sniffed and checked, uploaded as
+`ctx.output_file(field)`) → saving (each output, its type the one the handler chose with
+`swissai.output_type` or else sniffed, checked against the field, uploaded as
 `<uuid4><ext>`). The job's result is `{"data_out": [...keys]}`; the callback to the engine is
 sent by the webhook dispatcher from the job's final event, so it is retried, never lost.
 
@@ -30,6 +31,7 @@ from conveyor.storage.base import MissingFileError
 from conveyor.storage.fs import FileStorage
 from conveyor.swissai.declare import SwissAIService, declared
 from conveyor.swissai.models import FieldDescription, TaskStatus
+from conveyor.swissai.outputs import chosen
 from conveyor.swissai.sealing import unseal
 from conveyor.webhooks.ssrf import CallbackPolicy
 from conveyor.worker.context import Context, PermanentError
@@ -147,12 +149,14 @@ def fetch(
 ) -> None:
     """Copy each input object into the inner job's input files, streamed."""
     fields = service.data_in_fields
-    if len(keys) > len(fields):
+    if len(keys) != len(fields):
+        # The engine makes every data_in field a required upload, so its tasks always carry
+        # one key per field, in order; anything else is a caller mistake, said plainly.
         raise PermanentError(
-            f"got {len(keys)} inputs but {service.slug} takes at most {len(fields)}:"
+            f"got {len(keys)} inputs but {service.slug} takes one per data_in field, in order:"
             f" {[f.name for f in fields]}"
         )
-    for field, key in zip(fields, keys, strict=False):
+    for field, key in zip(fields, keys, strict=True):
         check_type(field, key)
         try:
             staging.write(job_key(job_id, "in", field.name), bucket.read(key))
@@ -211,7 +215,7 @@ def save(service: SwissAIService, ctx: Context, bucket: Any) -> list[str]:
         allowed = [t.value for t in field.type]
         if not path.is_file():
             raise PermanentError(f"{service.kind} wrote no output {field.name!r}")
-        mime = sniff(path, allowed)
+        mime = chosen(ctx, field.name) or sniff(path, allowed)
         if mime not in allowed:
             raise PermanentError(f"Wrong output type for {field.name} ({allowed}): got {mime}")
         key = f"{uuid.uuid4()}{EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ''}"

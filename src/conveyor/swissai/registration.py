@@ -2,8 +2,17 @@
 
 `POST {engine}/services`; on 409 (slug taken, e.g. after a restart) `GET
 {engine}/services/slug/{slug}` and `PATCH {engine}/services/{id}`; then `POST
-{engine}/services/{slug}/ping` every `ping_s` (announcing again if the engine forgot us); on
-shutdown `PATCH {"status": "sleeping"}`. Every call is retried `announce_retries` times.
+{engine}/services/{slug}/ping` at once and every `ping_s` after (announcing again if the engine
+forgot us). Every call is retried `announce_retries` times.
+
+Where this follows the engine (core-engine 9dbf648) rather than the template: the engine's
+availability check, every 30 s, marks a service without a heartbeat `sleeping`, so the template's
+first ping, one interval after announcing, leaves a new service `sleeping` meanwhile: the first
+ping goes right after the announcement. At shutdown the template PATCHes `{"status":
+"sleeping"}`, which the engine turns into `unavailable` (its `disable_service`: route removed,
+the service's pipelines disabled); conveyor clears its heartbeat instead (`PATCH {"latest_ping":
+null}`), so the engine's next check marks it `sleeping`, keeping its route and pipelines, and
+wakes it with `GET /status` when the next task comes.
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ import httpx
 from conveyor.swissai.settings import SwissAISettings
 
 log = logging.getLogger("conveyor.swissai")
+
+# What shutdown sends: no heartbeat, so the engine's next availability check says `sleeping`.
+GONE_QUIET: dict[str, Any] = {"latest_ping": None}
 
 
 @contextlib.asynccontextmanager
@@ -58,9 +70,7 @@ class Announcer:
                 await self._task
         for (engine, slug), service_id in self.ids.items():
             try:
-                await self.client.patch(
-                    f"{engine}/services/{service_id}", json={"status": "sleeping"}
-                )
+                await self.client.patch(f"{engine}/services/{service_id}", json=GONE_QUIET)
             except httpx.HTTPError as exc:
                 log.warning("could not tell %s that %s sleeps: %s", engine, slug, exc)
         await self.client.aclose()
@@ -68,7 +78,8 @@ class Announcer:
     async def run(self) -> None:
         for engine in self.settings.engines:
             for body in self.bodies:
-                await self.announce(engine, body)
+                if await self.announce(engine, body):
+                    await self.ping(engine, body)  # no heartbeat yet reads as `sleeping`
         while True:
             await asyncio.sleep(self.settings.ping_s)
             for engine in self.settings.engines:

@@ -10,8 +10,10 @@ so the feed is an outbox nothing can slip past. The dispatcher:
    events and finds the deliveries already there (checked in the first batch after a start);
 3. sends due deliveries, signed (Standard Webhooks), through the SSRF-guarded sender; records
    each attempt in the pending record; on failure schedules the next one with exponential
-   backoff and jitter until the horizon passes; a 410 answer disables the endpoint; the final
-   outcome moves to `webhook_deliveries/<same key>` (the log, kept `log_retention_s`).
+   backoff and jitter until the horizon passes; a 410 answer disables the endpoint; any other
+   4xx except 408/409/425/429 is permanent (the receiver refused this very message, sending it
+   again cannot help): the delivery ends `failed` at once; the final outcome moves to
+   `webhook_deliveries/<same key>` (the log, kept `log_retention_s`).
 
 Killed at any point it loses nothing: a delivery leaves `webhook_pending` only after its final
 outcome is written to `webhook_deliveries`, so at worst one message is sent twice, with the
@@ -57,6 +59,9 @@ FEED_BATCH = 500
 MAX_LOGGED_ATTEMPTS = 50
 RESPONSE_LOGGED = 512
 PRUNE_EVERY_S = 3600.0
+# 4xx answers that may pass: timeout, conflict, too early, rate limited. Any other 4xx refuses
+# the message itself (a Swiss AI engine's 422 on a body it cannot read), so it is not retried.
+RETRIED_4XX = frozenset({408, 409, 425, 429})
 
 
 def deliveries_of(store: Store, job_id: str) -> list[dict[str, Any]]:
@@ -292,6 +297,10 @@ class Dispatcher:
             endpoints.disable(self.store, url, now, "410 Gone")
             log.warning("webhook endpoint %s answered 410 Gone: disabled", url)
             self._finish(key, delivery, "disabled")
+        elif is_permanent(outcome.status_code):
+            log.warning("webhook %s to %s refused with %s: not retried", delivery["id"],
+                        url, outcome.status_code)  # fmt: skip
+            self._finish(key, delivery, "failed")
         else:
             self._retry_later(key, delivery, now)
 
@@ -324,6 +333,11 @@ class Dispatcher:
         self.store.delete_record(PENDING, key)  # it leaves the pending list
 
 
+def is_permanent(status_code: int | None) -> bool:
+    """True for an answer that sending the same message again cannot change."""
+    return status_code is not None and 400 <= status_code < 500 and status_code not in RETRIED_4XX
+
+
 def _render(job: Job, event: JobEvent, kind: str, spec: WebhookSpec) -> tuple[str, str]:
     """The method and exact body of a delivery (frozen: every retry sends the same bytes)."""
     if spec.format == "swissai":
@@ -339,7 +353,11 @@ def _render(job: Job, event: JobEvent, kind: str, spec: WebhookSpec) -> tuple[st
 def swissai_update(
     job: Job, kind: str, spec: WebhookSpec, data: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The Swiss AI `TaskUpdate` a finished job reports to its `callback_url`."""
+    """The Swiss AI `TaskUpdate` a finished job reports to its `callback_url`.
+
+    `data_out` is always a list (`[]` on error): the engine's `TaskUpdate` requires one and
+    answers 422 to `null`, which would leave the task `fetching` for ever.
+    """
     result = job.result if isinstance(job.result, dict) else {}
     finished = kind == "job.succeeded"
     message = None
@@ -350,7 +368,7 @@ def swissai_update(
     return {
         "service": spec.service,
         "url": spec.service_url,
-        "data_out": result.get("data_out") if finished else None,
+        "data_out": list(result.get("data_out") or []) if finished else [],
         "status": "finished" if finished else "error",
         "error_message": message,
     }

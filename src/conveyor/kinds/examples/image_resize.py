@@ -1,8 +1,10 @@
 """`image.resize`: resize a PNG or JPEG (Pillow); half the size unless told otherwise.
 
-Input file `image` (image/png or image/jpeg) and, optionally, `settings` (application/json:
-`{"width": 640}`, `{"height": 480}` or both; one of them keeps the aspect ratio). Input values
-`width`/`height` do the same for `/v1` jobs. Output file `result`, in the input's format.
+Input file `image` (image/png or image/jpeg) and `settings` (application/json: `{"width": 640}`,
+`{"height": 480}` or both; one of them keeps the aspect ratio; `{}` halves). As a Swiss AI
+service both are required (the engine requires every declared input); a `/v1` job may leave
+`settings` out or pass input values `width`/`height` instead. Output file `result`, in the
+input's format.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ swissai.service(
     name="Image resize",
     slug="image-resize",
     summary="Resize a PNG or JPEG image; half its size unless settings say otherwise.",
-    description='Optional `settings` JSON: {"width": int, "height": int}.',
+    description=(
+        'A `settings` JSON file is required (the engine requires every input): {"width": int,'
+        ' "height": int}, one of them to keep the aspect ratio, or {} for half the size.'
+    ),
     data_in_fields=[
         {"name": "image", "type": ["image/png", "image/jpeg"]},
         {"name": "settings", "type": ["application/json"]},
