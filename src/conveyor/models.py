@@ -176,8 +176,9 @@ class Limit(Model):
     per_s: float = Field(1.0, gt=0, le=7 * 86_400)
     strategy: LimitStrategy = Field(
         "queue",
-        description="What a submit over `max_running` does: `queue` (wait), `cancel_newest`"
-        " (the new job is cancelled) or `cancel_in_progress` (the oldest one is cancelled).",
+        description="What a submit over a key's `max_running` does: `queue` (wait),"
+        " `cancel_newest` (the new job is cancelled) or `cancel_in_progress` (the oldest of the"
+        " key's jobs is cancelled); the last two on `key:` limits only.",
     )
     updated_at: datetime | None = None
 
@@ -188,8 +189,8 @@ class Limit(Model):
         if self.strategy != "queue":
             if self.max_running is None:
                 raise ValueError(f"strategy {self.strategy} needs max_running")
-            if self.scope == "queue":
-                raise ValueError(f"strategy {self.strategy} applies to kind: and key: limits")
+            if self.scope != "key":
+                raise ValueError(f"strategy {self.strategy} applies to key: limits only")
         return self
 
     @property

@@ -19,7 +19,7 @@ from tests.backends import Backend
 from tests.conformance.helpers import enqueue, spec
 
 LEASE = 30.0
-IMPLEMENTED: set[str] = set()
+IMPLEMENTED: set[str] = {"sqlite", "memory"}
 
 
 @pytest.fixture(autouse=True)
@@ -44,14 +44,16 @@ def test_limits_are_set_replaced_listed_and_deleted(store: Store) -> None:
     stored = store.set_limit(Limit(target="kind:noop", max_running=2))
     assert stored.max_running == 2 and stored.updated_at is not None
     store.set_limit(Limit(target="queue:default", rate=10, per_s=60))
-    store.set_limit(Limit(target="kind:noop", max_running=5, strategy="cancel_newest"))
+    store.set_limit(Limit(target="kind:noop", max_running=5))
+    store.set_limit(Limit(target="key:noop", max_running=1, strategy="cancel_newest"))
     got = {limit.target: limit for limit in store.limits()}
-    assert [limit.target for limit in store.limits()] == ["kind:noop", "queue:default"]
-    assert got["kind:noop"].max_running == 5 and got["kind:noop"].strategy == "cancel_newest"
+    assert [limit.target for limit in store.limits()] == ["key:noop", "kind:noop", "queue:default"]
+    assert got["kind:noop"].max_running == 5 and got["key:noop"].strategy == "cancel_newest"
     assert got["queue:default"].rate == 10 and got["queue:default"].per_s == 60
+    assert got["queue:default"].max_running is None
     assert store.delete_limit("kind:noop") is True
     assert store.delete_limit("kind:noop") is False
-    assert [limit.target for limit in store.limits()] == ["queue:default"]
+    assert [limit.target for limit in store.limits()] == ["key:noop", "queue:default"]
 
 
 def test_no_limits_leaves_claims_and_jobs_alone(store: Store, clock: FakeClock) -> None:

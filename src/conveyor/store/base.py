@@ -173,11 +173,11 @@ class Store(Protocol):
 
         A spec with a `unique_key` that a job in its `unique_scope` holds (created within
         `unique_window_s`, if set) returns that job instead; decided in the same transaction,
-        so concurrent submits make one job. Under a `max_running` limit with strategy
-        `cancel_newest`, a spec whose key (or kind) already has that many jobs waiting or
-        running is stored `cancelled` at once (reason `concurrency_limited`); with
-        `cancel_in_progress` the oldest of them is cancelled instead (a running one is asked to
-        stop) and the new job waits its turn.
+        so concurrent submits make one job. Under a per-key limit (`key:<kind>`) with strategy
+        `cancel_newest`, a spec whose key already has `max_running` jobs waiting or running is
+        stored `cancelled` at once (reason `concurrency_limited`); with `cancel_in_progress`
+        the oldest of them is cancelled instead (a running one is asked to stop) and the new
+        job waits its turn.
         """
         ...
 

@@ -36,7 +36,7 @@ from conveyor.models import (
     WorkerInfo,
     from_ts,
 )
-from conveyor.store import rules
+from conveyor.store import rules, sqlite_flow
 from conveyor.store.base import (
     Beat,
     BeatStatus,
@@ -48,6 +48,7 @@ from conveyor.store.base import (
     new_job,
     read_kinds,
 )
+from conveyor.store.limits import LimitSet, limited_error, purged_error, take
 from conveyor.store.migrations import available
 from conveyor.store.rules import Outcome
 from conveyor.store.wake import SocketWaker, ThreadWaker
@@ -56,7 +57,7 @@ JOB_COLUMNS = (
     "id, kind, queue, state, input, priority, run_at, attempt, max_attempts, timeout_s, "
     "backoff_s, progress, result, error, tags, idempotency_key, webhook, lease_owner, "
     "lease_token, lease_expires_at, cancel_requested, created_at, started_at, finished_at, "
-    "updated_at"
+    "updated_at, concurrency_key, unique_key, schedule_id, schedule_tick"
 )
 WAITING = "('queued', 'scheduled')"
 #: How long opening a file waits for another process that is migrating it.
@@ -123,10 +124,10 @@ def row_to_job(row: Sequence[Any], loads: Callable[[str | None], Any] = _lenient
         started_at=from_ts(row[22]),
         finished_at=from_ts(row[23]),
         updated_at=_ts(row[24]),
-        concurrency_key=None,
-        unique_key=None,
-        schedule_id=None,
-        schedule_tick=None,
+        concurrency_key=row[25],
+        unique_key=row[26],
+        schedule_id=row[27],
+        schedule_tick=from_ts(row[28]),
         waiting_reason=None,
     )
 
@@ -148,6 +149,7 @@ class SqliteStore:
         if not in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._limit_set = LimitSet()  # cached; sqlite_flow.limit_set re-reads on a new version
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
@@ -303,21 +305,35 @@ class SqliteStore:
         created: dict[str, Job] = {}
         with self._write() as db:
             existing = self._check_idempotency(db, specs, now)
+            new = [s for s in specs if s.idempotency_key not in existing]
+            duplicates, flow = self._flow_on_submit(db, new, now)
             rows, events, keys = [], [], []
             tagged: list[tuple[str, str]] = []
-            for spec in specs:
-                if spec.idempotency_key in existing:
+            keyed: list[tuple[str, str]] = []
+            for spec in new:
+                if spec.id in duplicates:
                     continue
                 tagged.extend((tag, spec.id) for tag in spec.tags)
+                if spec.concurrency_key is not None:
+                    keyed.append((spec.kind, spec.concurrency_key))
                 state = rules.initial_state(spec.run_at, now)
-                created[spec.id] = new_job(spec, state, now)
+                data = created_event(spec, state)
+                finished, error = None, None
+                if spec.id in flow.cancelled_specs:
+                    state, finished = JobState.CANCELLED, now
+                    data = {**created_event(spec, state), "reason": "concurrency_limited"}
+                    error = limited_error(f"over the limit of key:{spec.kind}").model_dump_json()
+                else:
+                    created[spec.id] = new_job(spec, state, now)
                 rows.append(
                     (spec.id, spec.kind, spec.queue, state.value, _dumps(spec.input),
                      spec.priority, spec.run_at, spec.max_attempts, spec.timeout_s,
                      spec.backoff_s, _dumps(list(spec.tags)), spec.idempotency_key,
-                     None if spec.webhook is None else _dumps(spec.webhook), now, now)
+                     None if spec.webhook is None else _dumps(spec.webhook), now, now,
+                     spec.concurrency_key, spec.unique_key, spec.schedule_id,
+                     spec.schedule_tick, finished, error)
                 )  # fmt: skip
-                events.append(self._event(spec.id, now, "state", created_event(spec, state)))
+                events.append(self._event(spec.id, now, "state", data))
                 if spec.idempotency_key is not None:
                     keys.append(
                         (spec.idempotency_key, spec.id, spec.request_hash,
@@ -325,21 +341,69 @@ class SqliteStore:
                     )  # fmt: skip
             db.executemany(
                 "INSERT INTO jobs (id, kind, queue, state, input, priority, run_at, max_attempts,"
-                " timeout_s, backoff_s, tags, idempotency_key, webhook, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " timeout_s, backoff_s, tags, idempotency_key, webhook, created_at, updated_at,"
+                " concurrency_key, unique_key, schedule_id, schedule_tick, finished_at, error)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
+            if keyed:
+                sqlite_flow.register_keys(db, keyed)
             db.executemany("INSERT OR REPLACE INTO idempotency VALUES (?,?,?,?)", keys)
             # The tag index, here rather than in a trigger, which costs twice as much per job
             # (see 0002_job_tags.sql). A tag given twice is indexed once.
             db.executemany("INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?,?)", tagged)
             self._add_events(db, events)
-            ids = [existing.get(s.idempotency_key, s.id) for s in specs]
-            if existing:
-                created.update(self._jobs_by_id(db, list(existing.values())))
+            ids = [duplicates.get(s.id, existing.get(s.idempotency_key, s.id)) for s in specs]
+            known = [i for i in dict.fromkeys(ids) if i not in created]
+            if known:
+                created.update(self._jobs_by_id(db, known))
         if rows:
             self._waker.notify()
         return [created[i] for i in ids]
+
+    def _flow_on_submit(
+        self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
+    ) -> tuple[dict[str, str], sqlite_flow.Strategies]:
+        """Unique duplicates (spec id -> existing job id) and the cancel strategies' decisions
+        for the new specs; the strategies' changes to stored jobs are written here."""
+        flow = sqlite_flow.Strategies()
+        duplicates: dict[str, str] = {}
+        if any(s.unique_key is not None for s in specs):
+            duplicates = sqlite_flow.unique_matches(db, specs, now)
+        if not any(s.concurrency_key is not None for s in specs):
+            return duplicates, flow
+        limits = self._limits_in(db)
+        fresh = [s for s in specs if s.id not in duplicates]
+        if any(limits.strategy_limit(s.kind, s.concurrency_key) for s in fresh):
+            flow = sqlite_flow.apply_strategies(db, fresh, limits)
+            self._cancel_for_limit(db, flow, now)
+        return duplicates, flow
+
+    def _cancel_for_limit(
+        self, db: sqlite3.Connection, flow: sqlite_flow.Strategies, now: float
+    ) -> None:
+        error = limited_error("a newer job of its key took its place").model_dump_json()
+        db.executemany(
+            "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?,"
+            " updated_at = ?, error = ? WHERE id = ?",
+            [(now, now, error, job_id) for job_id in flow.cancel_waiting],
+        )
+        db.executemany(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+            [(now, job_id) for job_id in flow.stop_running],
+        )
+        reason = "concurrency_limited"
+        self._add_events(db, [
+            *(self._event(i, now, "state", {"state": "cancelled", "reason": reason})
+              for i in flow.cancel_waiting),
+            *(self._event(i, now, "state", {"state": "running", "cancel_requested": True,
+                                           "reason": reason})
+              for i in flow.stop_running),
+        ])  # fmt: skip
+
+    def _limits_in(self, db: sqlite3.Connection) -> LimitSet:
+        self._limit_set = sqlite_flow.limit_set(db, self._limit_set)
+        return self._limit_set
 
     def _check_idempotency(
         self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
@@ -371,32 +435,33 @@ class SqliteStore:
         if n <= 0 or not queues or kinds == []:
             return []
         now = self.clock()
-        marks = ",".join("?" * len(queues))
-        extra, extra_params = "", list[str]()
-        if kinds:
-            extra += f" AND kind IN ({','.join('?' * len(kinds))})"
-            extra_params.extend(kinds)
-        source, source_params = "jobs", list[str]()
         with self._write(durable=False) as db:
-            if tag is not None and _few_tagged(db, tag):
-                # Read the tag's few jobs from its index: without statistics the planner
-                # would walk every waiting job of the queues, testing each for the tag.
-                source = "job_tags CROSS JOIN jobs ON jobs.id = job_tags.job_id AND tag = ?"
-                source_params.append(tag)
-            elif tag is not None:
-                extra += " AND id IN (SELECT job_id FROM job_tags WHERE tag = ?)"
-                extra_params.append(tag)
+            limits = self._limits_in(db)
+            picked: list[str] | None = None
+            if not limits.empty:
+                queues = [q for q in queues if q not in limits.paused]
+                if not queues:
+                    return []
+            if limits.limits:
+                picked = sqlite_flow.pick(db, limits, queues, n, now, kinds, tag)
+                if not picked:
+                    return []
+                selection, select_params = "SELECT value FROM json_each(?)", [_dumps(picked)]
+            else:
+                selection, select_params = _selection(db, queues, n, now, kinds, tag)
             rows = db.execute(
                 f"UPDATE jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?,"
                 f" lease_token = lower(hex(randomblob(16))), lease_expires_at = ?,"
                 f" started_at = ?, updated_at = ?"
-                f" WHERE id IN (SELECT id FROM {source} WHERE state IN {WAITING}"
-                f"  AND queue IN ({marks}) AND run_at <= ?{extra}"
-                f"  ORDER BY priority DESC, run_at, id LIMIT ?)"
+                f" WHERE id IN ({selection})"
                 f" RETURNING {JOB_COLUMNS}",
-                (owner, now + lease_s, now, now, *source_params, *queues, now, *extra_params, n),
+                (owner, now + lease_s, now, now, *select_params),
             ).fetchall()
-            rows.sort(key=lambda r: (-r[5], r[6], r[0]))
+            if picked is None:
+                rows.sort(key=lambda r: (-r[5], r[6], r[0]))
+            else:  # the order limits.choose took them in
+                place = {job_id: i for i, job_id in enumerate(picked)}
+                rows.sort(key=lambda r: place[r[0]])
             self._add_events(
                 db,
                 [
@@ -585,6 +650,8 @@ class SqliteStore:
             )
             event = self._event(job_id, now, "state", {"state": "queued", "retried": True})
             self._add_events(db, [event])
+            if job.concurrency_key is not None:
+                sqlite_flow.register_keys(db, [(job.kind, job.concurrency_key)])
             job = self._get(db, job_id)
         self._waker.notify()
         return job
@@ -606,7 +673,23 @@ class SqliteStore:
         rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
-        return row_to_job(rows[0])
+        return self._with_reasons([row_to_job(rows[0])])[0]
+
+    def _with_reasons(self, jobs: list[Job]) -> list[Job]:
+        """Fill `waiting_reason` of queued jobs a limit or a paused queue holds back (only
+        read at all when the store has limits or paused queues)."""
+        if not any(job.state is JobState.QUEUED for job in jobs):
+            return jobs
+        with self._lock:
+            limits = self._limits_in(self._db)
+            if limits.empty:
+                return jobs
+            admit = sqlite_flow.admission(self._db, limits, self.clock())
+            for job in jobs:
+                if job.state is JobState.QUEUED:
+                    why = admit.blocked(job.queue, job.kind, job.concurrency_key)
+                    job.waiting_reason = None if why is None else why[0]
+        return jobs
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         where, params = _filter_sql(filter)
@@ -625,7 +708,7 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {order} DESC LIMIT ?"
         rows = self._read(sql, [*params, limit + 1])
-        jobs = [row_to_job(r) for r in rows[:limit]]
+        jobs = self._with_reasons([row_to_job(r) for r in rows[:limit]])
         next_cursor = jobs[-1].id if len(rows) > limit else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
@@ -725,6 +808,8 @@ class SqliteStore:
             "SELECT queue, count(*) FROM jobs WHERE finished_at > ? GROUP BY queue", (now - 60,)
         ):
             stats[queue].finished_last_minute = count
+        for (queue,) in self._read("SELECT queue FROM paused_queues"):
+            stats.setdefault(queue, QueueStats(name=queue)).paused = True
         return [stats[name] for name in sorted(stats)]
 
     def prune(self, finished_before: float, limit: int = 10_000) -> list[str]:
@@ -742,25 +827,69 @@ class SqliteStore:
             db.execute("DELETE FROM idempotency WHERE expires_at < ?", (self.clock(),))
         return ids
 
-    # -- flow control (#20: being built; tests/conformance/test_store_limits.py) ------------
+    # -- flow control --------------------------------------------------------------------------
 
     def set_limit(self, limit: Limit) -> Limit:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        now = self.clock()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO limits (target, max_running, rate, per_s, strategy,"
+                " updated_at) VALUES (?,?,?,?,?,?)",
+                (limit.target, limit.max_running, limit.rate, limit.per_s, limit.strategy, now),
+            )
+            sqlite_flow.bump(db)
+        self._waker.notify()  # a raised limit may let waiting jobs start
+        return limit.model_copy(update={"updated_at": from_ts(now)})
 
     def delete_limit(self, target: str) -> bool:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        with self._write() as db:
+            gone = db.execute("DELETE FROM limits WHERE target = ? RETURNING 1", (target,))
+            found = bool(gone.fetchall())
+            if found:
+                sqlite_flow.bump(db)
+        if found:
+            self._waker.notify()
+        return found
 
     def limits(self) -> list[Limit]:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        with self._write(durable=False) as db:
+            return sorted(self._limits_in(db).limits.values(), key=lambda lim: lim.target)
 
     def pause_queue(self, queue: str, paused: bool) -> None:
-        raise NotImplementedError("queue controls (#20) are not built for this store yet")
+        with self._write() as db:
+            if paused:
+                db.execute(
+                    "INSERT OR IGNORE INTO paused_queues (queue, paused_at) VALUES (?,?)",
+                    (queue, self.clock()),
+                )
+            else:
+                db.execute("DELETE FROM paused_queues WHERE queue = ?", (queue,))
+            sqlite_flow.bump(db)
+        if not paused:
+            self._waker.notify()
 
     def purge_queue(self, queue: str) -> int:
-        raise NotImplementedError("queue controls (#20) are not built for this store yet")
+        now = self.clock()
+        error = purged_error(queue).model_dump_json()
+        with self._write() as db:
+            ids = db.execute(
+                "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?,"
+                f" updated_at = ?, error = ? WHERE queue = ? AND state IN {WAITING}"
+                " RETURNING id",
+                (now, now, error, queue),
+            ).fetchall()
+            data = {"state": "cancelled", "reason": "purged"}
+            self._add_events(db, [self._event(i, now, "state", data) for (i,) in ids])
+        return len(ids)
 
     def take_tokens(self, key: str, n: int, rate: int, per_s: float) -> float:
-        raise NotImplementedError("token buckets (#20) are not built for this store yet")
+        now = self.clock()
+        with self._write(durable=False) as db:
+            bucket = sqlite_flow.bucket_loader(db)([key]).get(key)
+            tokens, wait = take(bucket, n, rate, per_s, now)
+            if wait == 0:
+                sqlite_flow.write_buckets(db, [(key, tokens, now)])
+        return wait
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         self._waker.wait(timeout)
@@ -793,6 +922,37 @@ def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
         where.append(f"id IN ({','.join('?' * len(f.ids))})")
         params.extend(f.ids)
     return where, params
+
+
+def _selection(
+    db: sqlite3.Connection,
+    queues: Sequence[str],
+    n: int,
+    now: float,
+    kinds: Sequence[str] | None,
+    tag: str | None,
+) -> tuple[str, list[Any]]:
+    """The query (and its parameters) for the ids of up to n due jobs, best first: a claim
+    under no limit."""
+    marks = ",".join("?" * len(queues))
+    extra, extra_params = "", list[Any]()
+    if kinds:
+        extra += f" AND kind IN ({','.join('?' * len(kinds))})"
+        extra_params.extend(kinds)
+    source, source_params = "jobs", list[Any]()
+    if tag is not None and _few_tagged(db, tag):
+        # Read the tag's few jobs from its index: without statistics the planner would walk
+        # every waiting job of the queues, testing each for the tag.
+        source = "job_tags CROSS JOIN jobs ON jobs.id = job_tags.job_id AND tag = ?"
+        source_params.append(tag)
+    elif tag is not None:
+        extra += " AND id IN (SELECT job_id FROM job_tags WHERE tag = ?)"
+        extra_params.append(tag)
+    selection = (
+        f"SELECT id FROM {source} WHERE state IN {WAITING} AND queue IN ({marks})"
+        f" AND run_at <= ?{extra} ORDER BY priority DESC, run_at, id LIMIT ?"
+    )
+    return selection, [*source_params, *queues, now, *extra_params, n]
 
 
 def _few_tagged(db: sqlite3.Connection, tag: str) -> bool:

@@ -1,0 +1,244 @@
+"""Flow control decided in Python for the SQL stores (Redis does the same in Lua, claim.lua):
+which waiting jobs a claim may take under the store's limits, in what order, and why a
+waiting job is held back.
+
+A claim under limits works on a snapshot read in its own transaction: the limits and paused
+queues (`LimitSet`), how many jobs run per queue, kind and concurrency key, and the token
+buckets of the rate limits. `Admission` takes jobs one by one against those counts, so a claim
+never takes more than a limit leaves, and `choose` walks the candidates best first with the
+keys of a per-key limit taking turns (least recently started key first).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from conveyor import errors
+from conveyor.models import JobError, Limit, WaitingReason, from_ts
+
+#: Bucket keys of rate limits; `take_tokens` callers use their own prefixes (e.g. `quota:`).
+BUCKET_PREFIX = "limit:"
+#: Keys of one per-key limit a single claim looks at (least recently started first).
+KEY_SCAN = 2_000
+
+Scope = tuple[str, ...]  # ("queue", q) | ("kind", k) | ("key", k, concurrency key)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSet:
+    """The store's limits and paused queues as of one version of them."""
+
+    version: int = 0
+    limits: dict[str, Limit] = field(default_factory=dict)
+    paused: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not self.limits and not self.paused
+
+    def keyed_kinds(self) -> list[str]:
+        """Kinds with a per-key limit: their keyed jobs are claimed key by key."""
+        return sorted(lim.name for lim in self.limits.values() if lim.scope == "key")
+
+    def applicable(self, queue: str, kind: str, key: str | None) -> list[tuple[Limit, Scope]]:
+        """The limits on a job, each with the scope it counts in."""
+        found: list[tuple[Limit, Scope]] = []
+        for limit, scope in (
+            (self.limits.get(f"queue:{queue}"), ("queue", queue)),
+            (self.limits.get(f"kind:{kind}"), ("kind", kind)),
+            (None if key is None else self.limits.get(f"key:{kind}"), ("key", kind, key or "")),
+        ):
+            if limit is not None:
+                found.append((limit, scope))
+        return found
+
+    def strategy_limit(self, kind: str, key: str | None) -> Limit | None:
+        """The per-key limit whose strategy acts on a submit of this kind and key, if any."""
+        limit = None if key is None else self.limits.get(f"key:{kind}")
+        return limit if limit is not None and limit.strategy != "queue" else None
+
+
+def stored_limit(row: Sequence[Any]) -> Limit:
+    """A Limit from a stored (target, max_running, rate, per_s, strategy, updated_at) row."""
+    return Limit.model_construct(
+        target=row[0], max_running=row[1], rate=row[2], per_s=row[3], strategy=row[4],
+        updated_at=row[5] if isinstance(row[5], datetime) else from_ts(row[5]),
+    )  # fmt: skip
+
+
+def bucket_key(scope: Scope) -> str:
+    return BUCKET_PREFIX + ":".join(scope)
+
+
+def refill(tokens: float, at: float, now: float, rate: int, per_s: float) -> float:
+    """A bucket's tokens at `now`: it gains `rate` per `per_s`, holds at most `rate`."""
+    return min(float(rate), tokens + max(0.0, now - at) * rate / per_s)
+
+
+def take(
+    bucket: tuple[float, float] | None, n: int, rate: int, per_s: float, now: float
+) -> tuple[float, float]:
+    """(tokens left, seconds to wait) for taking n tokens; wait 0 means taken. A bucket never
+    used (None) is full."""
+    if n > rate:
+        raise errors.InvalidInputError(f"cannot take {n} tokens from a bucket of {rate}")
+    tokens = float(rate) if bucket is None else refill(bucket[0], bucket[1], now, rate, per_s)
+    if tokens >= n:
+        return tokens - n, 0.0
+    return tokens, (n - tokens) * per_s / rate
+
+
+def running_counts(rows: Iterable[Sequence[Any]]) -> Counter[Scope]:
+    """Running jobs per scope, from (queue, kind, concurrency key, count) rows."""
+    counts: Counter[Scope] = Counter()
+    for queue, kind, key, n in rows:
+        counts["queue", queue] += n
+        counts["kind", kind] += n
+        if key is not None:
+            counts["key", kind, key] += n
+    return counts
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A waiting job a claim may take."""
+
+    id: str
+    queue: str
+    kind: str
+    key: str | None
+    priority: int
+    run_at: float
+
+
+BucketLoader = Callable[[Sequence[str]], dict[str, tuple[float, float]]]
+
+
+class Admission:
+    """Takes jobs against the limits: running counts and rate buckets as the claim goes."""
+
+    def __init__(
+        self, limits: LimitSet, running: Counter[Scope], load: BucketLoader, now: float
+    ) -> None:
+        self.limits = limits
+        self.running = running
+        self.now = now
+        self._load = load
+        self.buckets: dict[str, tuple[float, float]] = {}
+        self.taken: set[str] = set()  # buckets this claim changed
+
+    def tokens(self, limit: Limit, scope: Scope) -> float:
+        assert limit.rate is not None
+        key = bucket_key(scope)
+        if key not in self.buckets:
+            self.buckets.update(self._load([key]))
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            return float(limit.rate)
+        return refill(bucket[0], bucket[1], self.now, limit.rate, limit.per_s)
+
+    def closed(self, limit: Limit, scope: Scope) -> bool:
+        """Whether the limit lets no job of its scope start now."""
+        if limit.max_running is not None and self.running[scope] >= limit.max_running:
+            return True
+        return limit.rate is not None and self.tokens(limit, scope) < 1
+
+    def prefetch(self, scopes: Iterable[Scope]) -> None:
+        """Read the buckets of these scopes in one go."""
+        wanted = [bucket_key(s) for s in scopes if bucket_key(s) not in self.buckets]
+        if wanted:
+            self.buckets.update(self._load(wanted))
+
+    def blocked(self, queue: str, kind: str, key: str | None) -> tuple[WaitingReason, Scope] | None:
+        """Why a job of this queue, kind and key cannot start now (and which scope), or None."""
+        if queue in self.limits.paused:
+            return "queue_paused", ("queue", queue)
+        rate_limited: tuple[WaitingReason, Scope] | None = None
+        for limit, scope in self.limits.applicable(queue, kind, key):
+            if limit.max_running is not None and self.running[scope] >= limit.max_running:
+                return "concurrency_limited", scope
+            if rate_limited is None and limit.rate is not None and self.tokens(limit, scope) < 1:
+                rate_limited = "rate_limited", scope
+        return rate_limited
+
+    def admit(self, c: Candidate) -> Scope | None:
+        """Take the job if every limit admits it (counting it and taking its rate slots);
+        else the scope that holds it back."""
+        why = self.blocked(c.queue, c.kind, c.key)
+        if why is not None:
+            return why[1]
+        for limit, scope in self.limits.applicable(c.queue, c.kind, c.key):
+            self.running[scope] += 1
+            if limit.rate is not None:
+                self.buckets[bucket_key(scope)] = (self.tokens(limit, scope) - 1, self.now)
+                self.taken.add(bucket_key(scope))
+        return None
+
+    def changed_buckets(self) -> list[tuple[str, float, float]]:
+        """(key, tokens, at) of every bucket the claim took from, to write back."""
+        return [(key, *self.buckets[key]) for key in sorted(self.taken)]
+
+
+def choose(
+    candidates: Sequence[Candidate],
+    n: int,
+    admission: Admission,
+    last_started: dict[tuple[str, str], float],
+) -> list[Candidate]:
+    """Up to n candidates the limits admit, best first: by priority, then by turn, where the
+    turn of a job under a per-key limit is when its key last started a job (never: first)
+    and any other job's is its run_at. Taking a key's job moves the key's turn to now, so
+    within one claim, and from claim to claim, keys take turns.
+
+    `candidates` hold each key's jobs (and the jobs under no per-key limit) in claim order.
+    """
+    keyed = set(admission.limits.keyed_kinds())
+    groups: dict[tuple[str, str] | None, list[Candidate]] = {}
+    for c in candidates:
+        group = (c.kind, c.key) if c.key is not None and c.kind in keyed else None
+        groups.setdefault(group, []).append(c)
+    for jobs in groups.values():
+        jobs.reverse()  # pop() from the end = claim order
+
+    heap: list[tuple[int, float, float, str, int]] = []
+    names: list[tuple[str, str] | None] = list(groups)
+
+    def push(index: int) -> None:
+        jobs = groups[names[index]]
+        if jobs:
+            c = jobs[-1]
+            group = names[index]
+            turn = c.run_at if group is None else last_started.get(group, -math.inf)
+            heapq.heappush(heap, (-c.priority, turn, c.run_at, c.id, index))
+
+    for index in range(len(names)):
+        push(index)
+    chosen: list[Candidate] = []
+    while heap and len(chosen) < n:
+        *_, index = heapq.heappop(heap)
+        group = names[index]
+        c = groups[group].pop()
+        held = admission.admit(c)
+        if held is None:
+            chosen.append(c)
+            if group is not None:
+                last_started[group] = admission.now
+        elif group is not None and held[0] == "key":
+            groups[group].clear()  # the key is full: none of its other jobs can start either
+        push(index)
+    return chosen
+
+
+def limited_error(message: str) -> JobError:
+    """The error a job cancelled by a limit's strategy carries."""
+    return JobError(type="ConcurrencyLimited", message=message, reason="concurrency_limited")
+
+
+def purged_error(queue: str) -> JobError:
+    return JobError(type="Purged", message=f"purged from queue {queue!r}", reason="purged")
