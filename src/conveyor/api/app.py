@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from conveyor.api import problems
+from conveyor.api.bodies import JsonGuard
 from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.storage import open_storage
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(JsonGuard)  # before any route parses a body
     from conveyor.api.routes import health
 
     app.include_router(health.router)

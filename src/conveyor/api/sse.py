@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
 from conveyor.models import JobEvent, JobState
@@ -24,6 +25,7 @@ log = logging.getLogger("conveyor.api.sse")
 
 FINAL = {s.value for s in JobState if s.is_final}
 KEEPALIVE_S = 15.0
+MAX_SEQ = (1 << 63) - 1  # event seqs are 64-bit integers in every store
 
 
 def encode(event: JobEvent) -> bytes:
@@ -139,8 +141,15 @@ async def stream(hub: FeedHub, job_id: str, after: int, final: bool) -> AsyncIte
 
 
 def parse_last_event_id(value: str | None) -> int:
-    """`Last-Event-ID` as a seq; anything unreadable means from the start."""
+    """`Last-Event-ID` as a seq; anything unreadable means from the start, a number no store
+    can hold (beyond 64 bits) is refused (422)."""
     try:
-        return max(0, int(value)) if value else 0
+        seq = max(0, int(value)) if value else 0
     except ValueError:
         return 0
+    if seq > MAX_SEQ:
+        raise RequestValidationError(
+            [{"loc": ["header", "Last-Event-ID"], "msg": f"must be at most {MAX_SEQ}",
+              "type": "less_than_equal"}]
+        )  # fmt: skip
+    return seq

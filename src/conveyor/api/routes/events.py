@@ -39,7 +39,9 @@ async def job_events(
     request: Request,
     service: ServiceDep,
     principal: Annotated[Principal, Depends(require_scope("read"))],
-    after: Annotated[int, Query(ge=0, description="Only events after this seq.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=sse.MAX_SEQ, description="Only events after this seq.")
+    ] = 0,
     follow: Annotated[bool, Query(description="false: send the events so far and close.")] = True,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
