@@ -17,6 +17,7 @@ Tag = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class JobState(StrEnum):
+    BLOCKED = "blocked"  #: waiting for other jobs (dependencies, or children it spawned) to end
     SCHEDULED = "scheduled"  #: waiting for its run_at (first run or retry backoff)
     QUEUED = "queued"  #: ready to be claimed
     RUNNING = "running"  #: claimed by a worker holding a live lease
@@ -31,6 +32,9 @@ class JobState(StrEnum):
 
 FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED})
+"""Jobs due by time; `blocked` jobs wait for other jobs instead and are not among them."""
+NOT_STARTED_STATES = frozenset({JobState.BLOCKED, *WAITING_STATES})
+"""Jobs that have not started (yet): waiting for time or for other jobs."""
 
 WaitingReason = Literal["queue_paused", "concurrency_limited", "rate_limited"]
 """Why a queued job is held back: its queue is paused, a `max_running` is reached, or a rate
@@ -161,6 +165,17 @@ class Job(Model):
         description="Why a queued job is not running yet, when a limit or a paused queue holds"
         " it back (filled when read).",
     )
+    depends_on: list[str] = Field(
+        default_factory=list, description="Jobs that must be final before this one is queued."
+    )
+    workflow_id: str | None = Field(None, description="The workflow this job is a step of.")
+    step: str | None = Field(None, description="Its step's name in that workflow.")
+    parent_id: str | None = Field(None, description="The job that spawned this one as a child.")
+    continuation: JSON = Field(
+        None,
+        description="Set while a job waits for the children it spawned: the state its kind's"
+        " continuation resumes from when they have all ended.",
+    )
 
 
 class Limit(Model):
@@ -246,6 +261,7 @@ class WorkerInfo(Model):
 
 class QueueStats(Model):
     name: str
+    blocked: int = 0
     queued: int = 0
     scheduled: int = 0
     running: int = 0
@@ -265,6 +281,8 @@ class JobFilter(Model):
     created_after: datetime | None = None
     created_before: datetime | None = None
     ids: list[str] | None = None
+    workflow_id: str | None = None
+    parent_id: str | None = None
 
 
 class JobPage(Model):

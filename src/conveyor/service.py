@@ -18,7 +18,7 @@ from jsonschema.validators import validator_for
 from conveyor import errors
 from conveyor.ids import uuid7
 from conveyor.models import (
-    WAITING_STATES,
+    NOT_STARTED_STATES,
     Job,
     JobEvent,
     JobFilter,
@@ -182,7 +182,7 @@ class Service:
     ) -> BlobInfo:
         """Attach an input file to a job that has not started yet."""
         job = self.store.get(job_id)
-        if job.state not in WAITING_STATES:
+        if job.state not in NOT_STARTED_STATES:
             raise errors.InvalidStateError(
                 f"job {job_id} is {job.state.value}; input files can only be added before it runs"
             )

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.models import JobEvent
+from conveyor.models import JobEvent, JobState
 from conveyor.store import Store
 from conveyor.store.base import jobs_by_id
 
@@ -39,8 +39,8 @@ class QueueCollector(Collector):
         age = GaugeMetricFamily("conveyor_queue_oldest_age_seconds",
                                 "Age of the oldest queued job.", labels=["queue"])  # fmt: skip
         for s in self.store.queue_stats():
-            for state in ("scheduled", "queued", "running", "succeeded", "failed", "cancelled"):
-                jobs.add_metric([s.name, state], getattr(s, state))
+            for state in JobState:
+                jobs.add_metric([s.name, state], getattr(s, state.value))
             age.add_metric([s.name], s.oldest_queued_age_s or 0.0)
         workers = GaugeMetricFamily("conveyor_workers", "Live worker supervisors.")
         workers.add_metric([], len(self.store.workers()))

@@ -18,6 +18,7 @@ console = Console()
 err = Console(stderr=True)
 
 STATE_STYLE = {
+    JobState.BLOCKED: "bright_black",
     JobState.SCHEDULED: "cyan",
     JobState.QUEUED: "blue",
     JobState.RUNNING: "yellow",

@@ -60,6 +60,7 @@ def _context(service: Service, tracker: Activity) -> dict[str, Any]:
     total = QueueStats(name="all queues")
     for stats in queues:
         for field in (
+            "blocked",
             "queued",
             "scheduled",
             "running",

@@ -69,11 +69,22 @@ class JobSpec:
     #: The schedule (and its tick, epoch seconds) this job was made for.
     schedule_id: str | None = None
     schedule_tick: float | None = None
+    depends_on: tuple[str, ...] = ()
+    """Ids of jobs (stored, or earlier or later in the same batch) that must be final first."""
+    workflow_id: str | None = None
+    step: str | None = None
+    parent_id: str | None = None
+    """The job that spawned this one; a `Settlement.spawn` sets it to the settling job."""
 
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """How a worker ends its lease on a job."""
+    """How a worker ends its lease on a job.
+
+    With `Outcome.WAIT`, `spawn` are the children to insert (any number) and `continuation`
+    what the job resumes from when they have all ended (stored on the job, read back by the
+    claim that resumes it).
+    """
 
     job_id: str
     token: str
@@ -81,6 +92,8 @@ class Settlement:
     result: JSON = None
     error: JobError | None = None
     retry: bool = True
+    spawn: Sequence[JobSpec] = ()
+    continuation: JSON = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +129,8 @@ def new_job(spec: JobSpec, state: JobState, now: float) -> Job:
         cancel_requested=False, created_at=created, started_at=None, finished_at=None,
         updated_at=created, concurrency_key=spec.concurrency_key, unique_key=spec.unique_key,
         schedule_id=spec.schedule_id, schedule_tick=from_ts(spec.schedule_tick),
-        waiting_reason=None,
+        waiting_reason=None, depends_on=list(spec.depends_on), workflow_id=spec.workflow_id,
+        step=spec.step, parent_id=spec.parent_id, continuation=None,
     )  # fmt: skip
 
 
@@ -165,7 +179,7 @@ class Store(Protocol):
 
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Insert jobs atomically; return them in order. Each new job's first event carries
-        `created_event` as its data.
+        `created_event` as its data. A batch may be of any size.
 
         A spec whose idempotency key is already known within the window returns the original
         job instead; the same key with a different `request_hash` raises
@@ -178,6 +192,11 @@ class Store(Protocol):
         stored `cancelled` at once (reason `concurrency_limited`); with `cancel_in_progress`
         the oldest of them is cancelled instead (a running one is asked to stop) and the new
         job waits its turn.
+
+        A spec with `depends_on` (ids of stored jobs, or of jobs earlier or later in the batch)
+        starts `blocked` while any of them is not final, counting those; it is queued (or
+        scheduled) when the last of them ends, in the transaction that ends it. An unknown id
+        raises `JobNotFoundError` and inserts nothing.
         """
         ...
 
@@ -210,7 +229,14 @@ class Store(Protocol):
         ...
 
     def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
-        """End leases; per item True if applied, False if the token was stale (nothing changed)."""
+        """End leases; per item True if applied, False if the token was stale (nothing changed).
+
+        A job that becomes final releases the `blocked` jobs waiting for it in the same
+        transaction (as do `cancel`, `rescue` and a claim failing an undecodable row).
+        `Outcome.WAIT` inserts the settlement's `spawn` as children of the job and blocks it on
+        them, storing its `continuation` and giving its attempt back; with no child left to wait
+        for it is queued again at once.
+        """
         ...
 
     def cancel(self, job_id: str) -> Job:
@@ -219,6 +245,16 @@ class Store(Protocol):
 
     def retry(self, job_id: str) -> Job:
         """Queue a failed or cancelled job again with a fresh attempt budget."""
+        ...
+
+    def rewind(self, job_ids: Sequence[str]) -> list[Job]:
+        """Run failed or cancelled jobs again, in one transaction (a workflow's retry).
+
+        Each job gets a fresh attempt budget and becomes `blocked` on those of its
+        `depends_on` that are not final or are rewound with it, else `queued`. Unknown ids
+        raise `JobNotFoundError`, jobs in other states `InvalidStateError`; then nothing
+        changes. Returns the jobs in the order given.
+        """
         ...
 
     def delete(self, job_id: str) -> None:
@@ -234,7 +270,8 @@ class Store(Protocol):
         ...
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
-        """Newest first; pass `next_cursor` back to get the next page."""
+        """Newest first; pass `next_cursor` back to get the next page. Filters by
+        `workflow_id` and `parent_id` are indexed (a parent's children page cheaply)."""
         ...
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[JobEvent]:

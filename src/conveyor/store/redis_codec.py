@@ -110,6 +110,12 @@ def hash_to_job(h: dict[str, str], claim: Claim | None = None, token: str = "") 
         schedule_id=h.get("schedule_id"),
         schedule_tick=from_ts(_opt_float(h.get("schedule_tick"))),
         waiting_reason=None,
+        # workflow fields: absent on most jobs (and on every job written before workflows)
+        depends_on=loads(h["depends_on"]) if h.get("depends_on") else [],
+        workflow_id=h.get("workflow_id") or None,
+        step=h.get("step") or None,
+        parent_id=h.get("parent_id") or None,
+        continuation=loads(h["continuation"]) if h.get("continuation") else None,
     )
 
 

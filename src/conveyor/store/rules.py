@@ -22,9 +22,10 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  #: the worker stopped the job after a cancel request
     RELEASED = "released"  #: handed back unstarted or interrupted by a drain; no attempt used
     LOST = "lost"  #: the worker died or its lease expired; counts as a failed attempt
+    WAIT = "wait"  #: the handler spawned children; resume when they end; no attempt used
 
 
-CANCELLABLE = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING})
+CANCELLABLE = frozenset({JobState.BLOCKED, JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING})
 RETRYABLE = frozenset({JobState.FAILED, JobState.CANCELLED})
 
 
@@ -68,10 +69,12 @@ def decide(
     """Decide the next state of a running job settled with `outcome`."""
     if outcome is Outcome.SUCCEEDED:
         return Decision(JobState.SUCCEEDED, None, attempt, True, None)
-    if outcome is Outcome.RELEASED:
-        if cancel_requested:
+    if outcome is Outcome.RELEASED or outcome is Outcome.WAIT:
+        if cancel_requested:  # a WAIT then spawns nothing
             return Decision(JobState.CANCELLED, None, attempt, True, None)
-        return Decision(JobState.QUEUED, now, max(0, attempt - 1), False, None)
+        # A WAIT is blocked on its children; the store queues it at once if none is left.
+        state = JobState.QUEUED if outcome is Outcome.RELEASED else JobState.BLOCKED
+        return Decision(state, now, max(0, attempt - 1), False, None)
     if outcome is Outcome.CANCELLED or cancel_requested:
         return Decision(JobState.CANCELLED, None, attempt, True, error)
     if outcome is Outcome.LOST and error is None:
@@ -88,12 +91,38 @@ def decide(
 
 
 def initial_state(run_at: float, now: float) -> JobState:
+    """The state of a job due at `run_at` that waits for nothing else (also on release)."""
     return JobState.SCHEDULED if run_at > now else JobState.QUEUED
+
+
+def released_event(state: JobState, run_at: float) -> dict[str, Any]:
+    """The data of the state event of a blocked job whose last dependency (or child) ended."""
+    data: dict[str, Any] = {"state": state.value, "released": True}
+    if state is JobState.SCHEDULED:
+        data["run_at"] = run_at
+    return data
+
+
+def blocked_event(pending: int, attempt: int) -> dict[str, Any]:
+    """The data of the state event of a job that becomes blocked on `pending` jobs."""
+    return {"state": JobState.BLOCKED.value, "attempt": attempt, "pending": pending}
 
 
 def ensure_cancellable(job_id: str, state: JobState) -> None:
     """Raise `InvalidStateError` unless a job in `state` may be cancelled."""
     _ensure(job_id, state, CANCELLABLE, "only waiting or running jobs can be cancelled")
+
+
+def rewind_pending(deps: list[str], states: dict[str, JobState], rewound: set[str]) -> list[str]:
+    """The dependencies a rewound job waits for: those rewound with it and those not final
+    (a missing one, deleted after it ended, counts as final). A failed dependency that is not
+    rewound does not block it: the worker decides at claim whether it runs."""
+    pending = []
+    for dep in dict.fromkeys(deps):
+        state = states.get(dep)
+        if dep in rewound or (state is not None and state not in FINAL_STATES):
+            pending.append(dep)
+    return pending
 
 
 def ensure_retryable(job_id: str, state: JobState) -> None:

@@ -50,6 +50,7 @@ router = APIRouter(prefix="/allocation", tags=["allocation (Project Allocation A
 KIND = "allocate"
 MAX_FILE_BYTES = 32 << 20
 RQ_STATUS = {
+    JobState.BLOCKED: "deferred",
     JobState.SCHEDULED: "scheduled",
     JobState.QUEUED: "queued",
     JobState.RUNNING: "started",

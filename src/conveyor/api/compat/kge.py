@@ -44,6 +44,7 @@ router = APIRouter(prefix="/kge", tags=["kge (kge-server API)"])
 
 MAX_BODY = 64 << 20
 CELERY = {
+    JobState.BLOCKED: "PENDING",
     JobState.SCHEDULED: "PENDING",
     JobState.QUEUED: "PENDING",
     JobState.RUNNING: "STARTED",
