@@ -1,15 +1,23 @@
 # The two commands in the README: `make run` and `make test`.
+SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every package of the development and CI environment, pinned (`make lock` refreshes them). The
+# library's own ranges in pyproject.toml stay ranges for users; `make drift` checks the newest.
+LOCK := requirements/dev.lock
+LINKAGE_LOCK := requirements/linkage-client.lock
+# PIP_CONSTRAINT (not -c) so that packages built from source get the locked build tools too.
+PIP_LOCKED = PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/pip install -q --disable-pip-version-check
 
 .PHONY: run test lint typecheck pytest soak docs cli-doc bench bench-peers bench-pg-claims clean install
+.PHONY: lock drift
 .PHONY: chaos
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK) $(LINKAGE_LOCK)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(PIP_LOCKED) pip
 	# The Redis store tests start private throwaway redis-servers.
 	command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q redis-server)
@@ -24,12 +32,11 @@ $(STAMP): pyproject.toml
 	# The dashboard tests drive Debian's chromium through Playwright (never `playwright install`).
 	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q chromium)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(PIP_LOCKED) -e '.[dev]'
 	# The linkage tests drive the real anonlink-client, whose pins (pydantic<2, numpy<2,
 	# cryptography<41) clash with conveyor's: it gets a venv of its own, as a data holder's.
-	test -x $(VENV)/linkage-client/bin/anonlink || ($(PY) -m venv $(VENV)/linkage-client && \
-	  $(VENV)/linkage-client/bin/pip install -q anonlink-client==0.1.5 anonlink==0.15.3 \
-	  'recordlinkage>=0.16')
+	test -x $(VENV)/linkage-client/bin/pip || $(PY) -m venv $(VENV)/linkage-client
+	$(VENV)/linkage-client/bin/pip install -q --disable-pip-version-check -r $(LINKAGE_LOCK)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -93,6 +100,41 @@ bench-api: $(STAMP)
 clean:
 	rm -rf $(VENV) .conveyor site .mypy_cache .ruff_cache
 
+# Refresh the locks: resolve the newest versions pyproject.toml's ranges allow in a scratch venv
+# (CPU torch first, as install-kge does) and pin them. Review the diff and commit it with the
+# fixes it needs: an upgrade is a reviewed commit, never a surprise in CI.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV) $(LOCK_VENV)-linkage && $(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q --upgrade pip hatchling editables
+	$(LOCK_VENV)/bin/pip install -q torch==2.13.0
+	$(LOCK_VENV)/bin/pip install -q -e '.[dev,kge]'
+	mkdir -p requirements
+	(echo "# make lock: the development and CI environment (.[dev,kge]), $$(date -u +%F)"; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^-e ') > $(LOCK).new
+	$(PY) -m venv $(LOCK_VENV)-linkage
+	$(LOCK_VENV)-linkage/bin/pip install -q --upgrade pip
+	$(LOCK_VENV)-linkage/bin/pip install -q anonlink-client==0.1.5 anonlink==0.15.3 'recordlinkage>=0.16'
+	(echo "# make lock: the anonlink-client venv the linkage tests drive, $$(date -u +%F)"; \
+	  $(LOCK_VENV)-linkage/bin/pip freeze --all) > $(LINKAGE_LOCK).new
+	mv $(LOCK).new $(LOCK) && mv $(LINKAGE_LOCK).new $(LINKAGE_LOCK)
+	rm -rf $(LOCK_VENV) $(LOCK_VENV)-linkage
+
+# Drift: install conveyor with the newest versions its ranges allow (no lock) in a venv of its
+# own, import it and type-check it. CI runs it after `make test` and reports it on its own
+# (it never blocks a landing); when it fails, see docs/howto/upgrade-dependencies.md.
+DRIFT_VENV := .drift-venv
+drift:
+	rm -rf $(DRIFT_VENV) && $(PY) -m venv $(DRIFT_VENV)
+	$(DRIFT_VENV)/bin/pip install -q --upgrade pip
+	$(DRIFT_VENV)/bin/pip install -q --upgrade --upgrade-strategy eager \
+	  '.[postgres,redis,s3,swissai,render,allocation,linkage]' 'mypy>=1.10' 'pytest>=8.0'
+	cd /tmp && $(CURDIR)/$(DRIFT_VENV)/bin/python -c \
+	  "import conveyor, conveyor.cli, conveyor.api.app, conveyor.store.postgres, conveyor.store.redis; print('drift: imports ok')"
+	$(DRIFT_VENV)/bin/pip freeze | diff <(grep -v '^#' $(LOCK) | sort) <(sort -) \
+	  | grep '^>' | sed 's/^> /drift: newer than the lock: /' || true
+	$(DRIFT_VENV)/bin/mypy --cache-dir $(DRIFT_VENV)/.mypy_cache
+
 # -- deployment: the image, compose and the Helm chart (docs/deploy/) ---------------------------
 .PHONY: image compose-check helm-check test-deploy deploy-tools
 IMAGE ?= localhost/conveyor:latest
@@ -124,8 +166,9 @@ test-deploy: $(STAMP) deploy-tools
 .PHONY: install-kge test-kge bench-kge
 # CPU torch first: this machine provides torch 2.13.0+cpu; a plain requirement pulls a CUDA build.
 install-kge: $(STAMP)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/python -c "import pykeen, hnswlib, rdflib" 2>/dev/null || $(BIN)/pip install -q -e '.[dev,kge]'
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP_LOCKED) torch==2.13.0
+	$(BIN)/python -c "import pykeen, hnswlib, rdflib" 2>/dev/null || \
+	  $(PIP_LOCKED) -e '.[dev,kge]'
 
 # tests/kge are reported SKIPPED by `make test` unless the extra is installed; this runs them.
 test-kge: install-kge
