@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConveyorError
 from conveyor.kinds.registry import schedule, task
+from conveyor.limits import Concurrency, RateLimit
 from conveyor.models import Job, JobState, NewJob, Progress
 from conveyor.schedules.declare import Cron, Every
 from conveyor.worker.context import Context, JobCancelled, PermanentError
@@ -15,6 +16,7 @@ from conveyor.worker.context import Context, JobCancelled, PermanentError
 __all__ = [
     "AsyncClient",
     "Client",
+    "Concurrency",
     "Context",
     "ConveyorError",
     "Cron",
@@ -25,6 +27,7 @@ __all__ = [
     "NewJob",
     "PermanentError",
     "Progress",
+    "RateLimit",
     "schedule",
     "task",
 ]

@@ -9,6 +9,7 @@ a stable `type` (used as the RFC 9457 problem type by the API) and the HTTP stat
     ├── JobNotFoundError
     ├── KindNotFoundError
     ├── ScheduleNotFoundError
+    ├── LimitNotFoundError
     ├── AlreadyExistsError
     ├── InvalidInputError
     ├── InvalidStateError
@@ -69,6 +70,13 @@ class ScheduleNotFoundError(ConveyorError):
     """No schedule with this id exists."""
 
     type = "schedule-not-found"
+    status = 404
+
+
+class LimitNotFoundError(ConveyorError):
+    """No limit on this target exists."""
+
+    type = "limit-not-found"
     status = 404
 
 

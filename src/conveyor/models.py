@@ -124,6 +124,18 @@ class NewJob(Model):
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
     webhook: dict[str, Any] | None = None
+    unique_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="A job with this key in `unique_scope` is returned instead of a new one.",
+    )
+    unique_scope: UniqueScope = Field(
+        "active", description="`waiting`: duplicates of a waiting job; `active`: or running."
+    )
+    unique_window_s: float | None = Field(
+        None, gt=0, le=366 * 86_400, description="Only jobs created this recently count."
+    )
 
 
 class Job(Model):
@@ -242,6 +254,12 @@ class KindInfo(Model):
     timeout_s: float | None = None
     backoff_s: float = 1.0
     examples: list[JSON] = Field(default_factory=list)
+    concurrency_key: str | None = Field(
+        None,
+        description="Where a job's concurrency key comes from: `input.<field>` (a dotted"
+        " path) or `tag:<prefix>` (the rest of its first tag with that prefix).",
+    )
+    limits: list[Limit] = Field(default_factory=list, description="Limits declared in code.")
     updated_at: datetime | None = None
 
 

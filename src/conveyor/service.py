@@ -17,6 +17,7 @@ from jsonschema.validators import validator_for
 
 from conveyor import errors
 from conveyor.ids import uuid7
+from conveyor.limits import resolve_key
 from conveyor.models import (
     NOT_STARTED_STATES,
     Job,
@@ -131,6 +132,10 @@ class Service:
             idempotency_window_s=self.idempotency_window_s,
             # An unsafe URL is refused here (SSRF guard) and re-checked at every delivery.
             webhook=None if new.webhook is None else validate_webhook(new.webhook),
+            concurrency_key=resolve_key(kind.concurrency_key, new.input, new.tags),
+            unique_key=new.unique_key,
+            unique_scope=new.unique_scope,
+            unique_window_s=new.unique_window_s,
         )
 
     # -- reading and changing jobs -------------------------------------------------------------

@@ -17,7 +17,7 @@ from rich.table import Table
 
 import conveyor.cli.swissai as swissai_cli
 import conveyor.cli.webhooks as webhooks_cli
-from conveyor import errors
+from conveyor import errors, limits
 from conveyor.cli import db, keys, output, remote, serve
 from conveyor.cli.output import console, err
 from conveyor.kinds.registry import import_kinds
@@ -440,7 +440,9 @@ def worker(
     if queues:
         settings = settings.model_copy(update={"queues": ",".join(queues)})
     store_obj = open_store(settings.store_url)
-    store_obj.register_kinds(import_kinds(settings.import_list).infos())
+    infos = import_kinds(settings.import_list).infos()
+    store_obj.register_kinds(infos)
+    limits.register(store_obj, infos)  # the limits the kinds declare, unless an admin set them
     supervisor = Supervisor(
         store_obj, settings, concurrency=concurrency, burst=burst, prefetch=prefetch
     )

@@ -17,15 +17,21 @@ from pathlib import Path
 from conveyor import errors
 from conveyor.api import staging
 from conveyor.client import Client
+from conveyor.controls import Controls
 from conveyor.models import Job, JobEvent, JobState, NewJob, Progress, WorkerInfo
 from conveyor.service import Service
 from conveyor.settings import Settings
-from conveyor.storage import job_key, open_storage
-from conveyor.store import open_store
+from conveyor.storage import BlobStorage, job_key, open_storage
+from conveyor.store import Store, open_store
 
 
-class LocalService(Service):
-    """`Service` with the few extra calls the CLI shares with `Client`."""
+class LocalService(Service, Controls):
+    """`Service` with the few extra calls the CLI shares with `Client`, and the flow controls
+    (schedules, limits, queues) under the same names as `Client`'s."""
+
+    def __init__(self, store: Store, storage: BlobStorage, *, idempotency_window_s: float) -> None:
+        Service.__init__(self, store, storage, idempotency_window_s=idempotency_window_s)
+        Controls.__init__(self, self)
 
     def submit(self, job: NewJob, *, files: Mapping[str, str | Path] | None = None) -> Job:
         """Submit; input `files` are in place before any worker can claim the job."""

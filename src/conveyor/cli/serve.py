@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from conveyor import limits
 from conveyor.api import auth
 from conveyor.api.app import create_app
 from conveyor.cli.output import err
@@ -153,7 +154,9 @@ def up(
     settings = _settings(store, imports, demo)
     worker_store = open_store(settings.store_url)
     check_bind(worker_store, host)
-    worker_store.register_kinds(import_kinds(settings.import_list).infos())
+    infos = import_kinds(settings.import_list).infos()
+    worker_store.register_kinds(infos)
+    limits.register(worker_store, infos)  # the limits the kinds declare, unless an admin set them
     supervisor = Supervisor(worker_store, settings, concurrency=concurrency)
     server = _server(settings, host, port, log_level)
     thread = threading.Thread(target=server.run, name="conveyor-api", daemon=True)

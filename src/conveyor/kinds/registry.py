@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from conveyor import errors
-from conveyor.models import JSON, KindInfo
+from conveyor.limits import Concurrency, RateLimit, declare
+from conveyor.models import JSON, KindInfo, Limit
 
 if TYPE_CHECKING:
     from conveyor.schedules.declare import Declared
@@ -38,6 +39,8 @@ class KindSpec:
     description: str = ""
     examples: tuple[JSON, ...] = field(default_factory=tuple)
     schedules: tuple[NewSchedule, ...] = field(default_factory=tuple)
+    limits: tuple[Limit, ...] = field(default_factory=tuple)
+    concurrency_key: str | None = None
 
     @property
     def is_async(self) -> bool:
@@ -55,6 +58,8 @@ class KindSpec:
             timeout_s=self.timeout_s,
             backoff_s=self.backoff_s,
             examples=list(self.examples),
+            concurrency_key=self.concurrency_key,
+            limits=list(self.limits),
         )
 
 
@@ -133,6 +138,8 @@ def task(
     description: str | None = None,
     examples: Iterable[JSON] = (),
     schedules: Iterable[Declared] = (),
+    concurrency: Concurrency | int | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a kind. The handler is called as `handler(input, ctx)`.
 
@@ -140,9 +147,13 @@ def task(
     the handler returns an instance of the output model, a dict, or any JSON value. Sync and
     `async def` handlers are both supported. A handler that raises fails its attempt; it is
     retried with exponential backoff (base `retry_backoff` seconds) until `max_attempts`.
-    `schedules` (`conveyor.Cron(...)`, `conveyor.Every(...)`) submit the kind on a schedule.
+    `schedules` (`conveyor.Cron(...)`, `conveyor.Every(...)`) submit the kind on a schedule;
+    `concurrency` (`conveyor.Concurrency(...)` or a number) and `rate_limit`
+    (`conveyor.RateLimit(...)`) limit how many run at once and start per period, on all hosts
+    together, per concurrency key when they name one (`key="input.tenant"`).
     """
     bound = tuple(declared.bind(name) for declared in schedules)
+    limits, key_source = declare(name, concurrency, rate_limit)
 
     def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.getdoc(handler) or ""
@@ -159,6 +170,8 @@ def task(
                 description=description if description is not None else doc,
                 examples=tuple(examples),
                 schedules=bound,
+                limits=limits,
+                concurrency_key=key_source,
             )
         )
         return handler

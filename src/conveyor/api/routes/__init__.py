@@ -11,9 +11,19 @@ from conveyor.models import KindInfo
 
 def install(app: FastAPI) -> None:
     """Add the /v1 routers, /metrics with its middleware, and the per-kind OpenAPI."""
-    from conveyor.api.routes import catalog, events, files, jobs, lease, metrics, uploads
+    from conveyor.api.routes import (
+        catalog,
+        events,
+        files,
+        jobs,
+        lease,
+        limits,
+        metrics,
+        schedules,
+        uploads,
+    )
 
-    for module in (jobs, events, files, uploads, catalog, lease, metrics):
+    for module in (jobs, events, files, uploads, catalog, schedules, limits, lease, metrics):
         app.include_router(module.router)
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
