@@ -73,3 +73,25 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 def http(api: ApiServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def scoped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, httpx.Client]]:
+    """Clients of one API server (per test module), each with a key of one scope: `admin`,
+    `read`, `submit`, `work`."""
+    from conveyor.api import auth
+
+    with running_api(tmp_path_factory.mktemp("scoped")) as server:
+        store = server.open_store()
+        scopes = ("admin", "read", "submit", "work")
+        keys = {name: auth.create_key(store, name, [name])[1] for name in scopes}
+        store.close()
+        made = {
+            name: httpx.Client(
+                base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+            )
+            for name, key in keys.items()
+        }
+        yield made
+        for client in made.values():
+            client.close()

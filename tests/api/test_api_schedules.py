@@ -3,34 +3,18 @@ delete; problem+json for every bad input; admin scope to change, read scope to l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from conveyor.api import auth
-from tests.api.conftest import running_api
 from tests.api.test_api_jobs import problem
 
 
-@pytest.fixture(scope="module")
-def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, httpx.Client]]:
-    """An admin and a read-only client of one API server."""
-    with running_api(tmp_path_factory.mktemp("schedules")) as server:
-        store = server.open_store()
-        keys = {name: auth.create_key(store, name, [name])[1] for name in ("admin", "read")}
-        store.close()
-        made = {
-            name: httpx.Client(
-                base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
-            )
-            for name, key in keys.items()
-        }
-        yield made
-        for client in made.values():
-            client.close()
+@pytest.fixture
+def clients(scoped: dict[str, httpx.Client]) -> dict[str, httpx.Client]:
+    return scoped
 
 
 def test_create_read_and_preview(clients: dict[str, httpx.Client]) -> None:

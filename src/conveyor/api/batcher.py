@@ -119,8 +119,13 @@ class SubmitBatcher:
 
 
 def _replayed(jobs: list[Job], before: float) -> bool:
-    """True when every job existed before this commit (an idempotent replay)."""
-    return all(j.idempotency_key is not None and j.created_at.timestamp() < before for j in jobs)
+    """True when every job existed before this commit (an idempotent replay, or the job a
+    unique key already had)."""
+    return all(
+        (j.idempotency_key is not None or j.unique_key is not None)
+        and j.created_at.timestamp() < before
+        for j in jobs
+    )
 
 
 def _request_error(exc: Exception) -> bool:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from conveyor.models import JSON, Job, JobError, NewJob, Progress
 from conveyor.service import MAX_BATCH
@@ -112,3 +113,17 @@ PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries documenting problem+json answers."""
     return {status: {**PROBLEM, "description": "problem+json"} for status in statuses}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def build(cls: type[M], loc: str, **data: Any) -> M:
+    """`cls(**data)` for a model a route assembles (path parameters and body together);
+    a refusal is a 422 problem naming the fields under `loc`, as FastAPI's own checks are."""
+    try:
+        return cls(**data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": [loc, *e["loc"]]} for e in exc.errors(include_url=False)]
+        ) from None

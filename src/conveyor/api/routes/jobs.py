@@ -145,7 +145,8 @@ def json_response(body: BaseModel, status: int, headers: dict[str, str] | None =
     responses={
         200: {
             "model": Job | BatchResult,
-            "description": "Idempotent replay: the job(s) first created with this key.",
+            "description": "Idempotent replay: the job(s) first created with this key; or"
+            " the job already holding the `unique_key`.",
         },
         **problems(401, 403, 404, 413, 422),
     },
@@ -175,8 +176,11 @@ async def submit(request: Request) -> Response:
 
     Send `{"jobs": [...]}` to submit up to 1,000 jobs atomically (all or none). With an
     `Idempotency-Key`, a repeated request returns the original job(s) with 200, and the same key
-    with a different body is refused with 422. `files` (`{"name": "<upload id>"}`) attaches
-    files staged with `PUT /v1/uploads/{name}` before the job can start.
+    with a different body is refused with 422. A `unique_key` held by a job in its
+    `unique_scope` (`waiting`, or `active`: waiting or running; created within
+    `unique_window_s` if given) returns that job with 200 instead of a new one.
+    `files` (`{"name": "<upload id>"}`) attaches files staged with `PUT /v1/uploads/{name}`
+    before the job can start.
     """
     # The hot path: auth and the header by hand, not as FastAPI dependencies, which cost a
     # quarter of this route's CPU; the OpenAPI above documents them all the same.

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.routes.schedules import ControlsDep
 from conveyor.api.schemas import Body as BodyModel
-from conveyor.api.schemas import problems
+from conveyor.api.schemas import build, problems
 from conveyor.controls import LimitView
 from conveyor.models import LIMIT_TARGET, Limit, LimitStrategy, QueueName, QueueStats
 
@@ -73,7 +73,7 @@ async def put_limit(
 ) -> LimitView:
     """Create or replace the limit on `target`. The next claim on every host obeys it, no
     restart; it wins over a limit the kind declares in code until deleted."""
-    limit = Limit(target=target, **body.model_dump())
+    limit = build(Limit, "body", target=target, **body.model_dump())
     return await run_in_threadpool(ops.set_limit, limit, principal.name)
 
 

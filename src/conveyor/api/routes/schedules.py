@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.deps import per_app
 from conveyor.api.schemas import Body as BodyModel
-from conveyor.api.schemas import problems
+from conveyor.api.schemas import build, problems
 from conveyor.controls import Controls
 from conveyor.schedules.model import NewSchedule, ScheduleFields, ScheduleView
 
@@ -106,7 +106,7 @@ async def put_schedule(
 ) -> ScheduleView:
     """Takes effect at every ticker's next pass (within a second); no restart. A new timing
     starts from the first tick after now."""
-    new = NewSchedule(id=schedule_id, **fields.model_dump())
+    new = build(NewSchedule, "path", id=schedule_id, **fields.model_dump())
     return await run_in_threadpool(ops.put_schedule, new)
 
 
