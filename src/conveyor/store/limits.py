@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from conveyor import errors
-from conveyor.models import JobError, Limit, WaitingReason, from_ts
+from conveyor.models import JobError, Limit, UniqueScope, WaitingReason, from_ts
+from conveyor.store.base import JobSpec
 
 #: Bucket keys of rate limits; `take_tokens` callers use their own prefixes (e.g. `quota:`).
 BUCKET_PREFIX = "limit:"
@@ -233,6 +234,83 @@ def choose(
             groups[group].clear()  # the key is full: none of its other jobs can start either
         push(index)
     return chosen
+
+
+def unique_duplicates(
+    specs: Sequence[JobSpec], find: Callable[[str, UniqueScope, float | None], str | None]
+) -> dict[str, str]:
+    """spec id -> the id of the job a unique spec duplicates: an earlier spec of the batch
+    with the same key, or the stored job `find(key, scope, window)` names."""
+    found: dict[str, str] = {}
+    first: dict[str, str] = {}
+    for spec in specs:
+        key = spec.unique_key
+        if key is None:
+            continue
+        if key in first:
+            found[spec.id] = first[key]
+            continue
+        existing = find(key, spec.unique_scope, spec.unique_window_s)
+        if existing is not None:
+            found[spec.id] = existing
+        else:
+            first[key] = spec.id
+    return found
+
+
+@dataclass
+class Strategies:
+    """What the cancel strategies decided for a batch: specs to store cancelled, and jobs
+    already stored to cancel (waiting) or ask to stop (running)."""
+
+    cancelled_specs: set[str] = field(default_factory=set)
+    cancel_waiting: list[str] = field(default_factory=list)
+    stop_running: list[str] = field(default_factory=list)
+
+
+#: A stored unfinished job of a key: (id, running, cancel already requested), oldest first.
+ActiveLoader = Callable[[str, str], list[tuple[str, bool, bool]]]
+
+
+def decide_strategies(
+    specs: Sequence[JobSpec], limits: LimitSet, load_active: ActiveLoader
+) -> Strategies:
+    """Apply the cancel strategies of per-key limits to new specs, in batch order.
+
+    `cancel_newest`: a spec whose key already has `max_running` jobs waiting or running is
+    stored cancelled. `cancel_in_progress`: while the key's jobs not already stopping number
+    `max_running` or more, the oldest is cancelled (waiting) or asked to stop (running), and
+    the spec is stored as usual.
+    """
+    out = Strategies()
+    active: dict[tuple[str, str], list[list[Any]]] = {}  # [id, running, stopping, stored]
+    for spec in specs:
+        limit = limits.strategy_limit(spec.kind, spec.concurrency_key)
+        if limit is None or limit.max_running is None or spec.concurrency_key is None:
+            continue
+        group = (spec.kind, spec.concurrency_key)
+        if group not in active:
+            active[group] = [[*row, True] for row in load_active(*group)]
+        jobs = active[group]
+        if limit.strategy == "cancel_newest":
+            if len(jobs) >= limit.max_running:
+                out.cancelled_specs.add(spec.id)
+                continue
+        else:
+            live = [job for job in jobs if not job[2]]
+            while len(live) >= limit.max_running:
+                oldest = live.pop(0)
+                if oldest[1]:
+                    oldest[2] = True
+                    out.stop_running.append(oldest[0])
+                    continue
+                jobs.remove(oldest)
+                if oldest[3]:
+                    out.cancel_waiting.append(oldest[0])
+                else:
+                    out.cancelled_specs.add(oldest[0])
+        jobs.append([spec.id, False, False, False])
+    return out
 
 
 def limited_error(message: str) -> JobError:

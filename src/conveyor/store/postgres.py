@@ -47,8 +47,9 @@ from conveyor.models import (
     QueueStats,
     WorkerInfo,
 )
-from conveyor.store import pg_migrations, rules
+from conveyor.store import pg_flow, pg_migrations, rules
 from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, batch_keys, read_kinds
+from conveyor.store.limits import LimitSet, Strategies, limited_error, purged_error, take
 from conveyor.store.pg_deadline import CallDeadlines
 from conveyor.store.pg_listen import CHANNEL, Listener
 from conveyor.store.rules import Outcome
@@ -62,7 +63,7 @@ JOB_COLUMNS = (
     "id, kind, queue, state, input, priority, run_at, attempt, max_attempts, timeout_s, "
     "backoff_s, progress, result, error, tags, idempotency_key, webhook, lease_owner, "
     "lease_token, lease_expires_at, cancel_requested, created_at, started_at, finished_at, "
-    "updated_at"
+    "updated_at, concurrency_key, unique_key, schedule_id, schedule_tick"
 )
 #: The clock of every statement: the injected one if any, else the server's.
 NOW = "coalesce(%(now)s::timestamptz, statement_timestamp())"
@@ -72,6 +73,11 @@ KEY_LOCKS = (
     " FROM unnest(%(keys)s::text[]) AS k ORDER BY k"
 )
 NOTIFY = f"SELECT pg_notify('{CHANNEL}', q) FROM unnest(%(queues)s::text[]) AS q"
+#: Wake the workers of every queue that has waiting jobs (a limit was raised or removed).
+_NOTIFY_ALL = (
+    f"SELECT pg_notify('{CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM conveyor_jobs"
+    " WHERE state = 'queued') q"
+)
 INSERT_EVENTS = (
     "INSERT INTO conveyor_events (job_id, at, type, data)"
     " SELECT e.job_id, e.at, e.type, e.data::json FROM unnest(%(ev_job)s::text[],"
@@ -133,6 +139,10 @@ def row_to_job(row: Sequence[Any]) -> Job:
         started_at=row[22],
         finished_at=row[23],
         updated_at=row[24],
+        concurrency_key=row[25],
+        unique_key=row[26],
+        schedule_id=row[27],
+        schedule_tick=row[28],
     )
 
 
@@ -168,6 +178,7 @@ class PostgresStore:
         call_timeout_s: float = 60.0,
     ) -> None:
         self.clock = clock
+        self._limit_set = LimitSet()  # cached; pg_flow.limit_set re-reads on a new version
         self._deadlines = CallDeadlines(call_timeout_s)
         try:
             params = conninfo_to_dict(conninfo)
@@ -304,13 +315,18 @@ class PostgresStore:
             return []
         keys = batch_keys(specs)
         now = self._now_param()
+        # Unique and concurrency keys are decided under advisory locks of their own too.
+        flow_locks = pg_flow.lock_names(specs)
+        locked = bool(keys or flow_locks)
         with self._conn() as conn:
             existing: dict[str | None, str] = {}
-            if keys:
+            if locked:
                 with conn.pipeline():
                     conn.execute("BEGIN")
-                    locks = {"keys": sorted(keys), "salt": pg_migrations.LOCK_KEY}
-                    conn.execute(KEY_LOCKS.encode(), locks)
+                    names = sorted([*keys, *flow_locks])
+                    conn.execute(
+                        KEY_LOCKS.encode(), {"keys": names, "salt": pg_migrations.LOCK_KEY}
+                    )
                     cur = conn.execute(
                         "SELECT key, job_id, request_hash FROM conveyor_idempotency"
                         f" WHERE key = ANY(%(keys)s::text[]) AND expires_at > {NOW}".encode(),
@@ -322,16 +338,61 @@ class PostgresStore:
                     existing[key] = job_id
             new = [s for s in specs if s.idempotency_key not in existing]
             statements: list[tuple[str, dict[str, Any] | None]] = []
-            statements.append((_INSERT_JOBS, _insert_params(new, now)))
+            duplicates: dict[str, str] = {}
+            flow = Strategies()
+            if flow_locks:
+                duplicates, flow = self._flow_on_submit(conn, new, statements)
+                new = [s for s in new if s.id not in duplicates]
+            statements.append((_INSERT_JOBS, _insert_params(new, now, flow.cancelled_specs)))
             statements.append((NOTIFY, {"queues": sorted({s.queue for s in new})}))
-            if existing:
+            keyed = [s for s in new if s.concurrency_key is not None]
+            if keyed:
+                pairs = {"rk_kind": [s.kind for s in keyed],
+                         "rk_key": [s.concurrency_key for s in keyed]}  # fmt: skip
+                statements.append((pg_flow.REGISTER_KEYS, pairs))
+            known = list(dict.fromkeys([*existing.values(), *duplicates.values()]))
+            if known:
                 statements.append(
                     (f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])",
-                     {"ids": list(existing.values())})
+                     {"ids": known})
                 )  # fmt: skip
-            results = self._pipeline(conn, statements, begin=not keys)
+            results = self._pipeline(conn, statements, begin=not locked)
         jobs = {row[0]: row_to_job(row) for rows in results for row in rows if len(row) > 20}
-        return [jobs[existing.get(s.idempotency_key, s.id)] for s in specs]
+        return [jobs[duplicates.get(s.id, existing.get(s.idempotency_key, s.id))] for s in specs]
+
+    def _flow_on_submit(
+        self,
+        conn: Conn,
+        specs: Sequence[JobSpec],
+        statements: list[tuple[str, dict[str, Any] | None]],
+    ) -> tuple[dict[str, str], Strategies]:
+        """Unique duplicates (spec id -> existing job id) and the cancel strategies' decisions
+        for new specs; the strategies' changes to stored jobs join `statements`."""
+        now = self._epoch(conn)
+        duplicates = pg_flow.unique_matches(conn, specs, now)
+        fresh = [s for s in specs if s.id not in duplicates]
+        limits = self._limits_in(conn)
+        flow = Strategies()
+        if any(limits.strategy_limit(s.kind, s.concurrency_key) for s in fresh):
+            flow = pg_flow.apply_strategies(conn, fresh, limits)
+            params = {"now": self._now_param(), "waiting": flow.cancel_waiting,
+                      "running": flow.stop_running,
+                      "error": limited_error("a newer job of its key took its place")
+                      .model_dump_json()}  # fmt: skip
+            statements.append((_CANCEL_FOR_LIMIT, params))
+        return duplicates, flow
+
+    def _epoch(self, conn: Conn) -> float:
+        """The store's time now, in epoch seconds."""
+        if self.clock is not None:
+            return self.clock()
+        row = conn.execute(b"SELECT extract(epoch FROM statement_timestamp())::float8").fetchone()
+        assert row is not None
+        return float(row[0])
+
+    def _limits_in(self, conn: Conn) -> LimitSet:
+        self._limit_set = pg_flow.limit_set(conn, self._limit_set)
+        return self._limit_set
 
     # -- the lease life cycle ---------------------------------------------------------------
 
@@ -347,42 +408,81 @@ class PostgresStore:
     ) -> list[Job]:
         if n <= 0 or not queues or kinds == []:
             return []
+        cached = self._limit_set
+        if cached.limits:
+            return self._claim_limited(queues, owner, n, lease_s, kinds, tag)
+        open_queues = [q for q in queues if q not in cached.paused]
+        if not open_queues:
+            return []
+        # Believing nothing is limited, claim as if so, unless the version of the limits
+        # (read in the same statement) says otherwise; then claim again knowing them.
         params: dict[str, Any] = {"now": self._now_param(), "owner": owner, "n": n,
-                                  "lease": lease_s}  # fmt: skip
-        if len(queues) == 1:  # an equality keeps the ready index's order: no sort at all
+                                  "lease": lease_s, "version": cached.version}  # fmt: skip
+        if len(open_queues) == 1:  # an equality keeps the ready index's order: no sort at all
             where = "queue = %(queue)s"
-            params["queue"] = queues[0]
+            params["queue"] = open_queues[0]
         else:
             where = "queue = ANY(%(queues)s::text[])"
-            params["queues"] = list(queues)
+            params["queues"] = list(open_queues)
         if kinds:
             where += " AND kind = ANY(%(kinds)s::text[])"
             params["kinds"] = list(kinds)
         if tag is not None:
             where += " AND id IN (SELECT job_id FROM conveyor_job_tags WHERE tag = %(tag)s)"
             params["tag"] = tag
-        sql = (
-            "WITH picked AS MATERIALIZED ("
-            " SELECT id FROM conveyor_jobs"
+        picked = (
+            "SELECT id FROM conveyor_jobs"
             f" WHERE state IN ('queued', 'scheduled') AND {where} AND run_at <= {NOW}"
+            " AND EXISTS (SELECT 1 FROM conveyor_limits_version WHERE version = %(version)s)"
             " ORDER BY priority DESC, run_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED"
-            "), claimed AS ("
-            " UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1,"
-            "  lease_owner = %(owner)s, lease_token = replace(gen_random_uuid()::text, '-', ''),"
-            f"  lease_expires_at = {NOW} + make_interval(secs => %(lease)s),"
-            f"  started_at = {NOW}, updated_at = {NOW}"
-            " FROM picked WHERE j.id = picked.id"
-            f" RETURNING {', '.join('j.' + c.strip() for c in JOB_COLUMNS.split(','))}"
-            "), events AS ("
-            " INSERT INTO conveyor_events (job_id, at, type, data)"
-            " SELECT id, started_at, 'state', json_build_object('state', 'running',"
-            "  'attempt', attempt, 'worker', lease_owner)"
-            " FROM claimed ORDER BY priority DESC, run_at, id"
-            f") SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id"
         )
         with self._conn() as conn:
-            [rows] = self._pipeline(conn, [(sql, params)], begin=True)
+            [rows, [(version,)]] = self._pipeline(
+                conn, [(_claim_sql(picked), params), (pg_flow.VERSION, None)], begin=True
+            )
+        if version != cached.version:  # limits or pauses changed: read them
+            with self._conn() as conn:
+                self._limits_in(conn)
+            if not rows:
+                return self.claim(queues, owner, n, lease_s, kinds=kinds, tag=tag)
         return [row_to_job(r) for r in rows]
+
+    def _claim_limited(
+        self,
+        queues: Sequence[str],
+        owner: str,
+        n: int,
+        lease_s: float,
+        kinds: Sequence[str] | None,
+        tag: str | None,
+    ) -> list[Job]:
+        """A claim under limits: holding LIMITS_LOCK, read the limits, the running counts and
+        the buckets, choose (pg_flow.pick), claim the chosen jobs and commit."""
+        with self._conn() as conn:
+            with conn.pipeline():
+                conn.execute(b"BEGIN")
+                conn.execute(b"SELECT pg_advisory_xact_lock(%s)", (pg_flow.LIMITS_LOCK,))
+            limits = self._limits_in(conn)
+            open_queues = [q for q in queues if q not in limits.paused]
+            ids = []
+            if limits.limits and open_queues:
+                now = self._epoch(conn)
+                ids = pg_flow.pick(conn, limits, open_queues, n, now, kinds, tag)
+            if not ids:
+                conn.execute(b"COMMIT")  # the buckets and key turns pick may have touched
+            else:
+                params = {"now": self._now_param(), "owner": owner, "lease": lease_s, "ids": ids}
+                picked = (
+                    "SELECT id FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])"
+                    " AND state IN ('queued', 'scheduled') FOR UPDATE SKIP LOCKED"
+                )
+                [rows] = self._pipeline(conn, [(_claim_sql(picked), params)], begin=False)
+        if not limits.limits and open_queues:  # nothing limited after all
+            return self.claim(open_queues, owner, n, lease_s, kinds=kinds, tag=tag)
+        if not ids:
+            return []
+        place = {job_id: i for i, job_id in enumerate(ids)}
+        return [row_to_job(r) for r in sorted(rows, key=lambda r: place[r[0]])]
 
     def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
         if not beats:
@@ -552,13 +652,15 @@ class PostgresStore:
                 " cancel_requested = false, finished_at = NULL, result = NULL, progress = NULL,"
                 f" updated_at = {NOW} WHERE id = %(id)s RETURNING {JOB_COLUMNS}"
             )
-            [[row], _, _] = self._pipeline(
-                conn,
-                [(update, params),
-                 _one_event(job_id, {"state": "queued", "retried": True}, params),
-                 (NOTIFY, {"queues": [job.queue]})],
-                begin=False,
-            )  # fmt: skip
+            statements = [
+                (update, params),
+                _one_event(job_id, {"state": "queued", "retried": True}, params),
+                (NOTIFY, {"queues": [job.queue]}),
+            ]
+            if job.concurrency_key is not None:
+                keys = {"rk_kind": [job.kind], "rk_key": [job.concurrency_key]}
+                statements.append((pg_flow.REGISTER_KEYS, keys))
+            row = self._pipeline(conn, statements, begin=False)[0][0]
         return row_to_job(row)
 
     def delete(self, job_id: str) -> None:
@@ -577,7 +679,23 @@ class PostgresStore:
                           {"id": job_id})  # fmt: skip
         if not rows:
             raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
-        return row_to_job(rows[0])
+        return self._with_reasons([row_to_job(rows[0])])[0]
+
+    def _with_reasons(self, jobs: list[Job]) -> list[Job]:
+        """Fill `waiting_reason` of queued jobs a limit or a paused queue holds back (read
+        only when there are queued jobs, and counted only when the store has limits)."""
+        if not any(job.state is JobState.QUEUED for job in jobs):
+            return jobs
+        with self._conn() as conn:
+            limits = self._limits_in(conn)
+            if limits.empty:
+                return jobs
+            admit = pg_flow.admission(conn, limits, self._epoch(conn))
+            for job in jobs:
+                if job.state is JobState.QUEUED:
+                    why = admit.blocked(job.queue, job.kind, job.concurrency_key)
+                    job.waiting_reason = None if why is None else why[0]
+        return jobs
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         where, params = _filter_sql(filter)
@@ -596,7 +714,7 @@ class PostgresStore:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {order} DESC LIMIT %(limit)s"
         rows = self._read(sql, {**params, "limit": limit + 1})
-        jobs = [row_to_job(r) for r in rows[:limit]]
+        jobs = self._with_reasons([row_to_job(r) for r in rows[:limit]])
         next_cursor = jobs[-1].id if len(rows) > limit else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
@@ -706,13 +824,17 @@ class PostgresStore:
                 f" AND finished_at > {NOW} - interval '60 seconds' GROUP BY queue".encode(),
                 params,
             )
+            paused = conn.execute(b"SELECT queue FROM conveyor_paused_queues")
             rows = counts.fetchall(), oldest.fetchall(), recent.fetchall()
+            paused_queues = [row[0] for row in paused.fetchall()]
         for queue, state, count in rows[0]:
             setattr(stats.setdefault(queue, QueueStats(name=queue)), state, count)
         for queue, age in rows[1]:
             stats[queue].oldest_queued_age_s = max(0.0, age)
         for queue, count in rows[2]:
             stats[queue].finished_last_minute = count
+        for queue in paused_queues:
+            stats.setdefault(queue, QueueStats(name=queue)).paused = True
         return [stats[name] for name in sorted(stats)]
 
     def prune(self, finished_before: float, limit: int = 10_000) -> list[str]:
@@ -732,25 +854,89 @@ class PostgresStore:
             )  # fmt: skip
         return [r[0] for r in rows]
 
-    # -- flow control (#20: being built; tests/conformance/test_store_limits.py) ------------
+    # -- flow control --------------------------------------------------------------------------
 
     def set_limit(self, limit: Limit) -> Limit:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        params = {"now": self._now_param(), "target": limit.target, "max": limit.max_running,
+                  "rate": limit.rate, "per_s": limit.per_s, "strategy": limit.strategy}  # fmt: skip
+        upsert = (
+            "INSERT INTO conveyor_limits (target, max_running, rate, per_s, strategy, updated_at)"
+            f" VALUES (%(target)s, %(max)s, %(rate)s, %(per_s)s, %(strategy)s, {NOW})"
+            " ON CONFLICT (target) DO UPDATE SET max_running = excluded.max_running,"
+            "  rate = excluded.rate, per_s = excluded.per_s, strategy = excluded.strategy,"
+            "  updated_at = excluded.updated_at RETURNING updated_at"
+        )
+        with self._conn() as conn:
+            [[(at,)], _, _] = self._pipeline(
+                conn, [(upsert, params), (pg_flow.BUMP, None), (_NOTIFY_ALL, None)], begin=True
+            )
+        return limit.model_copy(update={"updated_at": at})
 
     def delete_limit(self, target: str) -> bool:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        with self._conn() as conn:
+            with conn.pipeline():
+                conn.execute(b"BEGIN")
+                cur = conn.execute(
+                    b"DELETE FROM conveyor_limits WHERE target = %(t)s RETURNING 1", {"t": target}
+                )
+            found = bool(cur.fetchall())
+            statements = [(pg_flow.BUMP, None), (_NOTIFY_ALL, None)] if found else []
+            self._pipeline(conn, statements, begin=False)
+        return found
 
     def limits(self) -> list[Limit]:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        with self._conn() as conn:
+            limits = self._limits_in(conn)
+        return sorted(limits.limits.values(), key=lambda lim: lim.target)
 
     def pause_queue(self, queue: str, paused: bool) -> None:
-        raise NotImplementedError("queue controls (#20) are not built for this store yet")
+        if paused:
+            change = (
+                "INSERT INTO conveyor_paused_queues (queue, paused_at)"
+                f" VALUES (%(queue)s, {NOW}) ON CONFLICT DO NOTHING"
+            )
+        else:
+            change = "DELETE FROM conveyor_paused_queues WHERE queue = %(queue)s"
+        params = {"queue": queue, "now": self._now_param()}
+        with self._conn() as conn:
+            self._pipeline(
+                conn,
+                [(change, params), (pg_flow.BUMP, None), (NOTIFY, {"queues": [queue]})],
+                begin=True,
+            )
 
     def purge_queue(self, queue: str) -> int:
-        raise NotImplementedError("queue controls (#20) are not built for this store yet")
+        params = {"now": self._now_param(), "queue": queue,
+                  "error": purged_error(queue).model_dump_json()}  # fmt: skip
+        sql = (
+            "WITH gone AS ("
+            f" UPDATE conveyor_jobs SET state = 'cancelled', cancel_requested = true,"
+            f"  finished_at = {NOW}, updated_at = {NOW}, error = %(error)s::json"
+            "  WHERE queue = %(queue)s AND state IN ('queued', 'scheduled') RETURNING id"
+            "), events AS ("
+            " INSERT INTO conveyor_events (job_id, at, type, data)"
+            f" SELECT id, {NOW}, 'state', json_build_object('state', 'cancelled',"
+            "  'reason', 'purged') FROM gone"
+            ") SELECT count(*) FROM gone"
+        )
+        with self._conn() as conn:
+            [[(count,)]] = self._pipeline(conn, [(sql, params)], begin=True)
+        return int(count)
 
     def take_tokens(self, key: str, n: int, rate: int, per_s: float) -> float:
-        raise NotImplementedError("token buckets (#20) are not built for this store yet")
+        with self._conn() as conn:
+            with conn.pipeline():
+                conn.execute(b"BEGIN")
+                conn.execute(
+                    b"SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, %(salt)s))",
+                    {"k": "\x1fbucket:" + key, "salt": pg_migrations.LOCK_KEY},
+                )
+            now = self._epoch(conn)
+            tokens, wait = take(pg_flow.bucket_loader(conn)([key]).get(key), n, rate, per_s, now)
+            if wait == 0:
+                pg_flow.write_buckets(conn, [(key, tokens, now)])
+            conn.execute(b"COMMIT")
+        return wait
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         self._listener.wait(queues, timeout)
@@ -763,21 +949,27 @@ _INSERT_JOBS = (
     " SELECT * FROM unnest(%(id)s::text[], %(kind)s::text[], %(queue)s::text[],"
     "  %(input)s::text[], %(priority)s::int[], %(run_at)s::timestamptz[],"
     "  %(max_attempts)s::int[], %(timeout_s)s::float8[], %(backoff_s)s::float8[],"
-    "  %(tags)s::text[], %(ikey)s::text[], %(webhook)s::text[])"
+    "  %(tags)s::text[], %(ikey)s::text[], %(webhook)s::text[], %(ckey)s::text[],"
+    "  %(ukey)s::text[], %(sched)s::text[], %(tick)s::timestamptz[], %(cancel)s::bool[])"
     " WITH ORDINALITY AS n(id, kind, queue, input, priority, run_at, max_attempts, timeout_s,"
-    "  backoff_s, tags, ikey, webhook, ord)"
+    "  backoff_s, tags, ikey, webhook, ckey, ukey, sched, tick, cancel, ord)"
     "), ins AS ("
     " INSERT INTO conveyor_jobs (id, kind, queue, state, input, priority, run_at,"
     "  max_attempts, timeout_s, backoff_s, tags, idempotency_key, webhook, created_at,"
-    "  updated_at)"
-    f" SELECT id, kind, queue, CASE WHEN run_at > {NOW} THEN 'scheduled' ELSE 'queued' END,"
+    "  updated_at, concurrency_key, unique_key, schedule_id, schedule_tick, finished_at, error)"
+    " SELECT id, kind, queue, CASE WHEN cancel THEN 'cancelled'"
+    f"  WHEN run_at > {NOW} THEN 'scheduled' ELSE 'queued' END,"
     "  input::json, priority, run_at, max_attempts, timeout_s, backoff_s, tags::jsonb, ikey,"
-    f"  webhook::json, {NOW}, {NOW} FROM new ORDER BY ord"
-    f" RETURNING {JOB_COLUMNS}"
+    f"  webhook::json, {NOW}, {NOW}, ckey, ukey, sched, tick,"
+    f"  CASE WHEN cancel THEN {NOW} END, CASE WHEN cancel THEN %(cancel_error)s::json END"
+    f" FROM new ORDER BY ord RETURNING {JOB_COLUMNS}"
     "), events AS ("
     " INSERT INTO conveyor_events (job_id, at, type, data)"
-    " SELECT ins.id, ins.created_at, 'state', CASE WHEN ins.webhook IS NULL"
-    "  THEN json_build_object('state', ins.state, 'queue', ins.queue)"
+    " SELECT ins.id, ins.created_at, 'state', CASE"
+    "  WHEN new.cancel THEN (jsonb_build_object('state', ins.state, 'queue', ins.queue,"
+    "   'reason', 'concurrency_limited') || CASE WHEN ins.webhook IS NULL THEN '{}'::jsonb"
+    "   ELSE '{\"webhook\": true}'::jsonb END)::json"
+    "  WHEN ins.webhook IS NULL THEN json_build_object('state', ins.state, 'queue', ins.queue)"
     "  ELSE json_build_object('state', ins.state, 'queue', ins.queue, 'webhook', true) END"
     " FROM ins JOIN new ON new.id = ins.id ORDER BY new.ord"
     "), keys AS ("
@@ -787,6 +979,42 @@ _INSERT_JOBS = (
     " ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id,"
     "  request_hash = excluded.request_hash, expires_at = excluded.expires_at"
     f") SELECT {JOB_COLUMNS} FROM ins"
+)
+
+
+def _claim_sql(picked: str) -> str:
+    """A claim of the jobs `picked` selects: leases, attempts and events, in one statement."""
+    return (
+        f"WITH picked AS MATERIALIZED ({picked}"
+        "), claimed AS ("
+        " UPDATE conveyor_jobs j SET state = 'running', attempt = j.attempt + 1,"
+        "  lease_owner = %(owner)s, lease_token = replace(gen_random_uuid()::text, '-', ''),"
+        f"  lease_expires_at = {NOW} + make_interval(secs => %(lease)s),"
+        f"  started_at = {NOW}, updated_at = {NOW}"
+        " FROM picked WHERE j.id = picked.id"
+        f" RETURNING {', '.join('j.' + c.strip() for c in JOB_COLUMNS.split(','))}"
+        "), events AS ("
+        " INSERT INTO conveyor_events (job_id, at, type, data)"
+        " SELECT id, started_at, 'state', json_build_object('state', 'running',"
+        "  'attempt', attempt, 'worker', lease_owner)"
+        " FROM claimed ORDER BY priority DESC, run_at, id"
+        f") SELECT {JOB_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id"
+    )
+
+
+_CANCEL_FOR_LIMIT = (
+    "WITH waiting AS ("
+    f" UPDATE conveyor_jobs SET state = 'cancelled', cancel_requested = true, finished_at = {NOW},"
+    f"  updated_at = {NOW}, error = %(error)s::json WHERE id = ANY(%(waiting)s::text[])"
+    "  AND finished_at IS NULL RETURNING id"
+    "), running AS ("
+    f" UPDATE conveyor_jobs SET cancel_requested = true, updated_at = {NOW}"
+    "  WHERE id = ANY(%(running)s::text[]) AND state = 'running' RETURNING id"
+    ") INSERT INTO conveyor_events (job_id, at, type, data)"
+    f" SELECT id, {NOW}, 'state', json_build_object('state', 'cancelled',"
+    "  'reason', 'concurrency_limited') FROM waiting"
+    f" UNION ALL SELECT id, {NOW}, 'state', json_build_object('state', 'running',"
+    "  'cancel_requested', true, 'reason', 'concurrency_limited') FROM running"
 )
 
 _FEED = (
@@ -832,9 +1060,20 @@ _SETTLE = (
 )
 
 
-def _insert_params(specs: Sequence[JobSpec], now: datetime | None) -> dict[str, Any]:
+def _insert_params(
+    specs: Sequence[JobSpec], now: datetime | None, cancelled: set[str] | None = None
+) -> dict[str, Any]:
     keyed = [s for s in specs if s.idempotency_key is not None]
+    cancel_error = None
+    if cancelled:
+        cancel_error = limited_error("over its key's limit (cancel_newest)").model_dump_json()
     return {
+        "ckey": [s.concurrency_key for s in specs],
+        "ukey": [s.unique_key for s in specs],
+        "sched": [s.schedule_id for s in specs],
+        "tick": [None if s.schedule_tick is None else _dt(s.schedule_tick) for s in specs],
+        "cancel": [s.id in (cancelled or ()) for s in specs],
+        "cancel_error": cancel_error,
         "now": now,
         "window": max((s.idempotency_window_s for s in keyed), default=0.0),
         "id": [s.id for s in specs],

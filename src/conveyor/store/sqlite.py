@@ -48,7 +48,7 @@ from conveyor.store.base import (
     new_job,
     read_kinds,
 )
-from conveyor.store.limits import LimitSet, limited_error, purged_error, take
+from conveyor.store.limits import LimitSet, Strategies, limited_error, purged_error, take
 from conveyor.store.migrations import available
 from conveyor.store.rules import Outcome
 from conveyor.store.wake import SocketWaker, ThreadWaker
@@ -368,10 +368,10 @@ class SqliteStore:
 
     def _flow_on_submit(
         self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
-    ) -> tuple[dict[str, str], sqlite_flow.Strategies]:
+    ) -> tuple[dict[str, str], Strategies]:
         """Unique duplicates (spec id -> existing job id) and the cancel strategies' decisions
         for the new specs; the strategies' changes to stored jobs are written here."""
-        flow = sqlite_flow.Strategies()
+        flow = Strategies()
         duplicates: dict[str, str] = {}
         if any(s.unique_key is not None for s in specs):
             duplicates = sqlite_flow.unique_matches(db, specs, now)
@@ -384,9 +384,7 @@ class SqliteStore:
             self._cancel_for_limit(db, flow, now)
         return duplicates, flow
 
-    def _cancel_for_limit(
-        self, db: sqlite3.Connection, flow: sqlite_flow.Strategies, now: float
-    ) -> None:
+    def _cancel_for_limit(self, db: sqlite3.Connection, flow: Strategies, now: float) -> None:
         error = limited_error("a newer job of its key took its place").model_dump_json()
         db.executemany(
             "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?,"

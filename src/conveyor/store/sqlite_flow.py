@@ -9,9 +9,9 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.models import UniqueScope
 from conveyor.store.base import JobSpec
 from conveyor.store.limits import (
     KEY_SCAN,
@@ -20,9 +20,12 @@ from conveyor.store.limits import (
     Candidate,
     LimitSet,
     Scope,
+    Strategies,
     choose,
+    decide_strategies,
     running_counts,
     stored_limit,
+    unique_duplicates,
 )
 
 WAITING = "('queued', 'scheduled')"
@@ -206,83 +209,37 @@ def register_keys(db: sqlite3.Connection, pairs: Sequence[tuple[str, str]]) -> N
 
 
 def unique_matches(db: sqlite3.Connection, specs: Sequence[JobSpec], now: float) -> dict[str, str]:
-    """spec id -> the id of the job a unique spec duplicates (an earlier spec of the batch, or
-    a stored job in its scope and window)."""
-    found: dict[str, str] = {}
-    first: dict[str, str] = {}
-    for spec in specs:
-        key = spec.unique_key
-        if key is None:
-            continue
-        if key in first:
-            found[spec.id] = first[key]
-            continue
+    """spec id -> the id of the job a unique spec duplicates (see limits.unique_duplicates)."""
+
+    def find(key: str, scope: UniqueScope, window_s: float | None) -> str | None:
         sql = (
             "SELECT id FROM jobs WHERE unique_key = ? AND finished_at IS NULL"
-            f" AND state IN {UNIQUE_STATES[spec.unique_scope]}"
+            f" AND state IN {UNIQUE_STATES[scope]}"
         )
         params: list[Any] = [key]
-        if spec.unique_window_s is not None:
+        if window_s is not None:
             sql += " AND created_at > ?"
-            params.append(now - spec.unique_window_s)
+            params.append(now - window_s)
         row = db.execute(sql + " ORDER BY created_at DESC LIMIT 1", params).fetchone()
-        if row is not None:
-            found[spec.id] = row[0]
-        else:
-            first[key] = spec.id
-    return found
+        return None if row is None else str(row[0])
 
-
-@dataclass
-class Strategies:
-    """What the cancel strategies decided for a batch: specs to store cancelled, and jobs
-    already stored to cancel (waiting) or ask to stop (running)."""
-
-    cancelled_specs: set[str] = field(default_factory=set)
-    cancel_waiting: list[str] = field(default_factory=list)
-    stop_running: list[str] = field(default_factory=list)
+    return unique_duplicates(specs, find)
 
 
 def apply_strategies(
     db: sqlite3.Connection, specs: Sequence[JobSpec], limits: LimitSet
 ) -> Strategies:
-    """Decide the cancel strategies of per-key limits for new specs, in batch order."""
-    out = Strategies()
-    active: dict[tuple[str, str], list[list[Any]]] = {}  # [id, running, stopping, stored]
-    for spec in specs:
-        limit = limits.strategy_limit(spec.kind, spec.concurrency_key)
-        if limit is None or spec.concurrency_key is None:
-            continue
-        assert limit.max_running is not None
-        group = (spec.kind, spec.concurrency_key)
-        if group not in active:
-            active[group] = [
-                [row[0], row[1] == "running", bool(row[2]), True]
-                for row in db.execute(
-                    "SELECT id, state, cancel_requested FROM jobs WHERE kind = ?"
-                    " AND concurrency_key = ? AND finished_at IS NULL"
-                    " AND state IN ('queued', 'scheduled', 'running')"
-                    " ORDER BY created_at, id",
-                    group,
-                )
-            ]
-        jobs = active[group]
-        if limit.strategy == "cancel_newest":
-            if len(jobs) >= limit.max_running:
-                out.cancelled_specs.add(spec.id)
-                continue
-        else:
-            live = [job for job in jobs if not job[2]]
-            while len(live) >= limit.max_running:
-                oldest = live.pop(0)
-                if oldest[1]:
-                    oldest[2] = True
-                    out.stop_running.append(oldest[0])
-                else:
-                    jobs.remove(oldest)
-                    if oldest[3]:
-                        out.cancel_waiting.append(oldest[0])
-                    else:
-                        out.cancelled_specs.add(oldest[0])
-        jobs.append([spec.id, False, False, False])
-    return out
+    """The cancel strategies' decisions for new specs (see limits.decide_strategies)."""
+
+    def active(kind: str, key: str) -> list[tuple[str, bool, bool]]:
+        return [
+            (row[0], row[1] == "running", bool(row[2]))
+            for row in db.execute(
+                "SELECT id, state, cancel_requested FROM jobs WHERE kind = ?"
+                " AND concurrency_key = ? AND finished_at IS NULL"
+                " AND state IN ('queued', 'scheduled', 'running') ORDER BY created_at, id",
+                (kind, key),
+            )
+        ]
+
+    return decide_strategies(specs, limits, active)
