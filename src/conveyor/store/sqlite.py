@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from conveyor.models import (
     WorkerInfo,
     from_ts,
 )
-from conveyor.store import rules, sqlite_flow
+from conveyor.store import deps, rules, sqlite_deps, sqlite_flow
 from conveyor.store.base import (
     Beat,
     BeatStatus,
@@ -57,7 +58,8 @@ JOB_COLUMNS = (
     "id, kind, queue, state, input, priority, run_at, attempt, max_attempts, timeout_s, "
     "backoff_s, progress, result, error, tags, idempotency_key, webhook, lease_owner, "
     "lease_token, lease_expires_at, cancel_requested, created_at, started_at, finished_at, "
-    "updated_at, concurrency_key, unique_key, schedule_id, schedule_tick"
+    "updated_at, concurrency_key, unique_key, schedule_id, schedule_tick, depends_on, "
+    "workflow_id, step, parent_id, continuation"
 )
 WAITING = "('queued', 'scheduled')"
 #: How long opening a file waits for another process that is migrating it.
@@ -129,11 +131,11 @@ def row_to_job(row: Sequence[Any], loads: Callable[[str | None], Any] = _lenient
         schedule_id=row[27],
         schedule_tick=from_ts(row[28]),
         waiting_reason=None,
-        depends_on=[],
-        workflow_id=None,
-        step=None,
-        parent_id=None,
-        continuation=None,
+        depends_on=[] if row[29] is None else loads(row[29]),
+        workflow_id=row[30],
+        step=row[31],
+        parent_id=row[32],
+        continuation=loads(row[33]),
     )
 
 
@@ -307,64 +309,89 @@ class SqliteStore:
 
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         now = self.clock()
-        created: dict[str, Job] = {}
         with self._write() as db:
-            existing = self._check_idempotency(db, specs, now)
-            new = [s for s in specs if s.idempotency_key not in existing]
-            duplicates, flow = self._flow_on_submit(db, new, now)
-            rows, events, keys = [], [], []
-            tagged: list[tuple[str, str]] = []
-            keyed: list[tuple[str, str]] = []
-            for spec in new:
-                if spec.id in duplicates:
-                    continue
-                tagged.extend((tag, spec.id) for tag in spec.tags)
-                if spec.concurrency_key is not None:
-                    keyed.append((spec.kind, spec.concurrency_key))
-                state = rules.initial_state(spec.run_at, now)
-                data = created_event(spec, state)
-                finished, error = None, None
-                if spec.id in flow.cancelled_specs:
-                    state, finished = JobState.CANCELLED, now
-                    data = {**created_event(spec, state), "reason": "concurrency_limited"}
-                    error = limited_error(f"over the limit of key:{spec.kind}").model_dump_json()
-                else:
-                    created[spec.id] = new_job(spec, state, now)
-                rows.append(
-                    (spec.id, spec.kind, spec.queue, state.value, _dumps(spec.input),
-                     spec.priority, spec.run_at, spec.max_attempts, spec.timeout_s,
-                     spec.backoff_s, _dumps(list(spec.tags)), spec.idempotency_key,
-                     None if spec.webhook is None else _dumps(spec.webhook), now, now,
-                     spec.concurrency_key, spec.unique_key, spec.schedule_id,
-                     spec.schedule_tick, finished, error)
-                )  # fmt: skip
-                events.append(self._event(spec.id, now, "state", data))
-                if spec.idempotency_key is not None:
-                    keys.append(
-                        (spec.idempotency_key, spec.id, spec.request_hash,
-                         now + spec.idempotency_window_s)
-                    )  # fmt: skip
-            db.executemany(
-                "INSERT INTO jobs (id, kind, queue, state, input, priority, run_at, max_attempts,"
-                " timeout_s, backoff_s, tags, idempotency_key, webhook, created_at, updated_at,"
-                " concurrency_key, unique_key, schedule_id, schedule_tick, finished_at, error)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
-            if keyed:
-                sqlite_flow.register_keys(db, keyed)
-            db.executemany("INSERT OR REPLACE INTO idempotency VALUES (?,?,?,?)", keys)
-            # The tag index, here rather than in a trigger, which costs twice as much per job
-            # (see 0002_job_tags.sql). A tag given twice is indexed once.
-            db.executemany("INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?,?)", tagged)
-            self._add_events(db, events)
-            ids = [duplicates.get(s.id, existing.get(s.idempotency_key, s.id)) for s in specs]
-            known = [i for i in dict.fromkeys(ids) if i not in created]
-            if known:
-                created.update(self._jobs_by_id(db, known))
-        if rows:
+            jobs, inserted = self._insert(db, specs, now)
+        if inserted:
             self._waker.notify()
-        return [created[i] for i in ids]
+        return jobs
+
+    def _insert(
+        self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
+    ) -> tuple[list[Job], bool]:
+        """Insert jobs in the caller's transaction (enqueue, or the children of a WAIT);
+        returns them in order (a known idempotency or unique key's job in its spec's place)
+        and whether any row was inserted."""
+        created: dict[str, Job] = {}
+        existing = self._check_idempotency(db, specs, now)
+        new = [s for s in specs if s.idempotency_key not in existing]
+        duplicates, flow = self._flow_on_submit(db, new, now)
+        alias = {s.id: existing[s.idempotency_key] for s in specs if s.idempotency_key in existing}
+        alias.update(duplicates)
+        inserted = [s for s in new if s.id not in duplicates]
+        waits = deps.plan(
+            inserted, alias, lambda ids: sqlite_deps.states(db, ids), flow.cancelled_specs
+        )
+        rows, events, keys = [], [], []
+        tagged: list[tuple[str, str]] = []
+        keyed: list[tuple[str, str]] = []
+        for spec in new:
+            if spec.id in duplicates:
+                continue
+            tagged.extend((tag, spec.id) for tag in spec.tags)
+            if spec.concurrency_key is not None:
+                keyed.append((spec.kind, spec.concurrency_key))
+            state = rules.initial_state(spec.run_at, now)
+            pending = len(waits.get(spec.id, ()))
+            if pending:
+                state = JobState.BLOCKED
+            data = created_event(spec, state)
+            finished, error = None, None
+            if spec.id in flow.cancelled_specs:
+                state, finished = JobState.CANCELLED, now
+                data = {**created_event(spec, state), "reason": "concurrency_limited"}
+                error = limited_error(f"over the limit of key:{spec.kind}").model_dump_json()
+            else:
+                created[spec.id] = new_job(spec, state, now)
+            rows.append(
+                (spec.id, spec.kind, spec.queue, state.value, _dumps(spec.input),
+                 spec.priority, spec.run_at, spec.max_attempts, spec.timeout_s,
+                 spec.backoff_s, _dumps(list(spec.tags)), spec.idempotency_key,
+                 None if spec.webhook is None else _dumps(spec.webhook), now, now,
+                 spec.concurrency_key, spec.unique_key, spec.schedule_id,
+                 spec.schedule_tick, finished, error,
+                 _dumps(list(spec.depends_on)) if spec.depends_on else None,
+                 spec.workflow_id, spec.step, spec.parent_id, pending)
+            )  # fmt: skip
+            events.append(self._event(spec.id, now, "state", data))
+            if spec.idempotency_key is not None:
+                keys.append(
+                    (spec.idempotency_key, spec.id, spec.request_hash,
+                     now + spec.idempotency_window_s)
+                )  # fmt: skip
+        db.executemany(
+            "INSERT INTO jobs (id, kind, queue, state, input, priority, run_at, max_attempts,"
+            " timeout_s, backoff_s, tags, idempotency_key, webhook, created_at, updated_at,"
+            " concurrency_key, unique_key, schedule_id, schedule_tick, finished_at, error,"
+            " depends_on, workflow_id, step, parent_id, pending)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        if waits:
+            sqlite_deps.add_edges(db, deps.edges(waits))
+        if keyed:
+            sqlite_flow.register_keys(db, keyed)
+        db.executemany("INSERT OR REPLACE INTO idempotency VALUES (?,?,?,?)", keys)
+        # The tag index, here rather than in a trigger, which costs twice as much per job
+        # (see 0002_job_tags.sql). A tag given twice is indexed once.
+        db.executemany("INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?,?)", tagged)
+        self._add_events(db, events)
+        ids = [duplicates.get(s.id, existing.get(s.idempotency_key, s.id)) for s in specs]
+        known = [i for i in dict.fromkeys(ids) if i not in created]
+        if known:
+            created.update(self._jobs_by_id(db, known))
+        if flow.cancel_waiting:
+            self._add_events(db, sqlite_deps.release(db, flow.cancel_waiting, now))
+        return [created[i] for i in ids], bool(rows)
 
     def _flow_on_submit(
         self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
@@ -498,6 +525,7 @@ class SqliteStore:
         )
         data = {"state": "failed", "error": error.model_dump(exclude={"traceback"})}
         self._add_events(db, [self._event(job_id, now, "state", data)])
+        self._add_events(db, sqlite_deps.release(db, [job_id], now))
 
     def heartbeat(self, beats: Sequence[Beat], lease_s: float) -> dict[str, BeatStatus]:
         if not beats:
@@ -536,6 +564,7 @@ class SqliteStore:
         with self._write() as db:
             current = self._running_rows(db, [s.job_id for s in settlements])
             applied, updates, events = [], [], []
+            finals, waits = [], []
             for s in settlements:
                 row = current.get(s.job_id)
                 if row is None or row[0] != s.token:
@@ -546,9 +575,15 @@ class SqliteStore:
                     outcome=s.outcome, attempt=row[1], max_attempts=row[2], backoff_s=row[3],
                     cancel_requested=bool(row[4]), now=now, error=s.error, retry=s.retry,
                 )  # fmt: skip
+                data = decision.event_data()
+                if decision.state is JobState.BLOCKED:
+                    decision, data, pending = self._spawn(db, s, decision, now)
+                    waits.append((_dumps(s.continuation), pending, s.job_id))
                 woke = woke or decision.state is JobState.QUEUED
                 updates.append(self._settle_row(s, decision, now))
-                events.append(self._event(s.job_id, now, "state", decision.event_data()))
+                events.append(self._event(s.job_id, now, "state", data))
+                if decision.finished:
+                    finals.append(s.job_id)
                 applied.append(True)
             db.executemany(
                 "UPDATE jobs SET state = ?, run_at = COALESCE(?, run_at), attempt = ?,"
@@ -558,16 +593,34 @@ class SqliteStore:
                 " WHERE id = ? AND lease_token = ?",
                 updates,
             )
+            db.executemany("UPDATE jobs SET continuation = ?, pending = ? WHERE id = ?", waits)
             self._add_events(db, events)
+            released = sqlite_deps.release(db, finals, now)
+            self._add_events(db, released)
+            woke = woke or bool(released)
         if woke:
             self._waker.notify()
         return applied
+
+    def _spawn(
+        self, db: sqlite3.Connection, s: Settlement, decision: rules.Decision, now: float
+    ) -> tuple[rules.Decision, dict[str, Any], int]:
+        """A WAIT: insert the job's children and block it on those not final; with none to
+        wait for, it is queued again at once. Returns its decision, event data and count."""
+        children, _ = self._insert(db, deps.as_children(s.job_id, s.spawn), now)
+        waits = [c.id for c in children if not c.state.is_final]
+        if not waits:
+            queued = replace(decision, state=JobState.QUEUED)
+            return queued, queued.event_data(), 0
+        sqlite_deps.add_edges(db, [(child, s.job_id) for child in dict.fromkeys(waits)])
+        pending = len(set(waits))
+        return decision, rules.blocked_event(pending, decision.attempt), pending
 
     @staticmethod
     def _settle_row(s: Settlement, d: rules.Decision, now: float) -> tuple[Any, ...]:
         result = _dumps(s.result) if d.state is JobState.SUCCEEDED else None
         error = None if d.error is None else d.error.model_dump_json()
-        reset_progress = d.state is JobState.QUEUED
+        reset_progress = d.state is JobState.QUEUED or d.state is JobState.BLOCKED
         return (
             d.state.value, d.run_at, d.attempt, result, error,
             now if d.finished else None, now, reset_progress, s.job_id, s.token,
@@ -638,10 +691,35 @@ class SqliteStore:
                 )
                 event = {"state": "cancelled"}
             self._add_events(db, [self._event(job_id, now, "state", event)])
-            return self._get(db, job_id)
+            released = (
+                sqlite_deps.release(db, [job_id], now) if event["state"] == "cancelled" else []
+            )
+            self._add_events(db, released)
+            job = self._get(db, job_id)
+        if released:
+            self._waker.notify()
+        return job
 
     def rewind(self, job_ids: Sequence[str]) -> list[Job]:
-        raise NotImplementedError("blocked jobs are not built on this store yet (#19)")
+        now = self.clock()
+        wanted = list(dict.fromkeys(job_ids))
+        with self._write() as db:
+            jobs = self._jobs_by_id(db, wanted)
+            for job_id in wanted:
+                if job_id not in jobs:
+                    raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+                rules.ensure_retryable(job_id, jobs[job_id].state)
+            outcome = sqlite_deps.rewind(db, {i: jobs[i].depends_on for i in wanted}, now)
+            self._add_events(db, [
+                self._event(i, now, "state", {"state": state.value, "retried": True})
+                for i, (state, _) in outcome.items()
+            ])  # fmt: skip
+            keyed = [(j.kind, j.concurrency_key) for j in jobs.values() if j.concurrency_key]
+            if keyed:
+                sqlite_flow.register_keys(db, keyed)
+            jobs = self._jobs_by_id(db, wanted)
+        self._waker.notify()
+        return [jobs[i] for i in job_ids]
 
     def retry(self, job_id: str) -> Job:
         now = self.clock()
@@ -886,6 +964,7 @@ class SqliteStore:
             ).fetchall()
             data = {"state": "cancelled", "reason": "purged"}
             self._add_events(db, [self._event(i, now, "state", data) for (i,) in ids])
+            self._add_events(db, sqlite_deps.release(db, [i for (i,) in ids], now))
         return len(ids)
 
     def take_tokens(self, key: str, n: int, rate: int, per_s: float) -> float:
@@ -927,6 +1006,10 @@ def _filter_sql(f: JobFilter) -> tuple[list[str], list[Any]]:
     if f.ids is not None:
         where.append(f"id IN ({','.join('?' * len(f.ids))})")
         params.extend(f.ids)
+    for column, value in (("workflow_id", f.workflow_id), ("parent_id", f.parent_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
     return where, params
 
 
