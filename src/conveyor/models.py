@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 JSON = Any
 """Any JSON-serializable value."""
@@ -301,6 +301,12 @@ class JobFilter(Model):
     ids: list[str] | None = None
     workflow_id: str | None = None
     parent_id: str | None = None
+
+    @field_validator("state", "ids", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """`state="failed"` means `state=["failed"]` (as `?state=failed` does over HTTP)."""
+        return [value] if isinstance(value, str) else value
 
 
 class JobPage(Model):

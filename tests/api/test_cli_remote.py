@@ -137,3 +137,14 @@ def test_up_serves_runs_and_drains(tmp_path: Path) -> None:
             store.close()
     finally:
         stop(proc)
+
+
+def test_dead_url_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    for args in (("jobs", "list"), ("submit", "noop")):
+        result = cli(dead, *args, home=tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"cannot reach the conveyor API at {dead}" in lines[0], lines
+        assert "conveyor up" in lines[0]

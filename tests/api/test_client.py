@@ -159,3 +159,13 @@ def test_wait_times_out_on_a_quiet_job(api: ApiServer) -> None:
         job = client.submit("noop", delay_s=3600)
         with pytest.raises(TimeoutError):
             client.wait(job.id, timeout=1)
+
+
+def test_list_takes_one_state_or_several(api: ApiServer) -> None:
+    """`client.list(state="cancelled")` as a user writes it (it raised ValidationError)."""
+    with Client(api.url) as client:
+        job = client.submit(NewJob(kind="noop", delay_s=3600, tags=["one-state"]))
+        client.cancel(job.id)
+        for state in ("cancelled", JobState.CANCELLED, ["failed", "cancelled"]):
+            assert [j.id for j in client.list(state=state, tag="one-state")] == [job.id]
+        assert list(client.list(state="failed", tag="one-state")) == []

@@ -159,3 +159,22 @@ def test_worker_without_queues_serves_its_kinds_queues(home: Path, tmp_path: Pat
     assert worker.returncode == 0, worker.stderr
     for job_id in (side, plain):
         assert json.loads(run("jobs", "show", job_id, "--json").stdout)["state"] == "succeeded"
+
+
+def test_job_ids_are_whole_at_80_columns_and_prefixes_work(home: Path) -> None:
+    first = conveyor(home, "submit", "noop", "--delay", "3600").stdout.strip()
+    second = conveyor(home, "submit", "noop", "--delay", "3600").stdout.strip()
+    narrow = subprocess.run(
+        [sys.executable, "-m", "conveyor", "jobs", "list"], env=worker_env(home, COLUMNS="80"),
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert first in narrow.stdout and second in narrow.stdout, narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    # A unique start of an id names its job, in every job command.
+    common = first[: next(i for i in range(len(first)) if first[i] != second[i])]
+    unique = second[: len(common) + 1]
+    shown = json.loads(conveyor(home, "jobs", "show", unique, "--json").stdout)
+    assert shown["id"] == second
+    assert "cancelled" in conveyor(home, "jobs", "cancel", first[:13]).stdout
+    assert_clean_error(conveyor(home, "jobs", "show", common), 1, "several job ids")
+    assert_clean_error(conveyor(home, "jobs", "show", "0123456789"), 1, "no job with id")

@@ -18,7 +18,7 @@ from rich.table import Table
 import conveyor.cli.swissai as swissai_cli
 import conveyor.cli.webhooks as webhooks_cli
 from conveyor import errors, limits
-from conveyor.cli import db, keys, output, remote, serve
+from conveyor.cli import db, keys, output, prefix, remote, serve
 from conveyor.cli.output import console, err
 from conveyor.kinds.registry import import_kinds
 from conveyor.models import JobFilter, JobState, NewJob
@@ -48,6 +48,7 @@ ImportOpt = Annotated[
     typer.Option("--import", "-i", help="Module declaring kinds (repeatable; CONVEYOR_IMPORTS)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JobIdArg = Annotated[str, typer.Argument(help="Job id, or a unique start of it (6+ digits).")]
 
 
 def settings_for(store: str | None = None, imports: list[str] | None = None) -> Settings:
@@ -240,7 +241,7 @@ def jobs_list(
 
 @jobs_app.command("show")
 def jobs_show(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobIdArg,
     events: Annotated[
         bool, typer.Option("--events", "-e", help="Also show the event log.")
     ] = False,
@@ -249,6 +250,7 @@ def jobs_show(
 ) -> None:
     """Show one job: state, progress, result or error."""
     service = local_service(settings_for(store))
+    job_id = prefix.resolve(service, job_id)
     job = service.get(job_id)
     log = service.events(job_id) if events else []
     if as_json:
@@ -262,20 +264,23 @@ def jobs_show(
 
 @jobs_app.command("wait")
 def jobs_wait(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobIdArg,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Follow a job with a live progress bar until it ends; exit 1 unless it succeeded."""
     service = local_service(settings_for(store))
+    job_id = prefix.resolve(service, job_id)
     final = output.follow(job_id, follower(service, job_id))
     finish(final, as_json)
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
+def jobs_cancel(job_id: JobIdArg, store: StoreOpt = None) -> None:
     """Cancel a job: at once if waiting; a running one is stopped by its worker."""
-    job = local_service(settings_for(store)).cancel(job_id)
+    service = local_service(settings_for(store))
+    job_id = prefix.resolve(service, job_id)
+    job = service.cancel(job_id)
     if job.state is JobState.CANCELLED:
         console.print(f"{job_id} cancelled")
     else:
@@ -283,28 +288,32 @@ def jobs_cancel(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None
 
 
 @jobs_app.command("retry")
-def jobs_retry(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
+def jobs_retry(job_id: JobIdArg, store: StoreOpt = None) -> None:
     """Queue a failed or cancelled job again."""
-    job = local_service(settings_for(store)).retry(job_id)
+    service = local_service(settings_for(store))
+    job = service.retry(prefix.resolve(service, job_id))
     console.print(f"{job.id} {job.state.value}")
 
 
 @jobs_app.command("delete")
-def jobs_delete(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
+def jobs_delete(job_id: JobIdArg, store: StoreOpt = None) -> None:
     """Delete a finished job and its files."""
-    local_service(settings_for(store)).delete(job_id)
+    service = local_service(settings_for(store))
+    job_id = prefix.resolve(service, job_id)
+    service.delete(job_id)
     console.print(f"{job_id} deleted")
 
 
 @jobs_app.command("download")
 def jobs_download(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobIdArg,
     name: Annotated[str | None, typer.Argument(help="File name (default: every output).")] = None,
     dest: Annotated[Path, typer.Option("--dest", "-o", help="File or directory.")] = Path("."),
     store: StoreOpt = None,
 ) -> None:
     """Download a job's output files."""
     service = local_service(settings_for(store))
+    job_id = prefix.resolve(service, job_id)
     names = (
         [name] if name else [f["name"] for f in service.files(job_id) if f["direction"] == "out"]
     )
@@ -470,4 +479,16 @@ def main() -> None:
         app()
     except errors.ConveyorError as exc:
         err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except Exception as exc:
+        import httpx  # only when something failed: keeps `conveyor --help` fast
+
+        if not isinstance(exc, httpx.TransportError):
+            raise
+        url = os.environ.get("CONVEYOR_URL", "the API")
+        err.print(
+            f"[red]error:[/] cannot reach the conveyor API at {url} ({exc or type(exc).__name__});"
+            " start it (`conveyor api` or `conveyor up`) or fix --url / CONVEYOR_URL",
+            soft_wrap=True,
+        )
         sys.exit(1)

@@ -49,7 +49,9 @@ def print_json(value: Any) -> None:
 
 def jobs_table(jobs: Sequence[Job]) -> Table:
     table = Table(box=None, header_style="bold")
-    for column in ("ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PROGRESS", "CREATED"):
+    # Ids are what users copy: never cut them; narrow terminals squeeze the other columns.
+    table.add_column("ID", no_wrap=True, min_width=max((len(job.id) for job in jobs), default=2))
+    for column in ("KIND", "QUEUE", "STATE", "ATTEMPT", "PROGRESS", "CREATED"):
         table.add_column(column)
     for job in jobs:
         table.add_row(
