@@ -342,6 +342,10 @@ def test_status_through_the_lifecycle_on_the_main_api(
                 "status": "Service is available"
             }
             assert httpx.get(f"{api}/swissai/nope/status", timeout=10).status_code == 404
+            unknown = httpx.get(f"{root}/no/such/route", timeout=10)  # FastAPI's own shape
+            assert (unknown.status_code, unknown.json()) == (404, {"detail": "Not Found"})
+            wrong = httpx.delete(f"{root}/compute", timeout=10)
+            assert (wrong.status_code, wrong.json()) == (405, {"detail": "Method Not Allowed"})
             task_id = str(uuid.uuid4())
             key = put(s3_bucket, ".txt", b"hello swiss ai\n")
             body = service_task(s3_bucket, task_id, [key], f"{engine_url}/tasks/{task_id}")

@@ -183,6 +183,8 @@ def test_get_stats(tq: Any, queue: str) -> None:
     stats = tq.taskqueues().get(project="proj", taskqueue=queue, getStats=True).execute()["stats"]
     assert stats == {"totalTasks": 3, "oldestTask": first["enqueueTimestamp"],
                      "leasedLastMinute": 2, "leasedLastHour": 2}  # fmt: skip
+    unknown = tq.taskqueues().get(project="proj", taskqueue=f"{queue}-never", getStats=True)
+    assert status_of(unknown) == 404  # Google's answer; the mimic said 200 for any name
 
 
 def test_another_queue_or_project_does_not_see_the_task(tq: Any, queue: str) -> None:
@@ -259,3 +261,57 @@ def test_tasks_are_jobs_in_the_cli(tq: Any, queue: str, api: ApiServer) -> None:
     )  # fmt: skip
     job = json.loads(shown.stdout)
     assert (job["kind"], job["state"], job["tags"]) == ("taskqueue.task", "queued", ["cli"])
+
+
+def test_batch_requests(tq: Any, queue: str, api: ApiServer) -> None:
+    """google-api-python-client's `new_batch_http_request()` against `/batch`."""
+    answers: dict[str, Any] = {}
+
+    def collect(request_id: str, response: Any, exception: Any) -> None:
+        answers[request_id] = exception if exception is not None else response
+
+    first = tq.new_batch_http_request(callback=collect)
+    for n in range(3):
+        body = {"queueName": queue, "payloadBase64": encode({"n": n}), "tag": "b"}
+        first.add(
+            tq.tasks().insert(project="b~proj", taskqueue=queue, body=body), request_id=str(n)
+        )
+    first.add(tq.tasks().get(project="proj", taskqueue=queue, task="nope"), request_id="missing")
+    first.execute()
+    assert [decode(answers[str(n)]) for n in range(3)] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert isinstance(answers["missing"], HttpError)
+    assert answers["missing"].resp.status == 404
+    second = tq.new_batch_http_request(callback=collect)
+    second.add(tq.tasks().list(project="proj", taskqueue=queue), request_id="list")
+    second.add(
+        tq.taskqueues().get(project="proj", taskqueue=queue, getStats=True), request_id="stats"
+    )
+    second.execute()
+    assert [t["id"] for t in answers["list"]["items"]] == [answers[str(n)]["id"] for n in range(3)]
+    assert answers["stats"]["stats"]["totalTasks"] == 3
+
+    not_a_batch = httpx.post(f"{api.url}/batch", json={"a": 1})
+    assert not_a_batch.status_code == 400
+    assert not_a_batch.json()["error"]["errors"][0]["reason"] == "badRequest"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/taskqueue/v1beta2/projects/proj/taskqueues/q/tasks/x/nothing", 404),
+        ("GET", "/taskqueue/v1/anything", 404),
+        ("PUT", "/taskqueue/v1beta2/projects/proj/taskqueues/q/tasks/lease", 405),
+        ("GET", "/batch", 405),
+    ],
+)
+def test_unknown_routes_answer_in_googles_shape(
+    api: ApiServer, method: str, path: str, status: int
+) -> None:
+    response = httpx.request(method, f"{api.url}{path}")
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == status
+    assert error["errors"][0]["reason"] == ("notFound" if status == 404 else "methodNotAllowed")
+    if status == 405:
+        assert "allow" in response.headers

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from conveyor.kinds.render.document import Document
 from conveyor.taskqueue.client import TaskQueueClient
 from tests.api.conftest import ApiServer
 from tests.integration.harness import ROOT, wait_for
+from tests.servers.http import free_port, serve_in_thread
 from tests.taskqueue.conftest import MAX_DOCUMENT_BYTES, check_pdf, insert, lease, render_task
 from tests.taskqueue.test_render_flow import BAD_INPUTS, consume_results
 
@@ -44,6 +47,8 @@ def test_daemon_renders_replies_and_keeps_going(tq: Any, queue: str, api: ApiSer
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert "Creating layout" not in done.stderr, "no WeasyPrint log line per page at INFO"
+    assert "leased 6 tasks" in done.stderr
     results = consume_results(tq, queue)
     assert len(results) == 6
 
@@ -54,7 +59,9 @@ def test_daemon_renders_replies_and_keeps_going(tq: Any, queue: str, api: ApiSer
     link = results[big["id"]]
     assert (link["kind"], link["success"]) == ("result#link", True)
     assert link["url"].startswith(f"{api.url}/v1/jobs/{big['id']}/files/")
-    check_pdf(httpx.get(link["url"]).content, pages=10, paper="a4", header="Room a4 7")
+    download = httpx.get(link["url"])
+    assert download.headers["content-type"] == "application/pdf"  # opens as a PDF
+    check_pdf(download.content, pages=10, paper="a4", header="Room a4 7")
     for name, (_, named) in BAD_INPUTS.items():
         failure = results[bad[name]["id"]]
         assert (failure["kind"], failure["success"]) == ("result#document", False)
@@ -122,3 +129,37 @@ def test_daemon_stops_a_render_that_runs_too_long(
     assert time.monotonic() - started < 10
     assert daemon.stats.retried == 1
     assert config.budget(2) == pytest.approx(0.3 * (1 + 1.33 * 2))
+
+
+def test_daemon_waits_out_an_api_restart(tmp_path: Path, queue: str) -> None:
+    """The API is down when the daemon starts and restarts under it: the daemon keeps going."""
+    from conveyor.api.app import create_app
+    from conveyor.settings import Settings
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(home=tmp_path, store=f"sqlite:///{tmp_path / 'conveyor.db'}")
+    client = TaskQueueClient(url, "proj", queue)
+    config = DaemonConfig(tasks=5, lease_s=60, sleep_s=0.05, retry_max_s=0.1)
+    pdf = Document("d.pdf", "d.pdf", b"%PDF-1.4 x", 1)
+    daemon = RenderDaemon(client, config, render=lambda task: pdf)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: daemon.stats.unreachable >= 1, timeout=10, what="a refused connection")
+        for done in (1, 2):
+            with serve_in_thread(create_app(settings), port=port):
+                assert thread.is_alive()
+                client.insert(render_task("binary_cards"), "task")
+                wait_for(lambda n=done: daemon.stats.succeeded == n, timeout=20,  # type: ignore[misc]
+                         what=f"render {done}")  # fmt: skip
+                outages = daemon.stats.unreachable
+            # The API is gone again: the daemon notices, waits, and is still there.
+            wait_for(lambda n=outages: daemon.stats.unreachable > n, timeout=10)  # type: ignore[misc]
+            assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        client.close()
+    assert not thread.is_alive()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor import errors
@@ -81,8 +82,22 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )  # fmt: skip
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+NativeError = Callable[[int, str, dict[str, str] | None], Response]
+_native: list[tuple[str, NativeError]] = []
+
+
+def native_errors(prefix: str, render: NativeError) -> None:
+    """HTTP errors under `prefix` (no such route: 404, wrong method: 405, ...) answer in the
+    shape of the compat API served there, as its clients parse them; `render(status, detail,
+    headers)` makes the answer."""
+    _native.append((prefix, render))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    for prefix, render in _native:
+        if request.url.path.startswith(prefix):
+            return render(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
     type_ = HTTP_TYPES.get(exc.status_code, "error")
     return problem(
         exc.status_code, type_, str(exc.detail), instance=request.url.path,

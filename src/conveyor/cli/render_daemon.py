@@ -3,7 +3,8 @@
 For deployments that keep the original pull model. Like the CS Unplugged render daemons, it
 leases up to `--tasks` tasks tagged `task`, renders each, inserts a `result`-tagged task and
 deletes the input task. An unexpected error shortens the task's lease to one second (PATCH)
-so that it is retried soon; a task leased `--retry-limit` times gets a failure result. A
+so that it is retried soon; while the API is unreachable (restarting) the daemon waits, backing
+off from 1 s to 60 s, and goes on; a task leased `--retry-limit` times gets a failure result. A
 task that cannot be rendered as given (bad payload, view or option) gets a failure result at
 once, naming the problem: retrying it would fail the same way.
 """
@@ -18,6 +19,7 @@ import typer
 from conveyor.taskqueue.replies import MAX_DOCUMENT_BYTES
 
 log = logging.getLogger("conveyor.render_daemon")
+NOISY_LOGGERS = ("weasyprint", "fontTools")
 
 
 def command(
@@ -31,7 +33,12 @@ def command(
     queue: Annotated[str, typer.Option(help="Task Queue name.")] = "render-queue",
     tasks: Annotated[int, typer.Option(min=1, max=1000, help="Tasks per lease.")] = 20,
     lease_secs: Annotated[
-        float | None, typer.Option(min=1, help="Lease length (default: tasks x task seconds).")
+        float | None,
+        typer.Option(
+            min=1,
+            help="Lease length (default: tasks x task seconds = 1000 s); a"
+            " killed daemon's tasks wait this long before another daemon gets them.",
+        ),
     ] = None,
     sleep: Annotated[float, typer.Option(min=0, help="Seconds between empty leases.")] = 10.0,
     retry_limit: Annotated[int, typer.Option(min=1, help="Leases before giving up.")] = 5,
@@ -47,6 +54,10 @@ def command(
 ) -> None:
     """Render `task`-tagged tasks leased through the Task Queue v1beta2 API (pull model)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    if log_level.lower() != "debug":
+        # WeasyPrint logs every layout step of every page at INFO; fontTools each subset font.
+        for noisy in NOISY_LOGGERS:
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     # Imported here: importing the render kinds registers them, which `conveyor worker` must
     # only do when asked to (`-i conveyor.kinds.render`).
     from conveyor.kinds.render.daemon import DaemonConfig, RenderDaemon

@@ -87,7 +87,7 @@ SCHEMAS: dict[str, Any] = {
         "id": "Tasks2",
         "type": "object",
         "properties": {
-            "kind": {"type": "string", "default": "taskqueues#tasks"},
+            "kind": {"type": "string", "default": "taskqueue#tasks"},  # the original's
             "items": {"type": "array", "items": {"$ref": "Task"}},
         },
     },
@@ -159,6 +159,7 @@ def document(root_url: str) -> dict[str, Any]:
         "servicePath": PATH,
         "baseUrl": root_url + PATH,
         "basePath": "/" + PATH,
+        "batchPath": "batch",
         "parameters": COMMON_PARAMETERS,
         "auth": {"oauth2": {}},
         "schemas": SCHEMAS,

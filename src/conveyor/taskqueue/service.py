@@ -45,6 +45,7 @@ NAMES = "taskqueue_names"
 RAW_MAX_ATTEMPTS = 1000  # Task Queue tasks are leased until deleted (no maxLeases)
 MAX_LIST = 100
 LIVE = [JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING]
+LIST_KIND = "taskqueue#tasks"
 
 
 class TaskQueueService:
@@ -155,7 +156,9 @@ class TaskQueueService:
 
     def list(self, ref: QueueRef) -> dict[str, Any]:
         jobs = sorted(self.live_jobs(ref), key=lambda j: (j.created_at, j.id))[:MAX_LIST]
-        return {"kind": "taskqueues#tasks", "items": [to_task(j, ref) for j in jobs]}
+        # `taskqueue#tasks`, as the original mimic answered and its client (QueueHandler)
+        # checks before reading the items; Google's discovery document says `taskqueues#tasks`.
+        return {"kind": LIST_KIND, "items": [to_task(j, ref) for j in jobs]}
 
     def lease(
         self, ref: QueueRef, owner: str, lease_s: float, n: int, group_by_tag: bool,
@@ -173,7 +176,7 @@ class TaskQueueService:
             wanted = job_tag(tag or "") if group_by_tag else None
             jobs = self.store.claim(queues, owner, n, lease_s, kinds=kinds, tag=wanted)
         counters.counter.add(self.store, ref.base, self.store.now(), len(jobs))
-        return {"kind": "taskqueue#tasks", "items": [to_task(j, ref, True) for j in jobs]}
+        return {"kind": LIST_KIND, "items": [to_task(j, ref, True) for j in jobs]}
 
     def renew(
         self, ref: QueueRef, task: str, lease_s: float, body: dict[str, Any] | None
@@ -221,7 +224,17 @@ class TaskQueueService:
                     pass
         raise TaskQueueError(409, "conflict", "The task changed while deleting it; try again.")
 
+    def exists(self, ref: QueueRef) -> bool:
+        """A task queue exists once a task was inserted into it (until its jobs are pruned)."""
+        return any(
+            self.store.list_jobs(JobFilter(queue=queue), None, 1).jobs for queue in ref.queues
+        )
+
     def taskqueue(self, ref: QueueRef, get_stats: bool) -> dict[str, Any]:
+        """taskqueues.get: 404 for a queue that never had a task, as Google answered (the
+        original mimic said 200 for any name; its client reads a 404 as 0 tasks)."""
+        if not self.exists(ref):
+            raise not_found(f"Task queue {ref.taskqueue!r} does not exist in {ref.project!r}.")
         body: dict[str, Any] = {"kind": "taskqueues#taskqueue", "id": ref.id}
         if get_stats:
             jobs = list(self.live_jobs(ref))

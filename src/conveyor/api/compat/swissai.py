@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from conveyor import errors
+from conveyor.api.problems import native_errors
 from conveyor.kinds.registry import import_kinds, registry
 from conveyor.models import JobFilter, JobState, NewJob
 from conveyor.service import Service
@@ -204,6 +205,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/swissai", tags=["swissai"], lifespan=lifespan)
+# Unknown paths and methods answer FastAPI's `{"detail": ...}`, as the engine's services do.
+native_errors(
+    "/swissai/", lambda status, text, headers: JSONResponse({"detail": text}, status, headers)
+)
 
 
 async def _declared(request: Request, kind: str) -> SwissAIService | None:

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,12 +26,19 @@ from starlette.concurrency import run_in_threadpool
 from conveyor import errors
 from conveyor.api.auth import Principal, require_scope
 from conveyor.api.deps import per_app
+from conveyor.api.problems import native_errors
 from conveyor.api.routes import health
-from conveyor.taskqueue import discovery
+from conveyor.taskqueue import batch, discovery
 from conveyor.taskqueue.names import QueueRef, TaskQueueError, bad_request
 from conveyor.taskqueue.service import TaskQueueService
 
 PREFIX = "/taskqueue/v1beta2/projects/{project}/taskqueues/{taskqueue}"
+BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "One application/http part per call, in order.",
+          "content": {"multipart/mixed": {"schema": {"type": "string"}}}},
+    400: {"description": "Not a batch (Google's error shape)."},
+    413: {"description": "The batch is too large."},
+}  # fmt: skip
 MAX_LEASE_S = 7 * 86_400
 MAX_TASKS = 1000
 REASONS = {400: "badRequest", 401: "required", 403: "forbidden", 404: "notFound",
@@ -82,6 +90,15 @@ class GoogleErrorRoute(APIRoute):
 
         return route
 
+
+def _routing_error(status: int, detail: str, headers: dict[str, str] | None) -> Response:
+    reason = REASONS.get(status, "error")
+    return google_error(TaskQueueError(status, reason, detail), headers)
+
+
+# Unknown paths and methods under the API's prefixes answer in Google's shape too.
+for _prefix in ("/taskqueue/", "/api/taskqueue/", "/discovery/", "/batch"):
+    native_errors(_prefix, _routing_error)
 
 router = APIRouter()
 api = APIRouter(route_class=GoogleErrorRoute, tags=["taskqueue v1beta2"])
@@ -278,6 +295,59 @@ async def attach_file(
         if len(data) > limit:
             raise TaskQueueError(413, "tooLarge", f"The file is larger than {limit} bytes.")
     return await run_in_threadpool(tq.attach, ref, task, name, bytes(data), str(request.base_url))
+
+
+MAX_BATCH_BYTES = 32 << 20
+BATCH_TARGET = "/taskqueue/v1beta2/"
+CREDENTIALS = ("authorization", "x-api-key")
+
+
+@api.post("/batch", summary="A batch of v1beta2 calls (google-api-python-client's batch)",
+          response_class=Response, responses=BATCH_RESPONSES)  # fmt: skip
+@api.post("/batch/taskqueue/v1beta2", summary="A batch of v1beta2 calls", response_class=Response,
+          responses=BATCH_RESPONSES, include_in_schema=False)  # fmt: skip
+async def run_batch(request: Request) -> Response:
+    """Each part is one Task Queue call, run in order through this API (its own auth checks,
+    with the batch's credentials when the part has none); the answer holds one part per call."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BATCH_BYTES:
+            raise TaskQueueError(413, "tooLarge", f"A batch is at most {MAX_BATCH_BYTES} bytes.")
+    parts = batch.parse(request.headers.get("content-type", ""), bytes(raw))
+    outer = [(k, v) for k, v in request.headers.items() if k.lower() in CREDENTIALS]
+    peer = (request.client.host, request.client.port) if request.client else ("127.0.0.1", 0)
+    transport = httpx.ASGITransport(app=request.app, client=peer)
+    answers = []
+    async with httpx.AsyncClient(transport=transport, base_url=str(request.base_url)) as inner:
+        for part in parts:
+            if not part.target.startswith(BATCH_TARGET):
+                error = bad_request(f"A batch may only call {BATCH_TARGET}…, not {part.target}.")
+                answers.append(
+                    batch.Answer(
+                        part.content_id,
+                        error.status,
+                        "Bad Request",
+                        "application/json",
+                        json.dumps(error.body()).encode(),
+                    )
+                )
+                continue
+            own = {k.lower() for k, _ in part.headers}
+            headers = part.headers + [(k, v) for k, v in outer if k.lower() not in own]
+            reply = await inner.request(part.method, part.target, headers=headers,
+                                        content=part.body or None)  # fmt: skip
+            answers.append(
+                batch.Answer(
+                    part.content_id,
+                    reply.status_code,
+                    reply.reason_phrase,
+                    reply.headers.get("content-type"),
+                    reply.content,
+                )
+            )
+    content_type, body = batch.render(answers)
+    return Response(body, media_type=content_type)
 
 
 router.include_router(api)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from collections.abc import Iterator
 from typing import Annotated, Literal
@@ -29,6 +30,21 @@ Direction = Annotated[
 ]
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 PRESIGN_EXPIRES_S = 300
+# Types a download is labelled with, from its name's extension (PDFs open as PDFs); only inert
+# ones: a file named .html or .svg still downloads as octet-stream, never as a page of this
+# origin (and every download is an attachment, with nosniff).
+DOWNLOAD_TYPES = frozenset({
+    "application/pdf", "application/json", "application/zip", "application/gzip",
+    "text/plain", "text/csv", "text/tab-separated-values", "image/png", "image/jpeg",
+    "image/gif", "image/webp", "audio/mpeg", "audio/ogg",
+})  # fmt: skip
+DOWNLOAD_CONTENT = {t: {"schema": {"type": "string"}} for t in sorted(DOWNLOAD_TYPES)}
+
+
+def download_type(name: str) -> str:
+    """The media type a file is served as: its extension's when inert, else octet-stream."""
+    guessed = mimetypes.guess_type(name, strict=False)[0]
+    return guessed if guessed in DOWNLOAD_TYPES else "application/octet-stream"
 
 
 def check_upload(request: Request, limit: int) -> int:
@@ -146,7 +162,12 @@ def _stat(service: Service, job_id: str, direction: Literal["in", "out"], name: 
     summary="Download a file",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string"}},
+                **DOWNLOAD_CONTENT,
+            }
+        },
         206: {"description": "Part of the file (Range)."},
         307: {"description": "Redirect to a presigned URL (`redirect=1`, S3 storage)."},
         **problems(400, 401, 403, 404, 416),
@@ -181,6 +202,5 @@ async def download_file(
     if span is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
-    return StreamingResponse(
-        body, status_code=status, media_type="application/octet-stream", headers=headers
-    )
+    return StreamingResponse(body, status_code=status, media_type=download_type(name),
+                             headers=headers)  # fmt: skip

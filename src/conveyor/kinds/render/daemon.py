@@ -9,17 +9,18 @@ import base64
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import httpx
+
 from conveyor.kinds.render.document import Document, render_document
 from conveyor.kinds.render.kind import RETRY_LIMIT
 from conveyor.kinds.render.payload import RenderInputError, RenderTask, decode_payload, parse_task
-from conveyor.taskqueue.client import TaskQueueClient
+from conveyor.taskqueue.client import TaskQueueClient, TaskQueueHTTPError
 from conveyor.taskqueue.replies import MAX_DOCUMENT_BYTES, RESULT_TAG, base64_size, failure
 
 log = logging.getLogger("conveyor.render_daemon")
@@ -60,6 +61,8 @@ class DaemonConfig:
     retry_limit: int = RETRY_LIMIT
     max_document_bytes: int = MAX_DOCUMENT_BYTES
     task_seconds: float = TASK_SECONDS
+    retry_max_s: float = 60.0
+    """Longest pause between tries while the API is unreachable (1 s, 2 s, 4 s, ... up to it)."""
 
     @property
     def lease(self) -> float:
@@ -76,6 +79,15 @@ class DaemonStats:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    unreachable: int = 0
+    """Loops that found the API unreachable or failing (5xx) and waited for it."""
+
+
+def is_outage(exc: Exception) -> bool:
+    """The API is restarting or away (no connection, a timeout, a 5xx): wait and try again."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, TaskQueueHTTPError) and exc.status >= 500
 
 
 class RenderDaemon:
@@ -88,15 +100,35 @@ class RenderDaemon:
         self.client, self.config, self.render = client, config, render
         self.stats = DaemonStats()
 
-    def run(self, burst: bool = False, max_loops: int | None = None) -> DaemonStats:
-        """Lease, process, sleep; with `burst`, stop once no `task` task is left."""
-        loops = 0
-        while max_loops is None or loops < max_loops:
+    def run(
+        self, burst: bool = False, max_loops: int | None = None,
+        stop: threading.Event | None = None,
+    ) -> DaemonStats:  # fmt: skip
+        """Lease, process, sleep until `stop` is set; with `burst`, stop once no `task` task is
+        left. While the API is away (restarting) it waits, backing off, and goes on."""
+        stop = stop or threading.Event()
+        loops, outage = 0, 0
+        while (max_loops is None or loops < max_loops) and not stop.is_set():
             loops += 1
-            if self.run_once() == 0:
-                if burst and not any(t.get("tag") == TASK_TAG for t in self.client.list()):
+            try:
+                idle = self.run_once() == 0
+                if idle and burst and not any(t.get("tag") == TASK_TAG for t in self.client.list()):
                     break
-                time.sleep(self.config.sleep_s)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                outage += 1
+                self.stats.unreachable += 1
+                delay = min(self.config.retry_max_s, 2.0 ** (outage - 1))
+                log.warning("the Task Queue API is unavailable (%s); trying again in %g s",
+                            exc, delay)  # fmt: skip
+                stop.wait(delay)
+                continue
+            if outage:
+                log.info("the Task Queue API is back")
+                outage = 0
+            if idle:
+                stop.wait(self.config.sleep_s)
         return self.stats
 
     def run_once(self) -> int:
