@@ -74,3 +74,43 @@ def _append(path: str, record: dict[str, object]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class FanIn(BaseModel):
+    n: int
+    rounds: int = 1
+    fail: list[int] = []
+    spawn_only: bool = False  # spawn but forget to wait (a mistake the job must fail on)
+
+
+@conveyor.task("test.fanout", input=FanIn, max_attempts=2, retry_backoff=0)
+def fanout(inp: FanIn, ctx: Context) -> conveyor.Continue | int:
+    """Spawn `n` test.child jobs and resume when they have ended (`rounds` times)."""
+    for i in range(inp.n):
+        ctx.spawn("test.child", {"i": i, "fail": i in inp.fail}, tags=["fan"])
+    if inp.spawn_only:
+        return 0
+    return ctx.wait_for_children({"round": 1})
+
+
+@fanout.continuation
+def fanout_done(inp: FanIn, children: conveyor.Children, ctx: Context) -> object:
+    round_ = children.state["round"]
+    if round_ < inp.rounds:
+        for i in range(inp.n):
+            ctx.spawn("test.child", {"i": 100 * round_ + i, "fail": False})
+        return ctx.wait_for_children({"round": round_ + 1})
+    return {
+        "round": round_,
+        "attempt": ctx.attempt,
+        "succeeded": len(children.succeeded),
+        "failed": [c.error.type if c.error else None for c in children.failed],
+        "results": [c.result for c in children],
+    }
+
+
+@conveyor.task("test.child", max_attempts=1)
+def child(inp: dict[str, object], ctx: Context) -> object:
+    if inp.get("fail"):
+        raise conveyor.PermanentError(f"child {inp['i']} fails")
+    return inp["i"]

@@ -12,12 +12,16 @@ from conveyor.limits import Concurrency, RateLimit
 from conveyor.models import Job, JobState, NewJob, Progress
 from conveyor.schedules.declare import Cron, Every
 from conveyor.worker.context import Context, JobCancelled, PermanentError
+from conveyor.worker.continuation import ChildOutcome, Children, Continue
 
 __all__ = [
     "AsyncClient",
+    "ChildOutcome",
+    "Children",
     "Client",
     "Concurrency",
     "Context",
+    "Continue",
     "ConveyorError",
     "Cron",
     "Every",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -41,6 +41,9 @@ class KindSpec:
     schedules: tuple[NewSchedule, ...] = field(default_factory=tuple)
     limits: tuple[Limit, ...] = field(default_factory=tuple)
     concurrency_key: str | None = None
+    continuation: Callable[..., Any] | None = None
+    """Called as `continuation(input, children, ctx)` when the children a job spawned have
+    ended (see worker/continuation.py)."""
 
     @property
     def is_async(self) -> bool:
@@ -85,6 +88,10 @@ class Registry:
             self.add_schedule(declared, owner=spec.name)
         self._kinds[spec.name] = spec
 
+    def set_continuation(self, name: str, fn: Callable[..., Any]) -> None:
+        """Declare the continuation of kind `name` (`@kind.continuation`)."""
+        self._kinds[name] = replace(self.get(name), continuation=fn)
+
     def add_schedule(self, schedule: NewSchedule, owner: str | None = None) -> None:
         """Declare a schedule; one id declared twice differently is a configuration error."""
         known = self._schedules.get(schedule.id)
@@ -125,6 +132,23 @@ def _qualname(fn: Callable[..., Any]) -> str:
 registry = Registry()
 """The process-wide registry that `@task` adds to."""
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Task(Protocol):
+    """What `@conveyor.task` returns: the handler, callable as before, plus `continuation`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def continuation(self, fn: F) -> F:
+        """Declare the function a job of this kind resumes with once the children it spawned
+        (`ctx.spawn`, then `return ctx.wait_for_children(state)`) have all ended. Called as
+        `fn(input, children, ctx)`: the job's input, a `conveyor.Children` (their outcomes in
+        spawn order, and `children.state`) and a fresh context; sync or `async def`. It
+        returns the job's result, raises (a retry runs the continuation again), or spawns and
+        waits again."""
+        ...
+
 
 def task(
     name: str,
@@ -140,7 +164,7 @@ def task(
     schedules: Iterable[Declared] = (),
     concurrency: Concurrency | int | None = None,
     rate_limit: RateLimit | None = None,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+) -> Callable[[Callable[..., Any]], Task]:
     """Declare a kind. The handler is called as `handler(input, ctx)`.
 
     `input` is an instance of the input model (or the raw JSON when no model is given);
@@ -155,7 +179,7 @@ def task(
     bound = tuple(declared.bind(name) for declared in schedules)
     limits, key_source = declare(name, concurrency, rate_limit)
 
-    def decorate(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(handler: Callable[..., Any]) -> Task:
         doc = inspect.getdoc(handler) or ""
         registry.add(
             KindSpec(
@@ -174,7 +198,13 @@ def task(
                 concurrency_key=key_source,
             )
         )
-        return handler
+
+        def continuation(fn: F) -> F:
+            registry.set_continuation(name, fn)
+            return fn
+
+        handler.continuation = continuation  # type: ignore[attr-defined]
+        return cast(Task, handler)
 
     return decorate
 

@@ -15,6 +15,7 @@ milliseconds instead of one per job, which is most of the cost of a no-op job.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from conveyor import errors
 from conveyor.kinds.registry import KindSpec, Registry, import_kinds
 from conveyor.storage import BlobStorage, open_storage
 from conveyor.worker.context import Context, JobCancelled, PermanentError
+from conveyor.worker.continuation import resume_entry, wait_outcome
 
 log = logging.getLogger("conveyor.worker")
 CANCEL_POLL_S = 0.02
@@ -186,7 +188,15 @@ class Child:
                 send=self.send,
                 is_cancelled=lambda: self.is_cancelled(job_id),
             )
-            result = self.call(spec, message["input"], ctx)
+            value = self.call(spec, message, ctx)
+            waiting = wait_outcome(job_id, value, ctx.spawns)
+            if waiting is not None:
+                ctx.flush()
+                return waiting
+            try:
+                result = _to_json(value, spec.output_model)
+            except (ValidationError, TypeError, ValueError) as exc:
+                raise OutputError() from exc
             ctx.flush()
             outputs = ctx.save_outputs()
             return {"id": job_id, "outcome": "succeeded", "result": result, "files": outputs}
@@ -208,7 +218,10 @@ class Child:
             if ctx is not None:
                 ctx.remove_workdir()
 
-    def call(self, spec: KindSpec, raw_input: Any, ctx: Context) -> Any:
+    def call(self, spec: KindSpec, message: dict[str, Any], ctx: Context) -> Any:
+        """What the kind's handler returns for the job, or its continuation's for a job that
+        resumes after its children."""
+        raw_input = message["input"]
         try:
             arg = (
                 raw_input
@@ -217,14 +230,10 @@ class Child:
             )
         except ValidationError as exc:
             raise InputError() from exc
-        if spec.is_async:
-            value = self.loop.run_until_complete(spec.handler(arg, ctx))
-        else:
-            value = spec.handler(arg, ctx)
-        try:
-            return _to_json(value, spec.output_model)
-        except (ValidationError, TypeError, ValueError) as exc:
-            raise OutputError() from exc
+        value = (resume_entry(spec, message) or spec.handler)(arg, ctx)
+        if inspect.isawaitable(value):
+            value = self.loop.run_until_complete(value)
+        return value
 
 
 class InputError(Exception):

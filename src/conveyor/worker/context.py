@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conveyor.models import JSON
 from conveyor.storage.base import BlobStorage, check_name, job_key
+from conveyor.worker.continuation import Continue, Spawns
 
 PROGRESS_INTERVAL_S = 0.05
 
@@ -53,6 +55,7 @@ class Context:
         self._pending: dict[str, Any] | None = None
         self._last_sent = 0.0
         self._outputs: dict[str, Path] = {}
+        self.spawns: Spawns | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -83,6 +86,42 @@ class Context:
         if self._pending is not None:
             self._send({"op": "progress", "id": self.job_id, **self._pending})
             self._pending = None
+
+    def spawn(
+        self,
+        kind: str,
+        input: JSON = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        delay_s: float | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        backoff_s: float | None = None,
+        tags: list[str] | tuple[str, ...] = (),
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Spawn a child job (defaults from its kind, as for a submit); returns its id.
+
+        Call it any number of times (100,000 is fine), then return
+        `ctx.wait_for_children(...)`: the children are inserted when this job settles, and it
+        resumes in its kind's continuation once they have all ended. Spawning and returning
+        anything else fails the job.
+        """
+        if self.spawns is None:
+            self.spawns = Spawns()
+        options: dict[str, object] = {"queue": queue, "priority": priority, "delay_s": delay_s,
+                                      "max_attempts": max_attempts, "timeout_s": timeout_s,
+                                      "backoff_s": backoff_s, "tags": list(tags),
+                                      "idempotency_key": idempotency_key}  # fmt: skip
+        return self.spawns.add(kind, input, {k: v for k, v in options.items() if v})
+
+    def wait_for_children(self, state: JSON = None) -> Continue:
+        """Return this from a handler (or a continuation) to end its run now and resume, in
+        the kind's continuation, when the jobs it spawned have all ended. `state` (JSON) is
+        handed to the continuation as `children.state`. With no child spawned the job
+        resumes at once."""
+        return Continue(state)
 
     def input_file(self, name: str) -> Path:
         """A local copy of the job's input file `name` (uploaded with the job)."""

@@ -46,8 +46,11 @@ class InFlight:
 
     def run_message(self) -> dict[str, Any]:
         job = self.job
-        return {"op": "run", "id": job.id, "seq": self.seq, "kind": job.kind,
-                "input": job.input, "attempt": job.attempt}  # fmt: skip
+        message = {"op": "run", "id": job.id, "seq": self.seq, "kind": job.kind,
+                   "input": job.input, "attempt": job.attempt}  # fmt: skip
+        if job.continuation is not None:  # resumed after its children (continuation.py)
+            message["resume"] = job.continuation
+        return message
 
 
 class Slot:

@@ -32,6 +32,7 @@ from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
 from conveyor.store.base import Beat, BeatStatus, Settlement, Store
 from conveyor.store.rules import Outcome
+from conveyor.worker import continuation
 from conveyor.worker.child import SHORT_JOB_S
 from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
@@ -94,7 +95,8 @@ class Supervisor:
         self.started_at = utcnow()
         self.last_beat = self.last_sweep = self.last_prune = self.last_worker_beat = 0.0
         self.progress_dirty = False
-        self.stats = {"succeeded": 0, "failed": 0, "cancelled": 0, "released": 0, "lost": 0}
+        self.stats = {"succeeded": 0, "failed": 0, "cancelled": 0, "released": 0, "lost": 0,
+                      "wait": 0}  # fmt: skip
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -103,6 +105,7 @@ class Supervisor:
         self._last_claim_empty = False  # burst mode ends after an empty claim with nothing left
         self._last_reap = 0.0
         self.settler = Settler(store, self._committed)
+        self.spawns = continuation.SpawnResolver(store, [spec.info() for spec in specs])
         self.fence = FenceWatchdog(self.slots, settings.lease_s, settings.heartbeat_s)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -255,6 +258,8 @@ class Supervisor:
                 self.store.claim, self.queues, self.id, want, self.settings.lease_s,
                 kinds=self.kinds,
             )  # fmt: skip
+            if claimed and any(job.continuation is not None for job in claimed):
+                self._store_call(continuation.load_children, self.store, claimed)
             if claimed is not None:
                 self.buffer.extend(
                     InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease
@@ -349,6 +354,9 @@ class Supervisor:
 
     def _settle_done(self, item: InFlight, message: dict[str, Any]) -> None:
         outcome = Outcome(message["outcome"])
+        if outcome is Outcome.WAIT:  # the handler spawned children (continuation.py)
+            self._settle(item, outcome, wait=self.spawns.settlement(item.id, item.token, message))
+            return
         error = JobError(**message["error"]) if message.get("error") else None
         if error is not None:
             log.warning("job %s (%s) failed: %s: %s", item.id, item.job.kind, error.type,
@@ -364,12 +372,14 @@ class Supervisor:
         result: Any = None,
         error: JobError | None = None,
         retry: bool = True,
+        wait: Settlement | None = None,
     ) -> None:
         if item.progress is not None or item.logs:
             self._beat([item])  # the last progress and log lines land before the final state
         self.completions.append(time.monotonic())
-        self.settler.add(Settlement(item.id, item.token, outcome, result, error, retry))
-        self.stats[outcome.value] = self.stats.get(outcome.value, 0) + 1
+        settlement = wait or Settlement(item.id, item.token, outcome, result, error, retry)
+        self.settler.add(settlement)
+        self.stats[settlement.outcome.value] = self.stats.get(settlement.outcome.value, 0) + 1
 
     def _committed(self) -> None:
         """Called by the settler after each commit (its thread): a retry with no backoff may
