@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Re-exported: the states live apart so that the CLI starts without pydantic models.
+from conveyor.states import FINAL_STATES as FINAL_STATES
+from conveyor.states import NOT_STARTED_STATES as NOT_STARTED_STATES
+from conveyor.states import WAITING_STATES as WAITING_STATES
+from conveyor.states import JobState as JobState
 
 JSON = Any
 """Any JSON-serializable value."""
@@ -15,26 +20,6 @@ QueueName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-
 KindName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Tag = Annotated[str, Field(min_length=1, max_length=200)]
 
-
-class JobState(StrEnum):
-    BLOCKED = "blocked"  #: waiting for other jobs (dependencies, or children it spawned) to end
-    SCHEDULED = "scheduled"  #: waiting for its run_at (first run or retry backoff)
-    QUEUED = "queued"  #: ready to be claimed
-    RUNNING = "running"  #: claimed by a worker holding a live lease
-    SUCCEEDED = "succeeded"  #: finished; result stored
-    FAILED = "failed"  #: out of attempts (or not retryable); last error stored
-    CANCELLED = "cancelled"  #: cancelled before it finished
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATES
-
-
-FINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-WAITING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED})
-"""Jobs due by time; `blocked` jobs wait for other jobs instead and are not among them."""
-NOT_STARTED_STATES = frozenset({JobState.BLOCKED, *WAITING_STATES})
-"""Jobs that have not started (yet): waiting for time or for other jobs."""
 
 WaitingReason = Literal["queue_paused", "concurrency_limited", "rate_limited"]
 """Why a queued job is held back: its queue is paused, a `max_running` is reached, or a rate

@@ -9,22 +9,25 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeGuard
 
 import typer
-from rich.logging import RichHandler
 from rich.table import Table
 
 import conveyor.cli.swissai as swissai_cli
 import conveyor.cli.webhooks as webhooks_cli
-from conveyor import errors, limits
-from conveyor.cli import db, keys, output, prefix, remote, serve
+from conveyor import errors
+from conveyor.cli import db, keys, output, serve
 from conveyor.cli.output import console, err
-from conveyor.kinds.registry import import_kinds
-from conveyor.models import JobFilter, JobState, NewJob
-from conveyor.service import Service
-from conveyor.settings import Settings
-from conveyor.store import open_store
+from conveyor.states import JobState
+
+if TYPE_CHECKING:
+    from conveyor.cli.remote import Backend, LocalService
+    from conveyor.settings import Settings
+
+# Only typer, rich and this package's light modules load at start: each command imports the
+# store, the models, the HTTP client... when it runs, so `conveyor --help` stays fast
+# (tests/unit/test_cli_startup.py holds it to that).
 
 app = typer.Typer(
     name="conveyor",
@@ -52,6 +55,8 @@ JobIdArg = Annotated[str, typer.Argument(help="Job id, or a unique start of it (
 
 
 def settings_for(store: str | None = None, imports: list[str] | None = None) -> Settings:
+    from conveyor.settings import Settings
+
     overrides: dict[str, Any] = {}
     if store:
         overrides["store"] = store
@@ -60,9 +65,24 @@ def settings_for(store: str | None = None, imports: list[str] | None = None) -> 
     return Settings(**overrides)
 
 
-def local_service(settings: Settings) -> remote.Backend:
+def local_service(settings: Settings) -> Backend:
     """The local store, or the API at `--url` / `CONVEYOR_URL` (same methods either way)."""
+    from conveyor.cli import remote
+
     return remote.backend(settings)
+
+
+def is_local(service: Backend) -> TypeGuard[LocalService]:
+    from conveyor.cli.remote import LocalService
+
+    return isinstance(service, LocalService)
+
+
+def resolve(service: Backend, job_id: str) -> str:
+    """The job `job_id` names: a whole id, or a unique start of one."""
+    from conveyor.cli import prefix
+
+    return prefix.resolve(service, job_id)
 
 
 @app.callback()
@@ -84,19 +104,36 @@ def main_options(
         os.environ["CONVEYOR_TOKEN"] = token
 
 
-def follower(service: remote.Backend, job_id: str) -> Any:
+def follower(service: Backend, job_id: str) -> Any:
     """How `output.follow` gets updates: the SSE stream remotely, the store locally."""
-    if not isinstance(service, Service):
+    from conveyor.cli import remote
+
+    if not isinstance(service, remote.LocalService):
         return remote.StreamPoller(service, job_id)
     return lambda after: (service.get(job_id), service.events(job_id, after))
 
 
-def register_local_kinds(service: remote.Backend, settings: Settings) -> None:
+def register_local_kinds(service: Backend, settings: Settings) -> None:
     """Register the kinds this process can import, so submits work before any worker ran."""
-    if not isinstance(service, Service):
+    from conveyor.cli.remote import LocalService
+    from conveyor.kinds.registry import import_kinds
+
+    if not isinstance(service, LocalService):
         return  # a remote API knows the kinds its workers registered
     service.store.register_kinds(import_kinds(settings.import_list).infos())
     service.kinds(refresh=True)
+
+
+def parse_files(values: list[str] | None) -> Any:
+    from conveyor.cli import remote
+
+    return remote.parse_files(values)
+
+
+def save(service: Backend, job_id: str, name: str, dest: Path) -> Path:
+    from conveyor.cli import remote
+
+    return remote.save(service, job_id, name, dest)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -121,6 +158,8 @@ def parse_input(value: str | None) -> Any:
 
 
 def setup_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
     logging.basicConfig(
         level=level.upper(),
         format="%(message)s",
@@ -164,9 +203,11 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a job. Prints its id at once; with --wait, follows it and prints the result."""
+    from conveyor.models import NewJob
+
     settings = settings_for(store, imports)
     try:
-        files = remote.parse_files(file)
+        files = parse_files(file)
     except ValueError as exc:
         fail(str(exc), 2)
     try:
@@ -181,7 +222,7 @@ def submit(
     try:
         job = service.submit(new, files=files)
     except errors.KindNotFoundError:
-        if not isinstance(service, Service):
+        if not is_local(service):
             raise
         register_local_kinds(service, settings)
         job = service.submit(new, files=files)
@@ -227,6 +268,8 @@ def jobs_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first."""
+    from conveyor.models import JobFilter
+
     service = local_service(settings_for(store))
     page = service.list_jobs(
         JobFilter(state=state, kind=kind, queue=queue, tag=tag, created_after=since), cursor, limit
@@ -250,7 +293,7 @@ def jobs_show(
 ) -> None:
     """Show one job: state, progress, result or error."""
     service = local_service(settings_for(store))
-    job_id = prefix.resolve(service, job_id)
+    job_id = resolve(service, job_id)
     job = service.get(job_id)
     log = service.events(job_id) if events else []
     if as_json:
@@ -270,7 +313,7 @@ def jobs_wait(
 ) -> None:
     """Follow a job with a live progress bar until it ends; exit 1 unless it succeeded."""
     service = local_service(settings_for(store))
-    job_id = prefix.resolve(service, job_id)
+    job_id = resolve(service, job_id)
     final = output.follow(job_id, follower(service, job_id))
     finish(final, as_json)
 
@@ -279,7 +322,7 @@ def jobs_wait(
 def jobs_cancel(job_id: JobIdArg, store: StoreOpt = None) -> None:
     """Cancel a job: at once if waiting; a running one is stopped by its worker."""
     service = local_service(settings_for(store))
-    job_id = prefix.resolve(service, job_id)
+    job_id = resolve(service, job_id)
     job = service.cancel(job_id)
     if job.state is JobState.CANCELLED:
         console.print(f"{job_id} cancelled")
@@ -291,7 +334,7 @@ def jobs_cancel(job_id: JobIdArg, store: StoreOpt = None) -> None:
 def jobs_retry(job_id: JobIdArg, store: StoreOpt = None) -> None:
     """Queue a failed or cancelled job again."""
     service = local_service(settings_for(store))
-    job = service.retry(prefix.resolve(service, job_id))
+    job = service.retry(resolve(service, job_id))
     console.print(f"{job.id} {job.state.value}")
 
 
@@ -299,7 +342,7 @@ def jobs_retry(job_id: JobIdArg, store: StoreOpt = None) -> None:
 def jobs_delete(job_id: JobIdArg, store: StoreOpt = None) -> None:
     """Delete a finished job and its files."""
     service = local_service(settings_for(store))
-    job_id = prefix.resolve(service, job_id)
+    job_id = resolve(service, job_id)
     service.delete(job_id)
     console.print(f"{job_id} deleted")
 
@@ -313,7 +356,7 @@ def jobs_download(
 ) -> None:
     """Download a job's output files."""
     service = local_service(settings_for(store))
-    job_id = prefix.resolve(service, job_id)
+    job_id = resolve(service, job_id)
     names = (
         [name] if name else [f["name"] for f in service.files(job_id) if f["direction"] == "out"]
     )
@@ -322,7 +365,7 @@ def jobs_download(
     if len(names) > 1 and not dest.is_dir():
         fail(f"{dest} is not a directory; several files to save", 2)
     for each in names:
-        console.print(str(remote.save(service, job_id, each, dest)))
+        console.print(str(save(service, job_id, each, dest)))
 
 
 # -- kinds, queues, workers, maintenance -------------------------------------------------------
@@ -392,7 +435,7 @@ def prune(
     """Delete finished jobs (and their files) older than a given age."""
     seconds = parse_duration(older_than)
     service = local_service(settings_for(store))
-    if not isinstance(service, Service):
+    if not is_local(service):
         fail("prune runs against the store, not an API URL; run it where the store is", 2)
     count = service.prune(seconds)
     console.print(f"deleted {count} finished jobs older than {older_than}")
@@ -442,6 +485,9 @@ def worker(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run a worker: a supervisor with N child processes serving the given queues."""
+    from conveyor import limits
+    from conveyor.kinds.registry import import_kinds
+    from conveyor.store import open_store
     from conveyor.worker.supervisor import Supervisor
 
     setup_logging(log_level)

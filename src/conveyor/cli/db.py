@@ -15,8 +15,6 @@ import typer
 
 from conveyor import errors
 from conveyor.cli.output import console, err
-from conveyor.settings import Settings
-from conveyor.store import open_store
 
 if TYPE_CHECKING:  # psycopg is imported only for a PostgreSQL store
     from conveyor.store.postgres import PostgresStore
@@ -29,6 +27,8 @@ StoreOpt = Annotated[
 
 
 def _url(store: str | None) -> str:
+    from conveyor.settings import Settings
+
     return (Settings(store=store) if store else Settings()).store_url
 
 
@@ -53,6 +53,8 @@ def _postgres(url: str) -> Iterator[PostgresStore]:
 
 
 def _ping(url: str) -> None:
+    from conveyor.store import open_store
+
     opened = open_store(url)  # SQLite migrates on open; Redis keeps no schema
     try:
         opened.ping()

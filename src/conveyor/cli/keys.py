@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from conveyor.api import auth
 from conveyor.cli import output
 from conveyor.cli.output import console, err
-from conveyor.settings import Settings
-from conveyor.store import Store, open_store
+
+if TYPE_CHECKING:
+    from conveyor.store import Store
+
+# Commands import what they use when they run: `conveyor --help` loads none of it.
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -22,6 +23,9 @@ StoreOpt = Annotated[
 
 
 def _store(url: str | None) -> Store:
+    from conveyor.settings import Settings
+    from conveyor.store import open_store
+
     settings = Settings(store=url) if url else Settings()
     return open_store(settings.store_url)
 
@@ -45,6 +49,8 @@ def create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a key and print it once; it is stored hashed and cannot be shown again."""
+    from conveyor.api import auth
+
     raw = os.environ.get(from_env, "") if from_env else None
     if from_env and not raw:
         err.print(f"[red]error:[/] the environment variable {from_env} is not set")
@@ -75,6 +81,10 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List keys (never their secrets)."""
+    from rich.table import Table
+
+    from conveyor.api import auth
+
     opened = _store(store)
     try:
         found = auth.list_keys(opened)
@@ -98,6 +108,8 @@ def revoke(
     store: StoreOpt = None,
 ) -> None:
     """Revoke a key; requests using it are refused at once."""
+    from conveyor.api import auth
+
     opened = _store(store)
     try:
         auth.revoke_key(opened, key_id)

@@ -6,13 +6,15 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from conveyor.models import Job, JobEvent, JobState
+from conveyor.states import JobState
+
+if TYPE_CHECKING:
+    from conveyor.models import Job, JobEvent
 
 console = Console()
 err = Console(stderr=True)
@@ -118,6 +120,14 @@ def follow(
     quiet: bool = False,
 ) -> Job:
     """Show a live progress bar until the job finishes; return the final job."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     after = 0
     with Progress(
         TextColumn("[bold]{task.fields[kind]}[/] {task.fields[state]}"),

@@ -16,8 +16,6 @@ from typing import Annotated
 
 import typer
 
-from conveyor.taskqueue.replies import MAX_DOCUMENT_BYTES
-
 log = logging.getLogger("conveyor.render_daemon")
 NOISY_LOGGERS = ("weasyprint", "fontTools")
 
@@ -46,8 +44,11 @@ def command(
         float, typer.Option(min=0, help="Render time limit (x2.33 on the first retry...).")
     ] = 50.0,
     max_document_bytes: Annotated[
-        int, typer.Option(min=1, help="Larger results go as result#link (base64 bytes).")
-    ] = MAX_DOCUMENT_BYTES,
+        int | None,
+        typer.Option(
+            min=1, help="Larger results go as result#link (base64 bytes; default 680 KiB)."
+        ),
+    ] = None,
     burst: Annotated[bool, typer.Option(help="Stop once no `task` task is left.")] = False,
     max_loops: Annotated[int | None, typer.Option(min=1, help="Stop after N leases.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
@@ -62,6 +63,9 @@ def command(
     # only do when asked to (`-i conveyor.kinds.render`).
     from conveyor.kinds.render.daemon import DaemonConfig, RenderDaemon
     from conveyor.taskqueue.client import TaskQueueClient
+    from conveyor.taskqueue.replies import MAX_DOCUMENT_BYTES
+
+    max_document_bytes = max_document_bytes or MAX_DOCUMENT_BYTES
 
     config = DaemonConfig(tasks, lease_secs, sleep, retry_limit, max_document_bytes,
                           task_seconds)  # fmt: skip

@@ -6,21 +6,20 @@ import logging
 import os
 import signal
 import threading
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
-from conveyor import limits
-from conveyor.api import auth
-from conveyor.api.app import create_app
 from conveyor.cli.output import err
-from conveyor.kinds.registry import import_kinds, registry
-from conveyor.schedules.service import Schedules
-from conveyor.service import Service
-from conveyor.settings import Settings
-from conveyor.storage import open_storage
-from conveyor.store import Store, open_store
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from conveyor.settings import Settings
+    from conveyor.store import Store
+
+# The commands import the server, the store and the kinds when they run, so that every other
+# `conveyor` command (and `--help`) starts without them.
 
 log = logging.getLogger("conveyor.cli")
 
@@ -43,6 +42,8 @@ LogOpt = Annotated[str, typer.Option(help="debug, info, warning, error.")]
 
 
 def _settings(store: str | None, imports: list[str] | None, demo: bool = False) -> Settings:
+    from conveyor.settings import Settings
+
     overrides: dict[str, Any] = {}
     if store:
         overrides["store"] = store
@@ -58,6 +59,8 @@ def _settings(store: str | None, imports: list[str] | None, demo: bool = False) 
 
 def check_bind(store: Store, host: str) -> None:
     """Refuse to listen beyond loopback while no API key exists (anyone could submit)."""
+    from conveyor.api import auth
+
     if auth.is_loopback(host) or auth.list_keys(store):
         return
     err.print(
@@ -71,6 +74,11 @@ def check_bind(store: Store, host: str) -> None:
 def register_kinds(store: Store, settings: Settings) -> None:
     """Register the kinds this process can import, so the API accepts them before a worker
     has started. Modules that only exist on worker machines are skipped with a warning."""
+    from conveyor.kinds.registry import import_kinds, registry
+    from conveyor.schedules.service import Schedules
+    from conveyor.service import Service
+    from conveyor.storage import open_storage
+
     for module in settings.import_list:
         try:
             store.register_kinds(import_kinds([module]).infos())
@@ -83,6 +91,10 @@ def register_kinds(store: Store, settings: Settings) -> None:
 
 
 def _server(settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Server:
+    import uvicorn
+
+    from conveyor.api.app import create_app
+
     app = create_app(settings)
     app.state.bind_host = host
     config = uvicorn.Config(
@@ -111,6 +123,10 @@ def api(
     log_level: LogOpt = "info",
 ) -> None:
     """Serve the HTTP API (docs at /docs). Workers run separately: `conveyor worker`."""
+    import uvicorn
+
+    from conveyor.store import open_store
+
     settings = _settings(store, imports)
     opened = open_store(settings.store_url)
     try:
@@ -147,7 +163,10 @@ def up(
 
     Ctrl-C drains: running jobs get the grace period to finish, then the API stops.
     """
+    from conveyor import limits
     from conveyor.cli.app import setup_logging
+    from conveyor.kinds.registry import import_kinds
+    from conveyor.store import open_store
     from conveyor.worker.supervisor import Supervisor
 
     setup_logging(log_level)

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from conveyor.cli.output import err
-from conveyor.settings import Settings
 
 app = typer.Typer(help="Swiss AI Center services.", no_args_is_help=True)
 
@@ -35,6 +34,7 @@ def serve(
 
     from conveyor.api.compat.swissai import create_service_app
     from conveyor.kinds.registry import import_kinds
+    from conveyor.settings import Settings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     overrides: dict[str, str] = {}

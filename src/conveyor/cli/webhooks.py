@@ -7,17 +7,19 @@ import logging
 import os
 import signal
 import threading
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from conveyor import errors
 from conveyor.cli.output import console, err
-from conveyor.settings import Settings
-from conveyor.store import open_store
-from conveyor.webhooks import endpoints
-from conveyor.webhooks.config import validate_webhook
-from conveyor.webhooks.dispatcher import Dispatcher, deliveries_of
+
+if TYPE_CHECKING:
+    from conveyor.settings import Settings
+    from conveyor.store import Store
+    from conveyor.webhooks.dispatcher import Dispatcher
+
+# Commands import what they use when they run: `conveyor --help` loads none of it.
 
 app = typer.Typer(help="Webhooks: the dispatcher, signing secrets, defaults.", no_args_is_help=True)
 secret_app = typer.Typer(help="Signing secrets (whsec_...).", no_args_is_help=True)
@@ -27,7 +29,15 @@ StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URL (CONVEY
 
 
 def _settings(store: str | None) -> Settings:
+    from conveyor.settings import Settings
+
     return Settings(store=store) if store else Settings()
+
+
+def _open(store: str | None) -> Store:
+    from conveyor.store import open_store
+
+    return open_store(_settings(store).store_url)
 
 
 @app.command()
@@ -40,8 +50,10 @@ def run(
 ) -> None:
     """Deliver webhooks from the store's outbox until SIGTERM/SIGINT (`conveyor worker` also
     runs a dispatcher unless CONVEYOR_WEBHOOK_DISPATCHER=0)."""
+    from conveyor.webhooks.dispatcher import Dispatcher
+
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    opened = open_store(_settings(store).store_url)
+    opened = _open(store)
     stop = threading.Event()
     dispatcher = Dispatcher(opened)
 
@@ -73,7 +85,9 @@ def secret_create(
     store: StoreOpt = None,
 ) -> None:
     """Create (or rotate in) a secret and print it: give it to the receiver."""
-    opened = open_store(_settings(store).store_url)
+    from conveyor.webhooks import endpoints
+
+    opened = _open(store)
     try:
         console.print(endpoints.rotate_secret(opened, secret_id), highlight=False)
     finally:
@@ -89,7 +103,9 @@ def secret_rotate(secret_id: Annotated[str, typer.Argument()], store: StoreOpt =
 @secret_app.command("finish")
 def secret_finish(secret_id: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
     """End a rotation: sign with the newest secret only."""
-    opened = open_store(_settings(store).store_url)
+    from conveyor.webhooks import endpoints
+
+    opened = _open(store)
     try:
         dropped = endpoints.drop_old_secrets(opened, secret_id)
         err.print(f"dropped {dropped} old secret(s) of {secret_id!r}")
@@ -106,7 +122,10 @@ def queue_default(
     store: StoreOpt = None,
 ) -> None:
     """Send events of jobs in QUEUE that have no webhook of their own to URL."""
-    opened = open_store(_settings(store).store_url)
+    from conveyor.webhooks import endpoints
+    from conveyor.webhooks.config import validate_webhook
+
+    opened = _open(store)
     try:
         if url is None:
             endpoints.set_queue_default(opened, queue, None)
@@ -129,7 +148,9 @@ def queue_default(
 @app.command()
 def enable(url: Annotated[str, typer.Argument()], store: StoreOpt = None) -> None:
     """Deliver to an endpoint again after it answered 410 Gone."""
-    opened = open_store(_settings(store).store_url)
+    from conveyor.webhooks import endpoints
+
+    opened = _open(store)
     try:
         was = endpoints.enable(opened, url)
         err.print(f"{url} enabled" if was else f"{url} was not disabled")
@@ -147,6 +168,9 @@ def deliveries(job_id: Annotated[str, typer.Argument()], store: StoreOpt = None)
         with Client(settings.url, settings.token) as client:
             found = client.deliveries(job_id)
     else:
+        from conveyor.store import open_store
+        from conveyor.webhooks.dispatcher import deliveries_of
+
         opened = open_store(settings.store_url)
         try:
             found = [
