@@ -22,6 +22,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -47,7 +48,7 @@ from conveyor.models import (
     QueueStats,
     WorkerInfo,
 )
-from conveyor.store import pg_flow, pg_migrations, rules
+from conveyor.store import deps, pg_deps, pg_flow, pg_migrations, rules
 from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, batch_keys, read_kinds
 from conveyor.store.limits import LimitSet, Strategies, limited_error, purged_error, take
 from conveyor.store.pg_deadline import CallDeadlines
@@ -63,7 +64,8 @@ JOB_COLUMNS = (
     "id, kind, queue, state, input, priority, run_at, attempt, max_attempts, timeout_s, "
     "backoff_s, progress, result, error, tags, idempotency_key, webhook, lease_owner, "
     "lease_token, lease_expires_at, cancel_requested, created_at, started_at, finished_at, "
-    "updated_at, concurrency_key, unique_key, schedule_id, schedule_tick"
+    "updated_at, concurrency_key, unique_key, schedule_id, schedule_tick, depends_on, "
+    "workflow_id, step, parent_id, continuation"
 )
 #: The clock of every statement: the injected one if any, else the server's.
 NOW = "coalesce(%(now)s::timestamptz, statement_timestamp())"
@@ -143,7 +145,27 @@ def row_to_job(row: Sequence[Any]) -> Job:
         unique_key=row[26],
         schedule_id=row[27],
         schedule_tick=row[28],
+        depends_on=row[29] or [],
+        workflow_id=row[30],
+        step=row[31],
+        parent_id=row[32],
+        continuation=row[33],
     )
+
+
+@dataclass
+class _Insert:
+    """What `PostgresStore._insert` prepared: statements, whether a transaction is open, and
+    the ids of the jobs the specs stand for, in order."""
+
+    statements: list[tuple[str, dict[str, Any] | None]]
+    began: bool
+    order: list[str]
+
+    def jobs(self, results: list[list[Row]]) -> list[Job]:
+        """The jobs, from the rows the statements returned."""
+        found = {row[0]: row_to_job(row) for rows in results for row in rows if len(row) > 20}
+        return [found[i] for i in self.order]
 
 
 class _Events:
@@ -313,52 +335,70 @@ class PostgresStore:
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         if not specs:
             return []
+        with self._conn() as conn:
+            insert = self._insert(conn, specs, began=False)
+            results = self._pipeline(conn, insert.statements, begin=not insert.began)
+        return insert.jobs(results)
+
+    def _insert(self, conn: Conn, specs: Sequence[JobSpec], *, began: bool) -> _Insert:
+        """The statements that insert `specs` (enqueue, or the children of a WAIT). Reads
+        that must come first (idempotency keys, unique and concurrency keys, dependencies)
+        run now, in a transaction begun here unless `began`."""
         keys = batch_keys(specs)
         now = self._now_param()
         # Unique and concurrency keys are decided under advisory locks of their own too.
         flow_locks = pg_flow.lock_names(specs)
-        locked = bool(keys or flow_locks)
-        with self._conn() as conn:
-            existing: dict[str | None, str] = {}
-            if locked:
-                with conn.pipeline():
+        with_deps = any(s.depends_on for s in specs)
+        existing: dict[str | None, str] = {}
+        if keys or flow_locks or with_deps:
+            with conn.pipeline():
+                if not began:
                     conn.execute("BEGIN")
-                    names = sorted([*keys, *flow_locks])
+                    began = True
+                names = sorted([*keys, *flow_locks])
+                if names:
                     conn.execute(
                         KEY_LOCKS.encode(), {"keys": names, "salt": pg_migrations.LOCK_KEY}
                     )
-                    cur = conn.execute(
-                        "SELECT key, job_id, request_hash FROM conveyor_idempotency"
-                        f" WHERE key = ANY(%(keys)s::text[]) AND expires_at > {NOW}".encode(),
-                        {"keys": list(keys), "now": now},
-                    )
-                for key, job_id, request_hash in cur.fetchall():
-                    if request_hash != keys[key]:
-                        raise errors.IdempotencyConflictError(idempotency_key=key, job_id=job_id)
-                    existing[key] = job_id
-            new = [s for s in specs if s.idempotency_key not in existing]
-            statements: list[tuple[str, dict[str, Any] | None]] = []
-            duplicates: dict[str, str] = {}
-            flow = Strategies()
-            if flow_locks:
-                duplicates, flow = self._flow_on_submit(conn, new, statements)
-                new = [s for s in new if s.id not in duplicates]
-            statements.append((_INSERT_JOBS, _insert_params(new, now, flow.cancelled_specs)))
-            statements.append((NOTIFY, {"queues": sorted({s.queue for s in new})}))
-            keyed = [s for s in new if s.concurrency_key is not None]
-            if keyed:
-                pairs = {"rk_kind": [s.kind for s in keyed],
-                         "rk_key": [s.concurrency_key for s in keyed]}  # fmt: skip
-                statements.append((pg_flow.REGISTER_KEYS, pairs))
-            known = list(dict.fromkeys([*existing.values(), *duplicates.values()]))
-            if known:
-                statements.append(
-                    (f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])",
-                     {"ids": known})
-                )  # fmt: skip
-            results = self._pipeline(conn, statements, begin=not locked)
-        jobs = {row[0]: row_to_job(row) for rows in results for row in rows if len(row) > 20}
-        return [jobs[duplicates.get(s.id, existing.get(s.idempotency_key, s.id))] for s in specs]
+                cur = conn.execute(
+                    "SELECT key, job_id, request_hash FROM conveyor_idempotency"
+                    f" WHERE key = ANY(%(keys)s::text[]) AND expires_at > {NOW}".encode(),
+                    {"keys": list(keys), "now": now},
+                )
+            for key, job_id, request_hash in cur.fetchall():
+                if request_hash != keys[key]:
+                    raise errors.IdempotencyConflictError(idempotency_key=key, job_id=job_id)
+                existing[key] = job_id
+        new = [s for s in specs if s.idempotency_key not in existing]
+        statements: list[tuple[str, dict[str, Any] | None]] = []
+        duplicates: dict[str, str] = {}
+        flow = Strategies()
+        if flow_locks:
+            duplicates, flow = self._flow_on_submit(conn, new, statements)
+            new = [s for s in new if s.id not in duplicates]
+        alias = {s.id: existing[s.idempotency_key] for s in specs if s.idempotency_key in existing}
+        alias.update(duplicates)
+        waits = deps.plan(new, alias, lambda ids: pg_deps.states(conn, ids), flow.cancelled_specs)
+        params = _insert_params(new, now, flow.cancelled_specs, waits)
+        statements.append((_INSERT_JOBS, params))
+        if waits:
+            statements.append(pg_deps.add_edges(deps.edges(waits)))
+        if flow.cancel_waiting:
+            statements.append(pg_deps.release(flow.cancel_waiting, now))
+        statements.append((NOTIFY, {"queues": sorted({s.queue for s in new})}))
+        keyed = [s for s in new if s.concurrency_key is not None]
+        if keyed:
+            pairs = {"rk_kind": [s.kind for s in keyed],
+                     "rk_key": [s.concurrency_key for s in keyed]}  # fmt: skip
+            statements.append((pg_flow.REGISTER_KEYS, pairs))
+        known = list(dict.fromkeys([*existing.values(), *duplicates.values()]))
+        if known:
+            statements.append(
+                (f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])",
+                 {"ids": known})
+            )  # fmt: skip
+        order = [duplicates.get(s.id, existing.get(s.idempotency_key, s.id)) for s in specs]
+        return _Insert(statements, began, order)
 
     def _flow_on_submit(
         self,
@@ -557,13 +597,38 @@ class PostgresStore:
             if not update["id"]:
                 conn.execute("ROLLBACK")
                 return applied
+            inserts, waits = self._spawn(conn, settlements, update, now)
+            finals = [i for i, f in zip(update["id"], update["finished"], strict=True) if f]
             self._pipeline(
                 conn,
-                [(_SETTLE, {**update, "now": now}),
-                 (INSERT_EVENTS, events.params()), (NOTIFY, {"queues": sorted(wake)})],
+                [*inserts, (_SETTLE, {**update, "now": now}), *waits,
+                 (INSERT_EVENTS, events.params()), pg_deps.release(finals, now),
+                 (NOTIFY, {"queues": sorted(wake)})],
                 begin=False,
             )  # fmt: skip
         return applied
+
+    def _spawn(
+        self,
+        conn: Conn,
+        settlements: Sequence[Settlement],
+        update: dict[str, list[Any]],
+        now: datetime,
+    ) -> tuple[list[tuple[str, dict[str, Any] | None]], list[tuple[str, dict[str, Any] | None]]]:
+        """For the WAITs among applied settlements: the statements inserting their children
+        (to run before the settle update) and those blocking them on the children (after)."""
+        inserts: list[tuple[str, dict[str, Any] | None]] = []
+        waits: list[tuple[str, dict[str, Any] | None]] = []
+        spawns = {s.job_id: s for s in settlements if s.outcome is Outcome.WAIT}
+        for job_id, state in zip(update["id"], update["state"], strict=True):
+            if state != JobState.BLOCKED.value:
+                continue
+            wait = spawns[job_id]
+            insert = self._insert(conn, deps.as_children(job_id, wait.spawn), began=True)
+            inserts += insert.statements
+            kids = list(dict.fromkeys(insert.order))
+            waits.append(pg_deps.wait(job_id, kids, _dumps(wait.continuation), now))
+        return inserts, waits
 
     def _settle_succeeded(self, settlements: Sequence[Settlement]) -> list[bool]:
         """The common case in one round trip: `rules.decide` sends a succeeded lease to
@@ -575,8 +640,9 @@ class PostgresStore:
             "token": [s.token for s in settlements],
             "result": [_dumps(s.result) for s in settlements],
         }
+        release = pg_deps.release([s.job_id for s in settlements], self._now_param())
         with self._conn() as conn:
-            [rows] = self._pipeline(conn, [(_SETTLE_SUCCEEDED, params)], begin=True)
+            [rows, _] = self._pipeline(conn, [(_SETTLE_SUCCEEDED, params), release], begin=True)
         done = {row[0] for row in rows}
         return [s.job_id in done for s in settlements]
 
@@ -633,14 +699,57 @@ class PostgresStore:
                 f"UPDATE conveyor_jobs SET {change}, updated_at = {NOW} WHERE id = %(id)s"
                 f" RETURNING {JOB_COLUMNS}"
             )
-            [[row], _] = self._pipeline(
-                conn, [(update, params), _one_event(job_id, event, params)],
+            [[row], *_] = self._pipeline(
+                conn, [(update, params), _one_event(job_id, event, params),
+                       pg_deps.release([job_id], params["now"])],
                 begin=False,
             )  # fmt: skip
         return row_to_job(row)
 
     def rewind(self, job_ids: Sequence[str]) -> list[Job]:
-        raise NotImplementedError("blocked jobs are not built on this store yet (#19)")
+        wanted = list(dict.fromkeys(job_ids))
+        now = self._now_param()
+        with self._conn() as conn:
+            conn.execute(b"BEGIN")
+            rows = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])"
+                " ORDER BY id FOR UPDATE".encode(),
+                {"ids": wanted},
+            ).fetchall()
+            jobs = {row[0]: row_to_job(row) for row in rows}
+            for job_id in wanted:
+                if job_id not in jobs:
+                    raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
+                rules.ensure_retryable(job_id, jobs[job_id].state)
+            rewound = set(wanted)
+            outside = {d for j in jobs.values() for d in j.depends_on if d not in rewound}
+            known = pg_deps.states(conn, sorted(outside))
+            waits = {i: rules.rewind_pending(jobs[i].depends_on, known, rewound) for i in wanted}
+            states = [JobState.BLOCKED.value if waits[i] else JobState.QUEUED.value
+                      for i in wanted]  # fmt: skip
+            events = _Events()
+            for job_id, state in zip(wanted, states, strict=True):
+                events.add(job_id, now, "state", {"state": state, "retried": True})
+            edges = [(up, i) for i in wanted for up in waits[i]]
+            statements: list[tuple[str, dict[str, Any] | None]] = [
+                pg_deps.add_edges(edges),
+                (pg_deps.REWIND, {"id": wanted, "state": states, "now": now,
+                                  "pending": [len(waits[i]) for i in wanted]}),
+                (INSERT_EVENTS, events.params()),
+                (NOTIFY, {"queues": sorted({j.queue for j in jobs.values()})}),
+            ]  # fmt: skip
+            keyed = [j for j in jobs.values() if j.concurrency_key is not None]
+            if keyed:
+                pairs = {"rk_kind": [j.kind for j in keyed],
+                         "rk_key": [j.concurrency_key for j in keyed]}  # fmt: skip
+                statements.append((pg_flow.REGISTER_KEYS, pairs))
+            statements.append(
+                (f"SELECT {JOB_COLUMNS} FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])",
+                 {"ids": wanted})
+            )  # fmt: skip
+            results = self._pipeline(conn, statements, begin=False)
+        found = {row[0]: row_to_job(row) for row in results[-1]}
+        return [found[i] for i in job_ids]
 
     def retry(self, job_id: str) -> Job:
         params = {"now": self._now_param(), "id": job_id}
@@ -917,11 +1026,13 @@ class PostgresStore:
             " INSERT INTO conveyor_events (job_id, at, type, data)"
             f" SELECT id, {NOW}, 'state', json_build_object('state', 'cancelled',"
             "  'reason', 'purged') FROM gone"
-            ") SELECT count(*) FROM gone"
+            ") SELECT id FROM gone"
         )
         with self._conn() as conn:
-            [[(count,)]] = self._pipeline(conn, [(sql, params)], begin=True)
-        return int(count)
+            conn.execute(b"BEGIN")
+            ids = [row[0] for row in conn.execute(sql.encode(), params).fetchall()]
+            self._pipeline(conn, [pg_deps.release(ids, params["now"])], begin=False)
+        return len(ids)
 
     def take_tokens(self, key: str, n: int, rate: int, per_s: float) -> float:
         with self._conn() as conn:
@@ -950,18 +1061,22 @@ _INSERT_JOBS = (
     "  %(input)s::text[], %(priority)s::int[], %(run_at)s::timestamptz[],"
     "  %(max_attempts)s::int[], %(timeout_s)s::float8[], %(backoff_s)s::float8[],"
     "  %(tags)s::text[], %(ikey)s::text[], %(webhook)s::text[], %(ckey)s::text[],"
-    "  %(ukey)s::text[], %(sched)s::text[], %(tick)s::timestamptz[], %(cancel)s::bool[])"
+    "  %(ukey)s::text[], %(sched)s::text[], %(tick)s::timestamptz[], %(cancel)s::bool[],"
+    "  %(deps)s::text[], %(wf)s::text[], %(step)s::text[], %(parent)s::text[], %(pending)s::int[])"
     " WITH ORDINALITY AS n(id, kind, queue, input, priority, run_at, max_attempts, timeout_s,"
-    "  backoff_s, tags, ikey, webhook, ckey, ukey, sched, tick, cancel, ord)"
+    "  backoff_s, tags, ikey, webhook, ckey, ukey, sched, tick, cancel, deps, wf, step, parent,"
+    "  pending, ord)"
     "), ins AS ("
     " INSERT INTO conveyor_jobs (id, kind, queue, state, input, priority, run_at,"
     "  max_attempts, timeout_s, backoff_s, tags, idempotency_key, webhook, created_at,"
-    "  updated_at, concurrency_key, unique_key, schedule_id, schedule_tick, finished_at, error)"
-    " SELECT id, kind, queue, CASE WHEN cancel THEN 'cancelled'"
+    "  updated_at, concurrency_key, unique_key, schedule_id, schedule_tick, finished_at, error,"
+    "  depends_on, workflow_id, step, parent_id, pending)"
+    " SELECT id, kind, queue, CASE WHEN cancel THEN 'cancelled' WHEN pending > 0 THEN 'blocked'"
     f"  WHEN run_at > {NOW} THEN 'scheduled' ELSE 'queued' END,"
     "  input::json, priority, run_at, max_attempts, timeout_s, backoff_s, tags::jsonb, ikey,"
     f"  webhook::json, {NOW}, {NOW}, ckey, ukey, sched, tick,"
-    f"  CASE WHEN cancel THEN {NOW} END, CASE WHEN cancel THEN %(cancel_error)s::json END"
+    f"  CASE WHEN cancel THEN {NOW} END, CASE WHEN cancel THEN %(cancel_error)s::json END,"
+    "  deps::jsonb, wf, step, parent, pending"
     f" FROM new ORDER BY ord RETURNING {JOB_COLUMNS}"
     "), events AS ("
     " INSERT INTO conveyor_events (job_id, at, type, data)"
@@ -1061,9 +1176,13 @@ _SETTLE = (
 
 
 def _insert_params(
-    specs: Sequence[JobSpec], now: datetime | None, cancelled: set[str] | None = None
+    specs: Sequence[JobSpec],
+    now: datetime | None,
+    cancelled: set[str] | None = None,
+    waits: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     keyed = [s for s in specs if s.idempotency_key is not None]
+    waits = waits or {}
     cancel_error = None
     if cancelled:
         cancel_error = limited_error("over its key's limit (cancel_newest)").model_dump_json()
@@ -1073,6 +1192,11 @@ def _insert_params(
         "sched": [s.schedule_id for s in specs],
         "tick": [None if s.schedule_tick is None else _dt(s.schedule_tick) for s in specs],
         "cancel": [s.id in (cancelled or ()) for s in specs],
+        "deps": [_dumps(list(s.depends_on)) if s.depends_on else None for s in specs],
+        "wf": [s.workflow_id for s in specs],
+        "step": [s.step for s in specs],
+        "parent": [s.parent_id for s in specs],
+        "pending": [len(waits.get(s.id, ())) for s in specs],
         "cancel_error": cancel_error,
         "now": now,
         "window": max((s.idempotency_window_s for s in keyed), default=0.0),
@@ -1121,10 +1245,12 @@ def _decide_all(
             ("run_at", None if d.run_at is None else _dt(d.run_at)), ("attempt", d.attempt),
             ("result", _dumps(s.result) if d.state is JobState.SUCCEEDED else None),
             ("error", None if d.error is None else d.error.model_dump_json()),
-            ("finished", now if d.finished else None), ("reset", d.state is JobState.QUEUED),
+            ("finished", now if d.finished else None),
+            ("reset", d.state is JobState.QUEUED or d.state is JobState.BLOCKED),
         ):  # fmt: skip
             update[key].append(value)
-        events.add(s.job_id, now, "state", d.event_data())
+        if d.state is not JobState.BLOCKED:  # a WAIT's event comes with its children
+            events.add(s.job_id, now, "state", d.event_data())
         applied.append(True)
     return applied, update, events, wake
 
@@ -1164,6 +1290,10 @@ def _filter_sql(f: JobFilter) -> tuple[list[str], dict[str, Any]]:
     if f.ids is not None:
         where.append("id = ANY(%(ids)s::text[])")
         params["ids"] = list(f.ids)
+    for column, value in (("workflow_id", f.workflow_id), ("parent_id", f.parent_id)):
+        if value is not None:
+            where.append(f"{column} = %({column})s")
+            params[column] = value
     return where, params
 
 
