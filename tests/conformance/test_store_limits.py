@@ -19,7 +19,7 @@ from tests.backends import Backend
 from tests.conformance.helpers import enqueue, spec
 
 LEASE = 30.0
-IMPLEMENTED: set[str] = {"sqlite", "memory", "postgres"}
+IMPLEMENTED: set[str] = {"sqlite", "memory", "postgres", "redis"}
 
 
 @pytest.fixture(autouse=True)

@@ -74,7 +74,11 @@ def stored_limit(row: Sequence[Any]) -> Limit:
 
 
 def bucket_key(scope: Scope) -> str:
-    return BUCKET_PREFIX + ":".join(scope)
+    """`limit:queue:<q>`, `limit:kind:<k>` or `limit:key:<kind>|<key>` (as Redis's claim.lua
+    names them: a kind holds no `|`)."""
+    if len(scope) == 3:
+        return f"{BUCKET_PREFIX}key:{scope[1]}|{scope[2]}"
+    return f"{BUCKET_PREFIX}{scope[0]}:{scope[1]}"
 
 
 def refill(tokens: float, at: float, now: float, rate: int, per_s: float) -> float:

@@ -48,7 +48,7 @@ from conveyor.models import (
     from_ts,
 )
 from conveyor.store import redis_codec as codec
-from conveyor.store import rules
+from conveyor.store import redis_flow, rules
 from conveyor.store.base import (
     Beat,
     BeatStatus,
@@ -58,11 +58,13 @@ from conveyor.store.base import (
     new_job,
     read_kinds,
 )
+from conveyor.store.limits import limited_error, purged_error, take
 from conveyor.store.rules import Outcome
 
 log = logging.getLogger("conveyor.store.redis")
 
 ALLOW_VOLATILE_ENV = "CONVEYOR_REDIS_ALLOW_VOLATILE"
+PURGE_CHUNK = 1_000  # jobs a purge script call cancels: bounds how long one call blocks Redis
 SETTLE_CHUNK = 1_000  # settlements per script call: bounds how long one call blocks Redis
 RESCUE_LIMIT = 100_000  # leases looked at per rescue sweep
 PRUNE_CHUNK = 1_000
@@ -70,7 +72,7 @@ CLAIM_SCAN_LIMIT = 50_000  # ready jobs a filtered (kind/tag) claim looks at per
 LIST_PAGE = 200
 SCRIPTS = (
     "enqueue", "claim", "heartbeat", "lookup", "settle", "rescue", "change", "prune", "stats",
-    "index_tags", "census",
+    "index_tags", "census", "purge", "tokens",
 )  # fmt: skip
 INDEX_CHUNK = 1_000  # jobs per call of the tag index back-fill
 #: Set once every job is in the tag indexes (stores written before they existed are back-filled
@@ -83,9 +85,14 @@ LOOKUP_FIELDS = ("lease_token", "attempt", "max_attempts", "backoff_s", "cancel_
 _TRUE = ("1", "true", "yes", "on")
 
 
+#: Scripts that load helpers beyond common.lua (before their own file).
+SCRIPT_PARTS = {"claim": ("flow",)}
+
+
 def _script_source(name: str) -> str:
     lua = resources.files("conveyor.store").joinpath("lua")
-    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+    parts = ("common", *SCRIPT_PARTS.get(name, ()), name)
+    return "\n".join(lua.joinpath(f"{part}.lua").read_text() for part in parts)
 
 
 class RedisStore:
@@ -284,7 +291,8 @@ class RedisStore:
             return []
         batch_keys(specs)
         window = max((s.idempotency_window_s for s in specs), default=0.0)
-        args: list[Any] = [repr(window), len(specs)]
+        cancel_error = limited_error("over its key's limit (cancel_newest)").model_dump_json()
+        args: list[Any] = [repr(window), len(specs), cancel_error]
         for s in specs:
             args += [
                 s.id, s.kind, s.queue, codec.dumps(s.input), s.priority, repr(float(s.run_at)),
@@ -293,17 +301,27 @@ class RedisStore:
                 "" if s.idempotency_key is None else "k:" + s.idempotency_key,
                 "" if s.request_hash is None else "h:" + s.request_hash,
                 "" if s.webhook is None else codec.dumps(s.webhook),
+                s.concurrency_key or "", "" if s.unique_key is None else "u:" + s.unique_key,
+                s.unique_scope, "" if s.unique_window_s is None else repr(s.unique_window_s),
+                s.schedule_id or "",
+                "" if s.schedule_tick is None else repr(float(s.schedule_tick)),
             ]  # fmt: skip
         reply = self._run("enqueue", args)
         if reply[0] == "conflict":
             raise errors.IdempotencyConflictError(idempotency_key=reply[1], job_id=reply[2])
         now = float(reply[0])
-        known = [r[1:] for r in reply[1:] if r.startswith("=")]
-        existing = self._fetch(known) if known else {}
-        return [
-            existing[r[1:]] if r.startswith("=") else new_job(s, JobState(r), now)
+        # Jobs stored before (or cancelled by a limit at once) are read back as stored.
+        read = {
+            r[1:] if r.startswith("=") else s.id
             for s, r in zip(specs, reply[1:], strict=True)
-        ]
+            if r.startswith("=") or r == "cancelled"
+        }
+        existing = self._fetch(list(read)) if read else {}
+        return [
+            existing[r[1:]] if r.startswith("=")
+            else existing[s.id] if r == "cancelled" else new_job(s, JobState(r), now)
+            for s, r in zip(specs, reply[1:], strict=True)
+        ]  # fmt: skip
 
     # -- the lease life cycle ---------------------------------------------------------------
 
@@ -460,7 +478,13 @@ class RedisStore:
         h: dict[str, str] = self._call(self._r.hgetall, self._key("job", job_id))
         if not h:
             raise errors.JobNotFoundError(f"no job with id {job_id!r}", job_id=job_id)
-        return codec.hash_to_job(h)
+        return self._with_reasons([codec.hash_to_job(h)])[0]
+
+    def _with_reasons(self, jobs: list[Job]) -> list[Job]:
+        if not any(job.state is JobState.QUEUED for job in jobs):
+            return jobs
+        with self._errors():
+            return redis_flow.with_reasons(self._r, self.prefix, jobs, self.now())
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         matches: list[Job] = []
@@ -469,7 +493,7 @@ class RedisStore:
                 matches.append(job)
                 if len(matches) > limit:
                     break
-        jobs = matches[:limit]
+        jobs = self._with_reasons(matches[:limit])
         next_cursor = jobs[-1].id if len(matches) > limit else None
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
@@ -642,7 +666,11 @@ class RedisStore:
                     finished_last_minute=int(last_minute),
                 )
             )
-        return sorted(stats, key=lambda s: s.name)
+        paused: set[str] = self._call(self._r.smembers, self.prefix + "paused")
+        named = {s.name: s for s in stats}
+        for queue in paused:
+            named.setdefault(queue, QueueStats(name=queue)).paused = True
+        return sorted(named.values(), key=lambda s: s.name)
 
     def prune(self, finished_before: float, limit: int = 10_000) -> list[str]:
         deleted: list[str] = []
@@ -656,25 +684,57 @@ class RedisStore:
 
     # -- waking -------------------------------------------------------------------------------
 
-    # -- flow control (#20: being built; tests/conformance/test_store_limits.py) ------------
+    # -- flow control (keys: docs/stores.md) -------------------------------------------------
 
     def set_limit(self, limit: Limit) -> Limit:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        now = self.now()
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(self.prefix + "limits", limit.target, redis_flow.limit_json(limit, now))
+        self._wake_all(pipe)
+        with self._errors():
+            pipe.execute()
+        return limit.model_copy(update={"updated_at": from_ts(now)})
 
     def delete_limit(self, target: str) -> bool:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hdel(self.prefix + "limits", target)
+        self._wake_all(pipe)
+        with self._errors():
+            return bool(pipe.execute()[0])
+
+    def _wake_all(self, pipe: Any) -> None:
+        """Wake the workers of every queue: a raised or removed limit may let jobs start."""
+        queues: set[str] = self._call(self._r.smembers, self.prefix + "queues")
+        for queue in sorted(queues):
+            pipe.publish(self._key("wake", queue), "")
 
     def limits(self) -> list[Limit]:
-        raise NotImplementedError("limits (#20) are not built for this store yet")
+        with self._errors():
+            found = redis_flow.limit_set(self._r, self.prefix).limits
+        return sorted(found.values(), key=lambda lim: lim.target)
 
     def pause_queue(self, queue: str, paused: bool) -> None:
-        raise NotImplementedError("queue controls (#20) are not built for this store yet")
+        pipe = self._r.pipeline(transaction=True)
+        if paused:
+            pipe.sadd(self.prefix + "paused", queue)
+        else:
+            pipe.srem(self.prefix + "paused", queue)
+            pipe.publish(self._key("wake", queue), "")
+        with self._errors():
+            pipe.execute()
 
     def purge_queue(self, queue: str) -> int:
-        raise NotImplementedError("queue controls (#20) are not built for this store yet")
+        error = purged_error(queue).model_dump_json()
+        total = 0
+        while True:
+            done = int(self._run("purge", [queue, PURGE_CHUNK, error]))
+            total += done
+            if done < PURGE_CHUNK:
+                return total
 
     def take_tokens(self, key: str, n: int, rate: int, per_s: float) -> float:
-        raise NotImplementedError("token buckets (#20) are not built for this store yet")
+        take(None, n, rate, per_s, 0.0)  # refuses n > rate, as every store does
+        return float(self._run("tokens", [key, n, rate, repr(float(per_s))]))
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         """Wait for a publish on a queue's wake channel (sent by the scripts that make work).

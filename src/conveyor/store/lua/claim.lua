@@ -18,6 +18,16 @@ local queues = {}
 for i = 1, nq do queues[i] = ARGV[9 + i] end
 local token_base = 9 + nq
 
+-- Flow control: a paused queue gives nothing; with limits, claim_limited (flow.lua) chooses.
+if redis.call('SCARD', K_PAUSED) > 0 then
+  local open = {}
+  for _, queue in ipairs(queues) do
+    if redis.call('SISMEMBER', K_PAUSED, queue) == 0 then open[#open + 1] = queue end
+  end
+  queues, nq = open, #open
+end
+local limited = redis.call('EXISTS', K_LIMITS) == 1
+
 -- When every kind waiting in the queues is one the worker runs (the census, k_waiting), the
 -- first jobs in claim order are the ones to take: no job needs looking at first. Each claimed
 -- job's kind is still checked below, so a census an older conveyor left wrong costs a
@@ -51,12 +61,17 @@ for _, queue in ipairs(queues) do promote(queue, now, nowstr, math.max(n, 1000))
 
 local candidates = {}
 local filtered = check_kinds or tag ~= nil
+local ready_queues = queues
+if limited then
+  candidates = claim_limited(queues, n, kinds, tag, now)
+  ready_queues = {}
+end
 
 -- With a tag carried by fewer jobs than wait in the queues (and no more than the scan
 -- limit), read the tag's whole index instead of the ready sets: its waiting jobs, then
 -- sorted below into the ready sets' order.
 local by_tag = false
-if tag then
+if tag and not limited then
   local waiting = 0
   for _, queue in ipairs(queues) do waiting = waiting + redis.call('ZCARD', k_ready(queue)) end
   local tagged = redis.call('ZCARD', k_tag(tag))
@@ -74,7 +89,7 @@ if by_tag then
   end
 end
 
-for _, queue in ipairs(by_tag and {} or queues) do
+for _, queue in ipairs(by_tag and {} or ready_queues) do
   local rk = k_ready(queue)
   local found, offset = 0, 0
   local page_size = n
@@ -95,7 +110,7 @@ for _, queue in ipairs(by_tag and {} or queues) do
     offset = offset + page_size
   end
 end
-if nq > 1 or by_tag then
+if not limited and (nq > 1 or by_tag) then
   table.sort(candidates, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
     return a[2] < b[2]
@@ -110,12 +125,13 @@ for i = 1, math.min(n, #candidates) do
   local id, queue = c[3], c[4]
   local jk = k_job(id)
   local h = redis.call('HGETALL', jk)
-  local attempt, seqs, kind = 0, nil, nil
+  local attempt, seqs, kind, ckey = 0, nil, nil, ''
   for j = 1, #h, 2 do
     local field = h[j]
     if field == 'attempt' then attempt = tonumber(h[j + 1]) + 1
     elseif field == 'seqs' then seqs = h[j + 1]
-    elseif field == 'kind' then kind = h[j + 1] end
+    elseif field == 'kind' then kind = h[j + 1]
+    elseif field == 'concurrency_key' then ckey = h[j + 1] end
   end
   if kinds and not kinds[kind] then
     recount[queue] = true  -- the census was wrong: leave the job for a worker that runs it
@@ -128,8 +144,12 @@ for i = 1, math.min(n, #candidates) do
       'started_at', nowstr, 'updated_at', nowstr, 'seqs', with_seq(seqs, seq))
     later(k_ready(queue), c[2], false)
     later(K_LEASES, id, expires)
-    count(queue, kind, 'queued', -1, id)
-    count(queue, kind, 'running', 1, id)
+    if ckey ~= '' then
+      later(k_kq(queue, kind, ckey), c[2], false)
+      redis.call('ZADD', k_lkeys(kind), now, ckey)  -- the key's turn moves to the back
+    end
+    count(queue, kind, 'queued', -1, id, ckey)
+    count(queue, kind, 'running', 1, id, ckey)
     out[claimed + 2] = h  -- as it was: Python applies the HSET (redis_codec.Claim)
   end
 end

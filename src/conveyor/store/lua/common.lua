@@ -17,6 +17,22 @@ local function k_counts(queue) return P .. 'counts:' .. queue end
 local function k_waiting(queue) return P .. 'waiting:' .. queue end
 -- Per tag, the ids of the jobs carrying it (all scored 0: newest first by id, like K_ALL).
 local function k_tag(tag) return P .. 'tag:' .. tag end
+-- Flow control (#20). Limits (target -> JSON), paused queues, token buckets, and what claims
+-- under limits count: running jobs per kind and per concurrency key. Jobs with a concurrency
+-- key are also kept per key: their ready members (kq, per queue, kind and key), the key's
+-- unfinished job ids (kact, oldest first: ids are time-ordered), the kind's keys by when each
+-- last started a job (lkeys; 0 = never) and, per queue, how many of a kind's waiting jobs have
+-- a key (kwait). A kind name holds no '|'.
+local K_LIMITS = P .. 'limits'
+local K_PAUSED = P .. 'paused'
+local K_KINDRUN = P .. 'running:kinds'
+local function k_kq(queue, kind, key) return P .. 'kq:' .. queue .. '|' .. kind .. '|' .. key end
+local function k_kact(kind, key) return P .. 'kact:' .. kind .. '|' .. key end
+local function k_krun(kind) return P .. 'krun:' .. kind end
+local function k_lkeys(kind) return P .. 'lkeys:' .. kind end
+local function k_kwait(queue) return P .. 'kwait:' .. queue end
+local function k_bucket(key) return P .. 'bucket:' .. key end
+local function k_uniq(key) return P .. 'uniq:' .. key end
 local K_LEASES = P .. 'leases'
 local K_ALL = P .. 'all'
 local K_FEED = P .. 'feed'
@@ -48,6 +64,7 @@ local pending_events = {}
 local pending_counts = {}
 local pending_kinds = {}
 local pending_wake = {}
+local pending_hincr = {}  -- hash key -> field -> delta; fields at 0 or below are dropped
 local seq_base, seq_used = nil, 0
 
 -- Record one event; returns its sequence number (a string).
@@ -95,13 +112,32 @@ local function add_to(totals, name, field, delta)
   t[field] = (t[field] or 0) + delta
 end
 
--- A job of `kind` enters (delta +1) or leaves (-1) `state`: per-queue counters (queue_stats
--- reads them instead of scanning jobs), the census of waiting kinds (k_waiting) and the
--- per-state id index (list_jobs by state, newest first). Running jobs have no index of their
--- own: they are exactly the members of K_LEASES.
-local function count(queue, kind, state, delta, id)
+-- The concurrency key of a job whose caller did not read it ('' = none).
+local function key_of(id, ckey)
+  if ckey ~= nil then return ckey end
+  return redis.call('HGET', k_job(id), 'concurrency_key') or ''
+end
+
+local FINAL = {succeeded = true, failed = true, cancelled = true}
+
+-- A job of `kind` (with concurrency key `ckey`, '' for none, nil: look it up) enters (delta
+-- +1) or leaves (-1) `state`: per-queue counters (queue_stats reads them instead of scanning
+-- jobs), the census of waiting kinds (k_waiting), running jobs per kind and per key, the
+-- key's unfinished jobs, and the per-state id index (list_jobs by state, newest first).
+-- Running jobs have no index of their own: they are exactly the members of K_LEASES.
+local function count(queue, kind, state, delta, id, ckey)
   add_to(pending_counts, queue, state, delta)
   if state == 'queued' or state == 'scheduled' then add_to(pending_kinds, queue, kind, delta) end
+  if state == 'running' then add_to(pending_hincr, K_KINDRUN, kind, delta) end
+  ckey = key_of(id, ckey)
+  if ckey ~= '' then
+    if state == 'running' then
+      add_to(pending_hincr, k_krun(kind), ckey, delta)
+    elseif state == 'queued' or state == 'scheduled' then
+      add_to(pending_hincr, k_kwait(queue), kind, delta)
+    end
+    if delta > 0 then later(k_kact(kind, ckey), id, (not FINAL[state]) and 0) end
+  end
   if state == 'running' then return end
   if delta > 0 then later(P .. 'st:' .. state, id, 0) else later(P .. 'st:' .. state, id, false) end
 end
@@ -149,6 +185,14 @@ local function finish()
     end
   end
   pending_kinds = {}
+  for key, changes in pairs(pending_hincr) do
+    for name, delta in pairs(changes) do
+      if delta ~= 0 and redis.call('HINCRBY', key, name, delta) <= 0 then
+        redis.call('HDEL', key, name)
+      end
+    end
+  end
+  pending_hincr = {}
   for queue in pairs(pending_wake) do redis.call('PUBLISH', P .. 'wake:' .. queue, '') end
   pending_wake = {}
 end
@@ -160,12 +204,51 @@ local function ready_member(run_at, id)
   return string.format('%016.0f', math.floor(tonumber(run_at) * 1000000)) .. ':' .. id
 end
 
-local function make_ready(id, queue, priority, run_at)
-  redis.call('ZADD', k_ready(queue), -tonumber(priority), ready_member(run_at, id))
+-- Enter a ready job in (or remove it from) its key's ready set, if it has a key. `kind` and
+-- `ckey` nil: read them.
+local function keyed_ready(id, queue, priority, run_at, kind, ckey, present)
+  if ckey == nil then
+    local f = redis.call('HMGET', k_job(id), 'kind', 'concurrency_key')
+    kind, ckey = f[1], f[2] or ''
+  end
+  if ckey == '' then return end
+  if present then
+    redis.call('ZADD', k_kq(queue, kind, ckey), -tonumber(priority), ready_member(run_at, id))
+    redis.call('ZADD', k_lkeys(kind), 'NX', 0, ckey)
+  else
+    redis.call('ZREM', k_kq(queue, kind, ckey), ready_member(run_at, id))
+  end
 end
 
-local function unready(id, queue, run_at)
+local function make_ready(id, queue, priority, run_at, kind, ckey)
+  redis.call('ZADD', k_ready(queue), -tonumber(priority), ready_member(run_at, id))
+  keyed_ready(id, queue, priority, run_at, kind, ckey, true)
+end
+
+local function unready(id, queue, run_at, kind, ckey)
   redis.call('ZREM', k_ready(queue), ready_member(run_at, id))
+  keyed_ready(id, queue, 0, run_at, kind, ckey, false)
+end
+
+-- Cancel a waiting (queued or scheduled) job at once, with state event `data` and error JSON
+-- `err` (purge, the cancel strategies). False if it was not waiting.
+local function cancel_waiting(id, nowstr, data, err)
+  local jk = k_job(id)
+  local f = redis.call('HMGET', jk, 'state', 'queue', 'run_at', 'seqs', 'kind', 'concurrency_key')
+  if f[1] ~= 'queued' and f[1] ~= 'scheduled' then return false end
+  local queue, ckey = f[2], f[6] or ''
+  if f[1] == 'queued' then
+    unready(id, queue, f[3], f[5], ckey)
+  else
+    redis.call('ZREM', k_sched(queue), id)
+  end
+  local seq = event(id, nowstr, 'state', data)
+  redis.call('HSET', jk, 'state', 'cancelled', 'cancel_requested', '1', 'finished_at', nowstr,
+    'updated_at', nowstr, 'error', err, 'seqs', with_seq(f[4], seq))
+  later(k_done(queue), id, nowstr)
+  count(queue, f[5], f[1], -1, id, ckey)
+  count(queue, f[5], 'cancelled', 1, id, ckey)
+  return true
 end
 
 -- Move due scheduled jobs of one queue to its ready set (at most `limit`).
@@ -174,13 +257,14 @@ local function promote(queue, now, nowstr, limit)
   local ids = redis.call('ZRANGEBYSCORE', skey, '-inf', nowstr, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     local jk = k_job(id)
-    local f = redis.call('HMGET', jk, 'priority', 'run_at', 'seqs', 'kind')
+    local f = redis.call('HMGET', jk, 'priority', 'run_at', 'seqs', 'kind', 'concurrency_key')
+    local ckey = f[5] or ''
     redis.call('ZREM', skey, id)
     local seq = event(id, nowstr, 'state', '{"state":"queued"}')
     redis.call('HSET', jk, 'state', 'queued', 'updated_at', nowstr, 'seqs', with_seq(f[3], seq))
-    make_ready(id, queue, f[1], f[2])
-    count(queue, f[4], 'scheduled', -1, id)
-    count(queue, f[4], 'queued', 1, id)
+    make_ready(id, queue, f[1], f[2], f[4], ckey)
+    count(queue, f[4], 'scheduled', -1, id, ckey)
+    count(queue, f[4], 'queued', 1, id, ckey)
   end
   return #ids
 end
@@ -203,11 +287,13 @@ end
 -- Remove a finished job, its events (from its log and the feed) and its index entries.
 local function delete_job(id)
   local jk = k_job(id)
-  local f = redis.call('HMGET', jk, 'queue', 'state', 'tags', 'seqs', 'kind')
+  local f = redis.call('HMGET', jk, 'queue', 'state', 'tags', 'seqs', 'kind', 'concurrency_key',
+    'unique_key')
   if not f[1] then return end
   redis.call('ZREM', k_done(f[1]), id)
   index_tags(id, f[3], false)
-  count(f[1], f[5], f[2], -1, id)
+  count(f[1], f[5], f[2], -1, id, f[6] or '')
+  if f[7] then redis.call('ZREM', k_uniq(f[7]), id) end
   for seq in string.gmatch(f[4] or '', '%d+') do
     redis.call('ZREMRANGEBYSCORE', K_FEED, seq, seq)
   end

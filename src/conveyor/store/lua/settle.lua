@@ -14,7 +14,7 @@ for i = 0, n - 1 do
   local id, token = ARGV[b], ARGV[b + 1]
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'state', 'lease_token', 'cancel_requested', 'queue',
-    'run_at', 'priority', 'attempt', 'seqs', 'kind')
+    'run_at', 'priority', 'attempt', 'seqs', 'kind', 'concurrency_key')
   local assumed = ARGV[b + 2]
   if f[1] ~= 'running' or f[2] ~= token then
     out[i + 1] = 'stale'
@@ -50,10 +50,12 @@ for i = 0, n - 1 do
       set[#set + 1] = ''
     end
     redis.call('HSET', jk, unpack(set))
-    count(queue, f[9], 'running', -1, id)
-    count(queue, f[9], state, 1, id)
+    local ckey = f[10] or ''
+    count(queue, f[9], 'running', -1, id, ckey)
+    count(queue, f[9], state, 1, id, ckey)
     if state == 'queued' then
       later(k_ready(queue), ready_member(run_at, id), -tonumber(f[6]))
+      keyed_ready(id, queue, f[6], run_at, f[9], ckey, true)
       wake(queue)
     elseif state == 'scheduled' then
       later(k_sched(queue), id, run_at)
