@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -148,3 +149,42 @@ def test_dead_url_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and f"cannot reach the conveyor API at {dead}" in lines[0], lines
         assert "conveyor up" in lines[0]
+
+
+def test_up_restarts_a_killed_webhook_dispatcher(tmp_path: Path) -> None:
+    """Killed, the dispatcher under `conveyor up` is reaped, restarted and the log says so
+    (it used to stay a zombie while webhooks silently stopped)."""
+    from tests.servers.procfs import live_processes, process
+
+    port = free_port()
+    home = tmp_path / "up"
+    home.mkdir()
+    log = open(home / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "up", "--demo", "--port", str(port), "-c", "1",
+         "--log-level", "warning"],
+        env=worker_env(home), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def dispatcher() -> int | None:
+        for found in live_processes():
+            if found.ppid == proc.pid and "webhooks run" in found.cmdline():
+                return found.pid
+        return None
+
+    try:
+        first = wait_for(dispatcher, timeout=60, what="the webhook dispatcher")
+        os.kill(first, signal.SIGKILL)
+        second = wait_for(
+            lambda: (pid := dispatcher()) and pid != first and pid, timeout=60,
+            what="a restarted dispatcher",
+        )  # fmt: skip
+        assert process(first) is None, "the killed dispatcher was never reaped"
+        text = (home / "up.log").read_text()
+        assert f"webhook dispatcher (pid {first}) ended (killed by SIGKILL)" in text, text
+        assert f"webhook dispatcher restarted (pid {second})" in text, text
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        wait_for(lambda: process(second) is None, timeout=30, what="the dispatcher to stop")
+    finally:
+        stop(proc)

@@ -30,7 +30,6 @@ import logging
 import os
 import random
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ from conveyor.store.base import Store, jobs_by_id
 from conveyor.store.routes import Routes
 from conveyor.webhooks import endpoints
 from conveyor.webhooks.config import WebhookSettings, WebhookSpec, event_type, parse_spec
+from conveyor.webhooks.process import SupervisedProcess
 from conveyor.webhooks.sender import Outcome, Sender
 from conveyor.webhooks.signing import sign_headers
 from conveyor.webhooks.ssrf import CallbackPolicy
@@ -396,10 +396,11 @@ def background(
     """Run a dispatcher beside a worker for the duration of the block (`conveyor worker`/`up`).
 
     A separate process (`conveyor webhooks run`), so following the event feed never competes
-    with the supervisor for the GIL; it stops with the block and exits by itself if its parent
-    dies. An in-memory store cannot be shared with another process: then a thread. Off when
-    `CONVEYOR_WEBHOOK_DISPATCHER=0` or not `enabled` (`worker --burst` exits too soon to
-    deliver anything; run `conveyor webhooks run` beside burst workers).
+    with the supervisor for the GIL; restarted (and logged) if it dies, it stops with the
+    block and exits by itself if its parent dies. An in-memory store cannot be shared with
+    another process: then a thread. Off when `CONVEYOR_WEBHOOK_DISPATCHER=0` or not `enabled`
+    (`worker --burst` exits too soon to deliver anything; run `conveyor webhooks run` beside
+    burst workers).
     """
     settings = WebhookSettings()
     if not settings.dispatcher or not enabled:
@@ -411,18 +412,12 @@ def background(
         return
     command = [sys.executable, "-m", "conveyor", "webhooks", "run", "--store", store_url,
                "--parent", str(os.getpid()), "--log-level", "warning"]  # fmt: skip
-    # Its own session: Ctrl-C drains the supervisor for a while, and the events of jobs that
-    # finish meanwhile should still go out; the block's end (or the parent's death) stops it.
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = SupervisedProcess(command, "webhook dispatcher", settings.timeout_s + 5)
+    process.start()  # restarted if it dies, until the block ends
     try:
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(settings.timeout_s + 5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
 def _open(url: str) -> Store:
