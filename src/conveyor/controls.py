@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Literal
-
-from pydantic import Field
 
 from conveyor import errors, limits
-from conveyor.models import Job, JobFilter, JobState, Limit, Model, QueueStats
+from conveyor.limits import KeyUsage, LimitView
+from conveyor.models import Job, JobFilter, JobState, Limit, QueueStats
 from conveyor.schedules.model import NewSchedule, ScheduleView
 from conveyor.schedules.service import Schedules
 from conveyor.service import Service
@@ -19,28 +17,6 @@ from conveyor.service import Service
 #: Jobs counted behind a limit at most (the count says "this many or more" beyond it).
 COUNT_CAP = 1000
 TOP_KEYS = 10
-
-
-class KeyUsage(Model):
-    """One concurrency key under a per-key limit."""
-
-    key: str
-    running: int = 0
-    waiting: int = 0
-
-
-class LimitView(Limit):
-    """A limit, who set it, and the jobs it applies to now."""
-
-    source: Literal["code", "admin"] | None = Field(
-        None, description="`code`: declared on a kind; `admin`: set at run time (wins)."
-    )
-    by: str | None = Field(None, description="The admin (API key name) who set it.")
-    declared: Limit | None = Field(None, description="The code's limit, if an admin's wins.")
-    running: int = Field(0, description="Jobs it applies to that are running.")
-    waiting: int = Field(0, description="Jobs it applies to that are queued (capped at 1000).")
-    held: int = Field(0, description="Of those, held back by a limit or a paused queue now.")
-    keys: list[KeyUsage] = Field(default_factory=list, description="Busiest keys (key: only).")
 
 
 class Controls:
@@ -92,7 +68,7 @@ class Controls:
             raise errors.LimitNotFoundError(f"no limit on {target!r}", target=target)
         return found
 
-    def set_limit(self, limit: Limit, by: str = "admin") -> LimitView:
+    def set_limit(self, limit: Limit, by: str = "local") -> LimitView:
         limits.set_by_admin(self.store, limit, by)
         return self.limit(limit.target)
 

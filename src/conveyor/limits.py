@@ -16,8 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field
+
 from conveyor import errors
-from conveyor.models import JSON, KindInfo, Limit, LimitStrategy
+from conveyor.models import JSON, KindInfo, Limit, LimitStrategy, Model
 from conveyor.store.base import Store
 
 log = logging.getLogger("conveyor.limits")
@@ -48,6 +50,28 @@ class RateLimit:
     rate: int
     per_s: float = 1.0
     key: str | None = None
+
+
+class KeyUsage(Model):
+    """One concurrency key under a per-key limit."""
+
+    key: str
+    running: int = 0
+    waiting: int = 0
+
+
+class LimitView(Limit):
+    """A limit, who set it, and the jobs it applies to now."""
+
+    source: Literal["code", "admin"] | None = Field(
+        None, description="`code`: declared on a kind; `admin`: set at run time (wins)."
+    )
+    by: str | None = Field(None, description="The admin (API key name) who set it.")
+    declared: Limit | None = Field(None, description="The code's limit, if an admin's wins.")
+    running: int = Field(0, description="Jobs it applies to that are running.")
+    waiting: int = Field(0, description="Jobs it applies to that are queued (capped at 1000).")
+    held: int = Field(0, description="Of those, held back by a limit or a paused queue now.")
+    keys: list[KeyUsage] = Field(default_factory=list, description="Busiest keys (key: only).")
 
 
 def declare(
@@ -158,6 +182,3 @@ def delete(store: Store, target: str) -> bool:
     found = store.delete_limit(target)
     store.delete_record(SOURCES, target)
     return found
-
-
-Source = Literal["code", "admin"]

@@ -17,7 +17,7 @@ from rich.table import Table
 import conveyor.cli.swissai as swissai_cli
 import conveyor.cli.webhooks as webhooks_cli
 from conveyor import errors
-from conveyor.cli import db, keys, output, serve
+from conveyor.cli import db, flow, keys, output, serve
 from conveyor.cli.output import console, err
 from conveyor.states import JobState
 
@@ -42,6 +42,10 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(webhooks_cli.app, name="webhooks")
 app.add_typer(swissai_cli.app, name="swissai")
 app.add_typer(db.app, name="db")
+app.add_typer(flow.schedules_app, name="schedules")
+app.add_typer(flow.limits_app, name="limits")
+queues_app = typer.Typer(help="Queues: depths and ages; pause, resume, purge.")
+app.add_typer(queues_app, name="queues")
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")
@@ -191,6 +195,16 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Submit at most once per key.")
     ] = None,
+    unique_key: Annotated[
+        str | None,
+        typer.Option(help="If a job with this key is waiting (or running), return it instead."),
+    ] = None,
+    unique_scope: Annotated[
+        str, typer.Option(help="active (waiting or running) or waiting.")
+    ] = "active",
+    unique_window: Annotated[
+        str | None, typer.Option(help="Only jobs created this recently count: 30s, 15m, 1h.")
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", "-w", help="Show progress until it ends.")
     ] = False,
@@ -211,10 +225,12 @@ def submit(
     except ValueError as exc:
         fail(str(exc), 2)
     try:
-        new = NewJob(
-            kind=kind, input=parse_input(input), queue=queue, priority=priority, delay_s=delay,
-            tags=tag or [], max_attempts=max_attempts, timeout_s=timeout,
-            idempotency_key=idempotency_key,
+        new = NewJob.model_validate(
+            {"kind": kind, "input": parse_input(input), "queue": queue, "priority": priority,
+             "delay_s": delay, "tags": tag or [], "max_attempts": max_attempts,
+             "timeout_s": timeout, "idempotency_key": idempotency_key, "unique_key": unique_key,
+             "unique_scope": unique_scope,
+             "unique_window_s": parse_duration(unique_window) if unique_window else None}
         )  # fmt: skip
     except ValueError as exc:
         fail(str(exc).replace("\n", " "), 2)
@@ -392,9 +408,12 @@ def kinds(store: StoreOpt = None, imports: ImportOpt = None, as_json: JsonOpt = 
     console.print(table)
 
 
-@app.command()
-def queues(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Show each queue's depth, running jobs and age of the oldest waiting job."""
+@queues_app.callback(invoke_without_command=True)
+def queues(ctx: typer.Context, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show each queue's depth, running jobs and age of the oldest waiting job; pause, resume
+    or purge one."""
+    if ctx.invoked_subcommand is not None:
+        return
     stats = local_service(settings_for(store)).queues()
     if as_json:
         output.print_json([s.model_dump(mode="json") for s in stats])
@@ -404,9 +423,15 @@ def queues(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         table.add_column(column)
     for s in stats:
         oldest = f"{s.oldest_queued_age_s:.1f}s" if s.oldest_queued_age_s is not None else "-"
-        table.add_row(s.name, str(s.queued), str(s.scheduled), str(s.running), str(s.succeeded),
+        name = f"{s.name} [yellow](paused)[/]" if s.paused else s.name
+        table.add_row(name, str(s.queued), str(s.scheduled), str(s.running), str(s.succeeded),
                       str(s.failed), oldest)  # fmt: skip
     console.print(table)
+
+
+queues_app.command("pause")(flow.queue_pause)
+queues_app.command("resume")(flow.queue_resume)
+queues_app.command("purge")(flow.queue_purge)
 
 
 @app.command()

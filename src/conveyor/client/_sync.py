@@ -6,6 +6,7 @@ import builtins
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,19 @@ from conveyor.client._core import (
     resolve_url,
     submit_body,
 )
+from conveyor.limits import LimitView
 from conveyor.models import (
     Job,
     JobEvent,
     JobFilter,
     JobPage,
     KindInfo,
+    Limit,
     NewJob,
     QueueStats,
     WorkerInfo,
 )
+from conveyor.schedules.model import NewSchedule, ScheduleView
 
 
 def _read_chunks(source: str | Path | bytes) -> Iterator[bytes]:
@@ -291,3 +295,72 @@ class Client:
     def workers(self) -> builtins.list[WorkerInfo]:
         response = self._request("GET", "/v1/workers")
         return [WorkerInfo.model_validate(w) for w in response.json()]
+
+    # -- flow control: schedules, limits, queues ------------------------------------------------
+
+    def schedules(self) -> builtins.list[ScheduleView]:
+        response = self._request("GET", "/v1/schedules")
+        return [ScheduleView.model_validate(s) for s in response.json()]
+
+    def schedule(self, schedule_id: str) -> ScheduleView:
+        response = self._request("GET", f"/v1/schedules/{schedule_id}")
+        return ScheduleView.model_validate(response.json())
+
+    def create_schedule(self, new: NewSchedule) -> ScheduleView:
+        """Create a schedule (admin); `AlreadyExistsError` if its id is taken."""
+        body = new.model_dump(mode="json", exclude_none=True)
+        response = self._request("POST", "/v1/schedules", json=body)
+        return ScheduleView.model_validate(response.json())
+
+    def put_schedule(self, new: NewSchedule) -> ScheduleView:
+        """Create or replace a schedule (admin)."""
+        body = new.model_dump(mode="json", exclude_none=True, exclude={"id"})
+        response = self._request("PUT", f"/v1/schedules/{new.id}", json=body)
+        return ScheduleView.model_validate(response.json())
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._request("DELETE", f"/v1/schedules/{schedule_id}")
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleView:
+        response = self._request("POST", f"/v1/schedules/{schedule_id}/pause")
+        return ScheduleView.model_validate(response.json())
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleView:
+        response = self._request("POST", f"/v1/schedules/{schedule_id}/resume")
+        return ScheduleView.model_validate(response.json())
+
+    def schedule_runs(self, schedule_id: str, n: int = 10) -> builtins.list[datetime]:
+        """The next `n` times the schedule runs."""
+        path = f"/v1/schedules/{schedule_id}/next"
+        response = self._request("GET", path, params={"n": n})
+        return [datetime.fromisoformat(t) for t in response.json()["next_runs"]]
+
+    def limits(self) -> builtins.list[LimitView]:
+        response = self._request("GET", "/v1/limits")
+        return [LimitView.model_validate(v) for v in response.json()]
+
+    def limit(self, target: str) -> LimitView:
+        response = self._request("GET", f"/v1/limits/{target}")
+        return LimitView.model_validate(response.json())
+
+    def set_limit(self, limit: Limit) -> LimitView:
+        """Create or replace the limit on `limit.target` (admin); obeyed at the next claim."""
+        body = limit.model_dump(mode="json", exclude={"target", "updated_at"})
+        response = self._request("PUT", f"/v1/limits/{limit.target}", json=body)
+        return LimitView.model_validate(response.json())
+
+    def delete_limit(self, target: str) -> None:
+        self._request("DELETE", f"/v1/limits/{target}")
+
+    def pause_queue(self, queue: str) -> QueueStats:
+        response = self._request("POST", f"/v1/queues/{queue}/pause")
+        return QueueStats.model_validate(response.json())
+
+    def resume_queue(self, queue: str) -> QueueStats:
+        response = self._request("POST", f"/v1/queues/{queue}/resume")
+        return QueueStats.model_validate(response.json())
+
+    def purge_queue(self, queue: str) -> int:
+        """Cancel the queue's waiting jobs (admin); how many."""
+        response = self._request("POST", f"/v1/queues/{queue}/purge")
+        return int(response.json()["purged"])

@@ -12,7 +12,7 @@ from conveyor.api.auth import Principal, require_scope
 from conveyor.api.routes.schedules import ControlsDep
 from conveyor.api.schemas import Body as BodyModel
 from conveyor.api.schemas import build, problems
-from conveyor.controls import LimitView
+from conveyor.limits import LimitView
 from conveyor.models import LIMIT_TARGET, Limit, LimitStrategy, QueueName, QueueStats
 
 router = APIRouter(prefix="/v1", tags=["flow control"])
