@@ -22,7 +22,7 @@ from tests.conformance.helpers import spec
 
 LEASE = 30.0
 #: Backends whose store does not implement blocked jobs yet (their tests must fail).
-NOT_YET: frozenset[str] = frozenset({"redis"})
+NOT_YET: frozenset[str] = frozenset()
 
 
 @pytest.fixture(autouse=True)

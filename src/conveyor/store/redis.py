@@ -47,8 +47,8 @@ from conveyor.models import (
     WorkerInfo,
     from_ts,
 )
+from conveyor.store import deps, redis_flow, rules
 from conveyor.store import redis_codec as codec
-from conveyor.store import redis_flow, rules
 from conveyor.store.base import (
     Beat,
     BeatStatus,
@@ -72,7 +72,7 @@ CLAIM_SCAN_LIMIT = 50_000  # ready jobs a filtered (kind/tag) claim looks at per
 LIST_PAGE = 200
 SCRIPTS = (
     "enqueue", "claim", "heartbeat", "lookup", "settle", "rescue", "change", "prune", "stats",
-    "index_tags", "census", "purge", "tokens",
+    "index_tags", "census", "rewind", "purge", "tokens",
 )  # fmt: skip
 INDEX_CHUNK = 1_000  # jobs per call of the tag index back-fill
 #: Set once every job is in the tag indexes (stores written before they existed are back-filled
@@ -87,6 +87,10 @@ _TRUE = ("1", "true", "yes", "on")
 
 #: Scripts that load helpers beyond common.lua (before their own file).
 SCRIPT_PARTS = {"claim": ("flow",)}
+
+
+class _WaitNotApplied(Exception):
+    """enqueue.lua did not apply a WAIT: its lease is stale, or a cancel came meanwhile."""
 
 
 def _script_source(name: str) -> str:
@@ -289,6 +293,11 @@ class RedisStore:
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         if not specs:
             return []
+        return self._enqueue(specs, ["", "", "", ""])
+
+    def _enqueue(self, specs: Sequence[JobSpec], wait: list[Any]) -> list[Job]:
+        """enqueue.lua: insert `specs`, and with `wait` (a WAIT's job id, token, assumed
+        cancel flag and continuation) settle that job blocked on them, in the same script."""
         batch_keys(specs)
         window = max((s.idempotency_window_s for s in specs), default=0.0)
         cancel_error = limited_error("over its key's limit (cancel_newest)").model_dump_json()
@@ -305,10 +314,18 @@ class RedisStore:
                 s.unique_scope, "" if s.unique_window_s is None else repr(s.unique_window_s),
                 s.schedule_id or "",
                 "" if s.schedule_tick is None else repr(float(s.schedule_tick)),
+                codec.dumps(list(s.depends_on)) if s.depends_on else "", s.workflow_id or "",
+                s.step or "", s.parent_id or "",
             ]  # fmt: skip
-        reply = self._run("enqueue", args)
+        reply = self._run("enqueue", [*args, *wait])
         if reply[0] == "conflict":
             raise errors.IdempotencyConflictError(idempotency_key=reply[1], job_id=reply[2])
+        if reply[0] == "missing":
+            raise errors.JobNotFoundError(
+                f"no job with id {reply[1]!r} to depend on", job_id=reply[1]
+            )
+        if reply[0] in ("stale", "retry"):
+            raise _WaitNotApplied(reply[0])
         now = float(reply[0])
         # Jobs stored before (or cancelled by a limit at once) are read back as stored.
         read = {
@@ -395,30 +412,55 @@ class RedisStore:
                 now, current = self._read_running(slow)
             args: list[Any] = [0]
             sent: list[int] = []
+            waits: list[int] = []
             for i in todo:
                 s = settlements[i]
                 if codec.is_success(s):
                     args += codec.success_args(s)
                 elif (row := current.get(s.job_id)) is not None and row["lease_token"] == s.token:
                     assert now is not None
+                    if s.outcome is Outcome.WAIT and row["cancel_requested"] != "1":
+                        waits.append(i)  # children and all: enqueue.lua
+                        continue
                     args += codec.settle_args(s, row, now)
                 else:
                     result[i] = False
                     continue
                 sent.append(i)
+            todo = self._wait(settlements, waits, result)
             if not sent:
-                break
+                continue
             args[0] = len(sent)
             at = self._now_arg() if now is None else repr(now)
             with self._errors():
                 reply = self._scripts["settle"](args=[self.prefix, at, *args])
-            todo = []
             for i, status in zip(sent, reply, strict=True):
                 if status == "retry":
                     todo.append(i)
                 else:
                     result[i] = status == "ok"
         return [bool(r) for r in result]
+
+    def _wait(
+        self, settlements: Sequence[Settlement], waits: list[int], result: list[bool | None]
+    ) -> list[int]:
+        """Apply WAIT settlements (children and the job's own change in one enqueue.lua call
+        each); returns those to decide again because a cancel was requested meanwhile."""
+        again = []
+        for i in waits:
+            s = settlements[i]
+            try:
+                self._enqueue(
+                    deps.as_children(s.job_id, s.spawn),
+                    [s.job_id, s.token, "0", codec.dumps(s.continuation)],
+                )
+                result[i] = True
+            except _WaitNotApplied as exc:
+                if exc.args[0] == "retry":
+                    again.append(i)
+                else:
+                    result[i] = False
+        return again
 
     def _read_running(self, ids: Sequence[str]) -> tuple[float, Rows]:
         """The store's time and, for each running job, what `rules.decide` needs."""
@@ -465,7 +507,14 @@ class RedisStore:
         return codec.hash_to_job(codec.pairs(flat))
 
     def rewind(self, job_ids: Sequence[str]) -> list[Job]:
-        raise NotImplementedError("blocked jobs are not built on this store yet (#19)")
+        wanted = list(dict.fromkeys(job_ids))
+        reply = self._run("rewind", wanted)
+        if reply[0] == "missing":
+            raise errors.JobNotFoundError(f"no job with id {reply[1]!r}", job_id=reply[1])
+        if reply[0] == "state":
+            rules.ensure_retryable(reply[1], JobState(reply[2]))
+        found = self._fetch(wanted)
+        return [found[i] for i in job_ids]
 
     def retry(self, job_id: str) -> Job:
         flat = self._change("retry", job_id, rules.ensure_retryable)
@@ -504,6 +553,10 @@ class RedisStore:
             ids: Iterator[str] = iter(
                 sorted({i for i in f.ids if cursor is None or i < cursor}, reverse=True)
             )
+        elif f.parent_id is not None:
+            ids = self._newest_ids(self._key("kids", f.parent_id), cursor)
+        elif f.workflow_id is not None:
+            ids = self._newest_ids(self._key("wf", f.workflow_id), cursor)
         elif f.tag is not None and not self._states_are_fewer(f.state, f.tag):
             ids = self._newest_ids(self._key("tag", f.tag), cursor)
         elif f.state:

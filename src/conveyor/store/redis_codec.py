@@ -168,5 +168,7 @@ def matches(job: Job, f: JobFilter) -> bool:
         f.tag is None or f.tag in job.tags,
         f.created_after is None or job.created_at >= f.created_after,
         f.created_before is None or job.created_at < f.created_before,
+        f.workflow_id is None or job.workflow_id == f.workflow_id,
+        f.parent_id is None or job.parent_id == f.parent_id,
     )
     return all(checks)

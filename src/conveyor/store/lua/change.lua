@@ -29,6 +29,7 @@ elseif op == 'cancel' then
   redis.call('ZADD', k_done(queue), nowstr, id)
   count(queue, kind, state, -1, id, ckey)
   count(queue, kind, 'cancelled', 1, id, ckey)
+  release(id, now, nowstr)
 elseif op == 'retry' then
   redis.call('ZREM', k_done(queue), id)
   redis.call('HDEL', jk, 'finished_at', 'result', 'progress')

@@ -33,6 +33,11 @@ local function k_lkeys(kind) return P .. 'lkeys:' .. kind end
 local function k_kwait(queue) return P .. 'kwait:' .. queue end
 local function k_bucket(key) return P .. 'bucket:' .. key end
 local function k_uniq(key) return P .. 'uniq:' .. key end
+-- Blocked jobs (#19): per job, the blocked jobs waiting for it to end (the edges); a
+-- workflow's jobs and a parent's children (listing, newest first by id, scored 0).
+local function k_deps(id) return P .. 'deps:' .. id end
+local function k_wf(id) return P .. 'wf:' .. id end
+local function k_kids(id) return P .. 'kids:' .. id end
 local K_LEASES = P .. 'leases'
 local K_ALL = P .. 'all'
 local K_FEED = P .. 'feed'
@@ -230,6 +235,45 @@ local function unready(id, queue, run_at, kind, ckey)
   keyed_ready(id, queue, 0, run_at, kind, ckey, false)
 end
 
+-- Job `id` just became final: count down the blocked jobs waiting for it (its edges, deleted
+-- now) and queue, or schedule if their run_at is ahead, those with nothing left to wait for.
+-- Called in the script that makes it final, so a dependent is released exactly once.
+local function release(id, now, nowstr)
+  local dk = k_deps(id)
+  local downs = redis.call('SMEMBERS', dk)
+  if #downs == 0 then return end
+  redis.call('DEL', dk)
+  for _, d in ipairs(downs) do
+    local jk = k_job(d)
+    local f = redis.call('HMGET', jk, 'state', 'pending', 'run_at', 'queue', 'priority', 'seqs',
+      'kind', 'concurrency_key')
+    if f[1] == 'blocked' then
+      local left = tonumber(f[2] or '1') - 1
+      if left > 0 then
+        redis.call('HSET', jk, 'pending', tostring(left))
+      else
+        local queue, ckey, state = f[4], f[8] or '', 'queued'
+        local data = '{"state":"queued","released":true}'
+        if tonumber(f[3]) > now then
+          state = 'scheduled'
+          data = '{"state":"scheduled","released":true,"run_at":' .. f[3] .. '}'
+        end
+        local seq = event(d, nowstr, 'state', data)
+        redis.call('HSET', jk, 'state', state, 'pending', '0', 'updated_at', nowstr,
+          'seqs', with_seq(f[6], seq))
+        if state == 'queued' then
+          make_ready(d, queue, f[5], f[3], f[7], ckey)
+          wake(queue)
+        else
+          redis.call('ZADD', k_sched(queue), f[3], d)
+        end
+        count(queue, f[7], 'blocked', -1, d, ckey)
+        count(queue, f[7], state, 1, d, ckey)
+      end
+    end
+  end
+end
+
 -- Cancel a waiting (queued or scheduled) job at once, with state event `data` and error JSON
 -- `err` (purge, the cancel strategies). False if it was not waiting.
 local function cancel_waiting(id, nowstr, data, err)
@@ -248,6 +292,7 @@ local function cancel_waiting(id, nowstr, data, err)
   later(k_done(queue), id, nowstr)
   count(queue, f[5], f[1], -1, id, ckey)
   count(queue, f[5], 'cancelled', 1, id, ckey)
+  release(id, tonumber(nowstr), nowstr)
   return true
 end
 
@@ -288,8 +333,10 @@ end
 local function delete_job(id)
   local jk = k_job(id)
   local f = redis.call('HMGET', jk, 'queue', 'state', 'tags', 'seqs', 'kind', 'concurrency_key',
-    'unique_key')
+    'unique_key', 'workflow_id', 'parent_id')
   if not f[1] then return end
+  if f[8] then redis.call('ZREM', k_wf(f[8]), id) end
+  if f[9] then redis.call('ZREM', k_kids(f[9]), id) end
   redis.call('ZREM', k_done(f[1]), id)
   index_tags(id, f[3], false)
   count(f[1], f[5], f[2], -1, id, f[6] or '')

@@ -4,17 +4,30 @@
 --   id, kind, queue, input, priority, run_at, max_attempts, timeout_s|"", backoff_s, tags,
 --   idempotency key ("k:"..key | ""), request hash ("h:"..hash | ""), webhook|"",
 --   concurrency key|"", unique key ("u:"..key | ""), unique scope, unique window|"",
---   schedule id|"", schedule tick|""
--- Returns {now, per job: "queued" | "scheduled" | "cancelled" (inserted; cancelled by its
--- key's cancel_newest limit) | "=<id>" (already known, or the unique job it duplicates)}, or
--- {"conflict", key, job_id} with nothing written when a key was used with another request.
+--   schedule id|"", schedule tick|"", depends_on JSON|"", workflow id|"", step|"",
+--   parent id|""
+--   then, for the children of a WAIT (store protocol v2), 4 fields: the waiting job's id|"",
+--   its lease token, the cancel flag the decision assumed, its continuation JSON.
+-- Returns {now, per job: "queued" | "scheduled" | "blocked" | "cancelled" (inserted; cancelled
+-- by its key's cancel_newest limit) | "=<id>" (already known, or the unique job it
+-- duplicates)}, or with nothing written: {"conflict", key, job_id} when a key was used with
+-- another request, {"missing", id} for an unknown dependency, {"stale"} when the waiting job's
+-- lease is not current, {"retry"} when a cancel was requested since the decision.
 local now, nowstr = clock(ARGV[2])
 local window = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 local cancel_error = ARGV[5]
-local W = 19
+local W = 23
 local B = 6  -- the first job's first field
 local out = {nowstr}
+
+-- A WAIT: the job that spawned these children must still hold its lease (checked first).
+local waiter = ARGV[B + n * W]
+if waiter ~= '' then
+  local f = redis.call('HMGET', k_job(waiter), 'state', 'lease_token', 'cancel_requested')
+  if f[1] ~= 'running' or f[2] ~= ARGV[B + n * W + 1] then return {'stale'} end
+  if f[3] ~= ARGV[B + n * W + 2] then return {'retry'} end
+end
 
 -- Pass 1, read only: known ids (a retried call) and live idempotency keys.
 for i = 0, n - 1 do
@@ -128,6 +141,34 @@ local function apply_strategy(b)
   return false
 end
 
+-- Pass 1c, read only: the dependencies each new job waits for (those not final; a job of
+-- the batch counts until it ends). An unknown id writes nothing.
+local alias, batch, waits = {}, {}, {}
+for i = 0, n - 1 do
+  local id, r = ARGV[B + i * W], out[i + 2]
+  if r then alias[id] = string.sub(r, 2) else batch[id] = true end
+end
+for i = 0, n - 1 do
+  local deps = ARGV[B + i * W + 19]
+  if not out[i + 2] and deps ~= '' then
+    local ups, seen = {}, {}
+    for _, d in ipairs(cjson.decode(deps)) do
+      d = alias[d] or d
+      if not seen[d] then
+        seen[d] = true
+        if batch[d] then
+          ups[#ups + 1] = d
+        else
+          local st = redis.call('HGET', k_job(d), 'state')
+          if not st then return {'missing', d} end
+          if not FINAL[st] then ups[#ups + 1] = d end
+        end
+      end
+    end
+    if #ups > 0 then waits[ARGV[B + i * W]] = ups end
+  end
+end
+
 -- Pass 2: insert the new ones.
 
 local inserted, queues = {}, {}
@@ -141,6 +182,8 @@ local function insert(b)
   -- rules.initial_state: scheduled while run_at is in the future
   local state = 'queued'
   if tonumber(run_at) > now then state = 'scheduled' end
+  local ups = waits[id]
+  if ups then state = 'blocked' end
   local cancelled = apply_strategy(b)
   local hook = ''  -- the data of base.created_event
   if ARGV[b + 12] ~= '' then hook = ',"webhook":true' end
@@ -168,6 +211,15 @@ local function insert(b)
   if ARGV[b + 14] ~= '' then
     redis.call('ZADD', k_uniq(string.sub(ARGV[b + 14], 3)), nowstr, id)
   end
+  for j, field in ipairs({'depends_on', 'workflow_id', 'step', 'parent_id'}) do
+    if ARGV[b + 18 + j] ~= '' then redis.call('HSET', jk, field, ARGV[b + 18 + j]) end
+  end
+  if ARGV[b + 20] ~= '' then redis.call('ZADD', k_wf(ARGV[b + 20]), 0, id) end
+  if ARGV[b + 22] ~= '' then redis.call('ZADD', k_kids(ARGV[b + 22]), 0, id) end
+  if ups and not cancelled then
+    redis.call('HSET', jk, 'pending', tostring(#ups))
+    for _, up in ipairs(ups) do redis.call('SADD', k_deps(up), id) end
+  end
   local key = ARGV[b + 10]
   if key ~= '' then
     redis.call('HSET', jk, 'idempotency_key', string.sub(key, 3))
@@ -184,7 +236,7 @@ local function insert(b)
     later(k_done(queue), id, nowstr)
   elseif state == 'queued' then
     make_ready(id, queue, priority, run_at, ARGV[b + 1], ckey)
-  else
+  elseif state == 'scheduled' then
     redis.call('ZADD', k_sched(queue), run_at, id)
   end
   wake(queue)
@@ -195,6 +247,48 @@ end
 for i = 0, n - 1 do
   if not out[i + 2] then out[i + 2] = insert(B + i * W) end
 end
+-- A job of the batch cancelled at once (its key's limit) releases those waiting for it.
+for i = 0, n - 1 do
+  if out[i + 2] == 'cancelled' then release(ARGV[B + i * W], now, nowstr) end
+end
 for queue in pairs(queues) do redis.call('SADD', K_QUEUES, queue) end
+
+-- The WAIT: block the waiting job on its children that are not final (or queue it at once),
+-- give its attempt back and end its lease (rules.decide; settle.lua does the same for others).
+if waiter ~= '' then
+  local jk = k_job(waiter)
+  local f = redis.call('HMGET', jk, 'queue', 'priority', 'attempt', 'seqs', 'kind',
+    'concurrency_key')
+  local queue, ckey = f[1], f[6] or ''
+  local pending = 0
+  for i = 0, n - 1 do
+    local r, child = out[i + 2], ARGV[B + i * W]
+    if string.sub(r, 1, 1) == '=' then
+      child = string.sub(r, 2)
+      r = redis.call('HGET', k_job(child), 'state')
+    end
+    if not FINAL[r] and redis.call('SADD', k_deps(child), waiter) == 1 then
+      pending = pending + 1
+    end
+  end
+  local attempt = tostring(math.max(0, tonumber(f[3]) - 1))
+  local state, data = 'blocked', '{"state":"blocked","attempt":' .. attempt .. ',"pending":'
+    .. pending .. '}'
+  if pending == 0 then
+    state, data = 'queued', '{"state":"queued","attempt":' .. attempt .. '}'
+  end
+  later(K_LEASES, waiter, false)
+  local seq = event(waiter, nowstr, 'state', data)
+  redis.call('HSET', jk, 'state', state, 'run_at', nowstr, 'attempt', attempt,
+    'updated_at', nowstr, 'lease_owner', '', 'lease_token', '', 'lease_expires_at', '',
+    'progress', '', 'pending', tostring(pending), 'continuation', ARGV[B + n * W + 3],
+    'seqs', with_seq(f[4], seq))
+  count(queue, f[5], 'running', -1, waiter, ckey)
+  count(queue, f[5], state, 1, waiter, ckey)
+  if state == 'queued' then
+    make_ready(waiter, queue, f[2], nowstr, f[5], ckey)
+    wake(queue)
+  end
+end
 finish()
 return out

@@ -40,7 +40,8 @@ for i = 0, n - 1 do
       set[#set + 1] = 'error'
       set[#set + 1] = ARGV[b + 7]
     end
-    if ARGV[b + 8] == '1' then
+    local finished = ARGV[b + 8] == '1'
+    if finished then
       set[#set + 1] = 'finished_at'
       set[#set + 1] = nowstr
       later(k_done(queue), id, nowstr)
@@ -60,6 +61,7 @@ for i = 0, n - 1 do
     elseif state == 'scheduled' then
       later(k_sched(queue), id, run_at)
     end
+    if finished then release(id, now, nowstr) end
     out[i + 1] = 'ok'
   end
 end
