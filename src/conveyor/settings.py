@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     scheduler: bool = Field(
         True, description="Workers and `conveyor up` run the schedule ticker (0: this one not)."
     )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line plus headers (431 beyond)."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time for a request's headers to arrive (408, then closed)."
+    )
     url: str | None = Field(None, description="A conveyor API to talk to instead of the store.")
     token: str | None = Field(None, description="Bearer API key for `url`.")
 

@@ -40,7 +40,8 @@ SCOPES: tuple[Scope, ...] = ("read", "submit", "work", "admin")
 
 #: How long "no API key exists" is believed before the store is asked again.
 NO_KEYS_RECHECK_S = 1.0
-#: Bad keys tolerated per client address within the window before 429.
+#: Bad keys tolerated per client address (and per presented key id) within the window before
+#: 429; valid keys are never refused.
 MAX_FAILURES = 10
 FAILURE_WINDOW_S = 60.0
 
@@ -195,6 +196,12 @@ def verify_key(store: Store, raw: str) -> KeyRecord | None:
     return None if record.revoked else record
 
 
+def presented_id(raw: str) -> str:
+    """The key id part of a presented key (`cvk_<id>_<secret>`), bounded; "" if none."""
+    key_id, sep, _ = raw.removeprefix(PREFIX).partition("_")
+    return key_id[:32] if sep and raw.startswith(PREFIX) else ""
+
+
 @functools.lru_cache(maxsize=1024)
 def is_loopback(host: str | None) -> bool:
     """True for 127.0.0.0/8, ::1 and `localhost`."""
@@ -288,19 +295,27 @@ class Authenticator:
                 "send an API key: `Authorization: Bearer <key>` (create one with"
                 " `conveyor keys create`)"
             )
+        raw = token.strip()
+        record = verify_key(self.store, raw) if scheme.lower() == "bearer" else None
+        if record is not None:
+            # A valid key always passes: behind a proxy one address carries every client, and
+            # someone else's bad keys must not lock them all out.
+            return Principal(key_id=record.id, name=record.name, scopes=record.scopes)
+        # Bad attempts are limited per address and per presented key id, so guessing the
+        # secret of one key (or any key from one address) slows down to a 429.
         client = request.client.host if request.client else "?"
-        wait = self.limiter.blocked_for(client)
+        counters = (f"ip:{client}", f"key:{presented_id(raw)}")
+        wait = max(self.limiter.blocked_for(counter) for counter in counters)
         if wait > 0:
             raise HTTPException(
                 429,
-                "too many requests with invalid API keys from this address; try again later",
+                "too many requests with invalid API keys from this address or for this key;"
+                " try again later",
                 headers={"Retry-After": str(int(wait) + 1)},
             )
-        record = verify_key(self.store, token.strip()) if scheme.lower() == "bearer" else None
-        if record is None:
-            self.limiter.fail(client)
-            raise unauthorized("the API key is invalid or revoked")
-        return Principal(key_id=record.id, name=record.name, scopes=record.scopes)
+        for counter in counters:
+            self.limiter.fail(counter)
+        raise unauthorized("the API key is invalid or revoked")
 
 
 def authenticator(request: Request) -> Authenticator:

@@ -34,9 +34,6 @@ ImportOpt = Annotated[
     list[str] | None,
     typer.Option("--import", "-i", help="Module declaring kinds (repeatable; CONVEYOR_IMPORTS)."),
 ]
-#: Idle keep-alive connections are kept this long (uvicorn's 5 s makes clients that pause
-#: between requests race the server closing their pooled connection).
-KEEP_ALIVE_S = 30
 
 LogOpt = Annotated[str, typer.Option(help="debug, info, warning, error.")]
 
@@ -94,12 +91,13 @@ def _server(settings: Settings, host: str, port: int, log_level: str) -> uvicorn
     import uvicorn
 
     from conveyor.api.app import create_app
+    from conveyor.api.http import server_options
 
     app = create_app(settings)
     app.state.bind_host = host
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level.lower(), access_log=False,
-        timeout_graceful_shutdown=5, lifespan="on", timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=5, lifespan="on", **server_options(),
     )  # fmt: skip
     return uvicorn.Server(config)
 
@@ -125,6 +123,7 @@ def api(
     """Serve the HTTP API (docs at /docs). Workers run separately: `conveyor worker`."""
     import uvicorn
 
+    from conveyor.api.http import server_options
     from conveyor.store import open_store
 
     settings = _settings(store, imports)
@@ -144,7 +143,7 @@ def api(
     uvicorn.run(
         "conveyor.api.app:create_app", factory=True, host=host, port=port, workers=processes,
         log_level=log_level.lower(), access_log=False, timeout_graceful_shutdown=5,
-        timeout_keep_alive=KEEP_ALIVE_S,
+        **server_options(),
     )  # fmt: skip
 
 

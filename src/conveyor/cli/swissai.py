@@ -33,6 +33,7 @@ def serve(
     import uvicorn
 
     from conveyor.api.compat.swissai import create_service_app
+    from conveyor.api.http import server_options
     from conveyor.kinds.registry import import_kinds
     from conveyor.settings import Settings
 
@@ -46,4 +47,4 @@ def serve(
     import_kinds(settings.import_list)
     err.print(f"conveyor swissai: serving {kind} on http://{host}:{port}")
     uvicorn.run(create_service_app(settings, kind), host=host, port=port,
-                log_level=log_level.lower())  # fmt: skip
+                log_level=log_level.lower(), **server_options())  # fmt: skip
