@@ -11,6 +11,7 @@ a stable `type` (used as the RFC 9457 problem type by the API) and the HTTP stat
     ├── ScheduleNotFoundError
     ├── LimitNotFoundError
     ├── AlreadyExistsError
+    ├── QuotaExceededError
     ├── InvalidInputError
     ├── InvalidStateError
     ├── StaleLeaseError
@@ -85,6 +86,17 @@ class AlreadyExistsError(ConveyorError):
 
     type = "already-exists"
     status = 409
+
+
+class QuotaExceededError(ConveyorError):
+    """This API key's quota is used up for now; try again after `retry_after_s` seconds."""
+
+    type = "quota-exceeded"
+    status = 429
+
+    @property
+    def retry_after_s(self) -> float:
+        return float(self.details.get("retry_after_s", 1.0))
 
 
 class InvalidInputError(ConveyorError):

@@ -7,6 +7,10 @@ once, at creation, and never stored.
 Scopes: `read` (see jobs, kinds, queues, files), `submit` (submit, cancel, retry, upload),
 `work` (the lease API for external workers) and `admin` (everything, including delete).
 
+A key may carry a quota: requests a minute and/or jobs submitted a minute. Both are token
+buckets in the store (`take_tokens`), so they hold across every API replica; over it, the
+answer is 429 problem+json (`quota-exceeded`) with `Retry-After`.
+
 When no key exists and the server listens on loopback only, auth is off: a local single-user
 service needs no token. `conveyor api` refuses to listen elsewhere until a key exists; a request
 reaching a non-loopback listener in that state is refused.
@@ -30,6 +34,7 @@ from typing import Any, Literal
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from conveyor import errors
 from conveyor.api.deps import per_app
 from conveyor.store import Store
 
@@ -54,6 +59,31 @@ def unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers=CHALLENGE)
 
 
+QUOTA_PERIOD_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one key may do a minute (None: no bound)."""
+
+    requests_per_min: int | None = None
+    jobs_per_min: int | None = None
+
+    @classmethod
+    def read(cls, value: Any) -> Quota | None:
+        if not isinstance(value, dict):
+            return None
+        found = cls(_positive(value.get("requests_per_min")), _positive(value.get("jobs_per_min")))
+        return found if found.requests_per_min or found.jobs_per_min else None
+
+    def public(self) -> dict[str, int | None]:
+        return {"requests_per_min": self.requests_per_min, "jobs_per_min": self.jobs_per_min}
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """An API key as stored (without the secret)."""
@@ -63,6 +93,7 @@ class KeyRecord:
     scopes: frozenset[str]
     created_at: datetime
     revoked_at: datetime | None = None
+    quota: Quota | None = None
 
     @property
     def revoked(self) -> bool:
@@ -79,6 +110,7 @@ class KeyRecord:
             "scopes": sorted(self.scopes),
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "quota": self.quota.public() if self.quota else None,
         }
 
 
@@ -89,6 +121,7 @@ class Principal:
     key_id: str | None
     name: str
     scopes: frozenset[str] = field(default_factory=lambda: frozenset(SCOPES))
+    quota: Quota | None = None
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
@@ -109,6 +142,7 @@ def _record(key_id: str, value: dict[str, Any]) -> KeyRecord:
         scopes=frozenset(value.get("scopes", ())),
         created_at=datetime.fromtimestamp(float(value.get("created_at", 0)), UTC),
         revoked_at=datetime.fromtimestamp(float(revoked), UTC) if revoked is not None else None,
+        quota=Quota.read(value.get("quota")),
     )
 
 
@@ -123,16 +157,19 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     return wanted
 
 
-def create_key(store: Store, name: str, scopes: Sequence[str]) -> tuple[str, str]:
+def create_key(
+    store: Store, name: str, scopes: Sequence[str], quota: Quota | None = None
+) -> tuple[str, str]:
     """Create a key; return `(key_id, raw_key)`. The raw key cannot be recovered later."""
     wanted = check_scopes(scopes)
     key_id = secrets.token_hex(6)
     raw = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    store.put_record(
-        COLLECTION,
-        key_id,
-        {"name": name, "scopes": wanted, "hash": _hash(raw), "created_at": store.now()},
-    )
+    value: dict[str, Any] = {
+        "name": name, "scopes": wanted, "hash": _hash(raw), "created_at": store.now()
+    }  # fmt: skip
+    if quota is not None and (quota.requests_per_min or quota.jobs_per_min):
+        value["quota"] = quota.public()
+    store.put_record(COLLECTION, key_id, value)
     return key_id, raw
 
 
@@ -162,6 +199,42 @@ def install_key(store: Store, name: str, scopes: Sequence[str], raw: str) -> str
         {"name": name, "scopes": wanted, "hash": _hash(raw), "created_at": store.now()},
     )
     return key_id
+
+
+def set_quota(store: Store, key_id: str, quota: Quota | None) -> KeyRecord:
+    """Set (or with None, remove) a key's quota; every API replica applies it to the key's
+    next request. `KeyError` if the key is unknown."""
+    value = store.get_record(COLLECTION, key_id)
+    if value is None:
+        raise KeyError(key_id)
+    if quota is None or not (quota.requests_per_min or quota.jobs_per_min):
+        value.pop("quota", None)
+    else:
+        value["quota"] = quota.public()
+    store.put_record(COLLECTION, key_id, value)
+    return _record(key_id, value)
+
+
+def take_quota(store: Store, principal: Principal, what: str, n: int = 1) -> None:
+    """Count `n` requests or jobs against the caller's quota; `QuotaExceededError` (429 with
+    Retry-After) when it is used up. Global across API replicas: the bucket is in the store."""
+    quota = principal.quota
+    rate = None if quota is None else getattr(quota, f"{what}_per_min")
+    if rate is None or principal.key_id is None:
+        return
+    if n > rate:
+        raise errors.QuotaExceededError(
+            f"{n} {what} at once is more than the key's quota of {rate} a minute",
+            retry_after_s=QUOTA_PERIOD_S,
+        )
+    wait = store.take_tokens(f"quota:{principal.key_id}:{what}", n, rate, QUOTA_PERIOD_S)
+    if wait > 0:
+        raise errors.QuotaExceededError(
+            f"the API key {principal.name!r} may make {rate} {what} a minute; try again in"
+            f" {wait:.1f}s",
+            retry_after_s=wait,
+            quota=rate,
+        )
 
 
 def list_keys(store: Store) -> list[KeyRecord]:
@@ -300,7 +373,10 @@ class Authenticator:
         if record is not None:
             # A valid key always passes: behind a proxy one address carries every client, and
             # someone else's bad keys must not lock them all out.
-            return Principal(key_id=record.id, name=record.name, scopes=record.scopes)
+            principal = Principal(record.id, record.name, record.scopes, record.quota)
+            if principal.quota is not None and principal.quota.requests_per_min:
+                take_quota(self.store, principal, "requests")
+            return principal
         # Bad attempts are limited per address and per presented key id, so guessing the
         # secret of one key (or any key from one address) slows down to a 429.
         client = request.client.host if request.client else "?"

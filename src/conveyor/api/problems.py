@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,8 @@ async def _conveyor_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500 and exc.status != 503:
         log.error("internal error on %s %s: %s", request.method, request.url.path, exc)
     headers = {"Retry-After": "1"} if exc.status == 503 else None
+    if isinstance(exc, errors.QuotaExceededError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     return problem(
         exc.status, exc.type, exc.message, instance=request.url.path, headers=headers,
         **exc.details,

@@ -1,4 +1,4 @@
-"""`conveyor keys create|list|revoke`: the API keys the HTTP API accepts."""
+"""`conveyor keys create|list|revoke|quota`: the API keys the HTTP API accepts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from conveyor.cli import output
 from conveyor.cli.output import console, err
 
 if TYPE_CHECKING:
+    from conveyor.api.auth import Quota
     from conveyor.store import Store
 
 # Commands import what they use when they run: `conveyor --help` loads none of it.
@@ -30,6 +31,15 @@ def _store(url: str | None) -> Store:
     return open_store(settings.store_url)
 
 
+RequestsOpt = Annotated[
+    int | None,
+    typer.Option(min=0, help="Quota: requests a minute, across all API replicas (0: none)."),
+]
+JobsOpt = Annotated[
+    int | None, typer.Option(min=0, help="Quota: jobs submitted a minute (0: none).")
+]
+
+
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="What the key is for, e.g. ci or billing-svc.")],
@@ -45,6 +55,8 @@ def create(
             " (idempotent: for deployments that keep the key in a secret).",
         ),
     ] = None,
+    requests_per_minute: RequestsOpt = None,
+    jobs_per_minute: JobsOpt = None,
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -62,7 +74,8 @@ def create(
             key_id = auth.install_key(opened, name, scopes, raw)
             err.print(f"key [bold]{key_id}[/] from {from_env} is installed ({', '.join(scopes)})")
             return
-        key_id, raw = auth.create_key(opened, name, scopes)
+        quota = auth.Quota(requests_per_minute or None, jobs_per_minute or None)
+        key_id, raw = auth.create_key(opened, name, scopes, quota)
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -94,11 +107,12 @@ def list_(
         output.print_json([k.public() for k in found])
         return
     table = Table(box=None, header_style="bold")
-    for column in ("ID", "NAME", "SCOPES", "CREATED", "STATUS"):
+    for column in ("ID", "NAME", "SCOPES", "QUOTA", "CREATED", "STATUS"):
         table.add_column(column)
     for k in found:
         status = f"[red]revoked {output.ago(k.revoked_at)}[/]" if k.revoked else "[green]active[/]"
-        table.add_row(k.id, k.name, ",".join(sorted(k.scopes)), output.ago(k.created_at), status)
+        table.add_row(k.id, k.name, ",".join(sorted(k.scopes)), quota_text(k.quota),
+                      output.ago(k.created_at), status)  # fmt: skip
     console.print(table)
 
 
@@ -119,3 +133,43 @@ def revoke(
     finally:
         opened.close()
     console.print(f"{key_id} revoked")
+
+
+def quota_text(quota: Quota | None) -> str:
+    if quota is None:
+        return "-"
+    parts = []
+    if quota.requests_per_min:
+        parts.append(f"{quota.requests_per_min} req/min")
+    if quota.jobs_per_min:
+        parts.append(f"{quota.jobs_per_min} jobs/min")
+    return ", ".join(parts)
+
+
+@app.command("quota")
+def quota(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `conveyor keys list`.")],
+    requests_per_minute: RequestsOpt = None,
+    jobs_per_minute: JobsOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Set a key's submission quota (429 with Retry-After beyond it); applies to its next
+    request on every API replica. An option left out keeps its value; 0 removes it."""
+    from conveyor.api import auth
+
+    opened = _store(store)
+    try:
+        current = next((k.quota for k in auth.list_keys(opened) if k.id == key_id), None)
+        requests = current.requests_per_min if current else None
+        jobs = current.jobs_per_min if current else None
+        if requests_per_minute is not None:
+            requests = requests_per_minute or None
+        if jobs_per_minute is not None:
+            jobs = jobs_per_minute or None
+        record = auth.set_quota(opened, key_id, auth.Quota(requests, jobs))
+    except KeyError:
+        err.print(f"[red]error:[/] no API key with id {key_id!r}")
+        raise typer.Exit(1) from None
+    finally:
+        opened.close()
+    console.print(f"{key_id}: quota {quota_text(record.quota)}")

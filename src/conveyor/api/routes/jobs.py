@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from conveyor import errors
-from conveyor.api.auth import Principal, require_scope
+from conveyor.api.auth import Principal, require_scope, take_quota
 from conveyor.api.batcher import SubmitBatcher
 from conveyor.api.deps import ServiceDep, per_app
 from conveyor.api.schemas import BatchResult, BatchSubmit, problems
@@ -148,7 +148,7 @@ def json_response(body: BaseModel, status: int, headers: dict[str, str] | None =
             "description": "Idempotent replay: the job(s) first created with this key; or"
             " the job already holding the `unique_key`.",
         },
-        **problems(401, 403, 404, 413, 422),
+        **problems(401, 403, 404, 413, 422, 429),
     },
     openapi_extra={
         "parameters": [
@@ -184,8 +184,11 @@ async def submit(request: Request) -> Response:
     """
     # The hot path: auth and the header by hand, not as FastAPI dependencies, which cost a
     # quarter of this route's CPU; the OpenAPI above documents them all the same.
-    await _require_submit(request)
+    principal = await _require_submit(request)
     jobs, files, batch = parse_submit(await read_json(request), idempotency_header(request))
+    if principal.quota is not None and principal.quota.jobs_per_min:
+        store = request.app.state.service.store
+        await run_in_threadpool(take_quota, store, principal, "jobs", len(jobs))
     if any(files):
         service: Service = request.app.state.service
         created, replay = await run_in_threadpool(submit_with_files, service, jobs, files)
