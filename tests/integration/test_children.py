@@ -13,14 +13,17 @@ from conveyor.models import JobFilter, JobState, NewJob
 from conveyor.service import Service
 from conveyor.storage import open_storage
 from conveyor.store import Store, open_store
+from tests.backends import Backend
 from tests.integration.harness import start_worker, stop, wait_state, worker_env
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'home' / 'conveyor.db'}"
+def url(backend: Backend) -> str:
+    if not backend.shared:
+        pytest.skip("workers need a store other processes can open")
+    return backend.url
 
 
 @pytest.fixture

@@ -65,10 +65,12 @@ class Settler:
                 self._busy = True
             try:
                 self._write(batch)
+                # Before we look idle: a settlement can make work (a retry, a released
+                # dependent, a parent whose children ended) that a burst worker must not miss.
+                self._on_commit()
             finally:
                 with self._cond:
                     self._busy = False
-            self._on_commit()
 
     def _write(self, batch: list[Settlement]) -> None:
         try:

@@ -164,7 +164,7 @@ class Supervisor:
     def _finished(self) -> bool:
         if self.draining:
             return not any(s.process for s in self.slots) and self.settler.idle
-        if not self.burst or not self._last_claim_empty:
+        if not self.burst or not self._last_claim_empty or self._retry_claim:
             return False
         busy = self.buffer or any(s.jobs for s in self.slots) or not self.settler.idle
         return not busy
