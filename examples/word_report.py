@@ -1,4 +1,4 @@
-"""An example kind: `conveyor worker --import examples.word_report`."""
+"""An example kind: count words, report progress, write a file (docs/howto/write-a-kind.md)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
@@ -219,7 +221,14 @@ def schedule(id: str, **fields: Any) -> None:
 
 
 def import_kinds(modules: Iterable[str]) -> Registry:
-    """Import the modules that declare kinds; return the registry they filled."""
+    """Import the modules that declare kinds; return the registry they filled.
+
+    The current directory is searched too (after everything else, so a file there never
+    shadows an installed package): `conveyor worker -i my_kinds` finds `./my_kinds.py` as
+    `python -m` would, though the `conveyor` script does not put its folder on `sys.path`."""
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
     for module in modules:
         try:
             importlib.import_module(module)
