@@ -114,3 +114,27 @@ def child(inp: dict[str, object], ctx: Context) -> object:
     if inp.get("fail"):
         raise conveyor.PermanentError(f"child {inp['i']} fails")
     return inp["i"]
+
+
+class FetchIn(BaseModel):
+    url: str
+
+
+@conveyor.task("test.fetch", input=FetchIn, max_attempts=1)
+def fetch(inp: FetchIn, ctx: Context) -> dict[str, int]:
+    """GET a URL with httpx (a handler's own outgoing call: tracing must follow it)."""
+    import httpx
+
+    return {"status": httpx.get(inp.url, timeout=30).status_code}
+
+
+class SayIn(BaseModel):
+    message: str
+
+
+@conveyor.task("test.say", input=SayIn, max_attempts=1)
+def say(inp: SayIn, ctx: Context) -> None:
+    """Log a warning through Python logging from inside the handler."""
+    import logging
+
+    logging.getLogger("tests.say").warning(inp.message)

@@ -30,6 +30,7 @@ from conveyor.models import (
 )
 from conveyor.storage import BlobInfo, BlobStorage, check_name, job_key, job_prefix
 from conveyor.store.base import IDEMPOTENCY_WINDOW_S, JobSpec, Store
+from conveyor.telemetry import tracing
 from conveyor.webhooks.config import validate_webhook
 
 KINDS_TTL_S = 2.0
@@ -94,6 +95,10 @@ class Service:
 
     def submit_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Validate and enqueue up to 1,000 jobs atomically (all or none)."""
+        if tracing.ENABLED:
+            from conveyor.telemetry import spans
+
+            return spans.submit(jobs, lambda stamped: self.store.enqueue(self.prepare(stamped)))
         return self.store.enqueue(self.prepare(jobs))
 
     def prepare(self, jobs: Sequence[NewJob]) -> list[JobSpec]:
@@ -234,5 +239,7 @@ class SchemaCheck:
 def request_hash(job: NewJob) -> str:
     """A fingerprint of what was asked, to tell a retry from a different request."""
     body = job.model_dump(mode="json", exclude={"idempotency_key"})
+    # A retried request is the same request in another trace: its traceparent tag is not asked.
+    body["tags"] = [tag for tag in body["tags"] if not tag.startswith(tracing.TAG)]
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,11 @@ class Settings(BaseSettings):
     )
     header_timeout_s: float = Field(
         10.0, gt=0, description="Time for a request's headers to arrive (408, then closed)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines for a terminal (text) or one JSON object per line (json), with "
+        "job id, kind, attempt, worker and trace id on lines about a job; `--log-format`.",
     )
     url: str | None = Field(None, description="A conveyor API to talk to instead of the store.")
     token: str | None = Field(None, description="Bearer API key for `url`.")

@@ -19,6 +19,7 @@ from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.storage import open_storage
 from conveyor.store import Store, open_store
+from conveyor.telemetry import tracing
 
 log = logging.getLogger("conveyor.api")
 
@@ -69,6 +70,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         version="0.1.0",
         description="Submit jobs, watch their progress, cancel them, fetch results and files.",
         lifespan=lifespan,
+        # Request spans come from conveyor's own middleware (the same on every FastAPI
+        # version); FastAPI >= 0.165 would add a second server span per request.
+        telemetry={"tracing": False},
     )
     problems.install(app)
     app.add_middleware(JsonGuard)  # before any route parses a body
@@ -85,4 +89,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from conveyor.dashboard.routes import router as dashboard
 
     app.include_router(dashboard)
+    if tracing.configure():
+        from conveyor.telemetry.asgi import TraceMiddleware
+
+        app.add_middleware(TraceMiddleware)
     return app

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from conveyor import errors
 from conveyor.models import Job, NewJob
 from conveyor.service import MAX_BATCH, Service
+from conveyor.telemetry import tracing
 
 log = logging.getLogger("conveyor.api")
 
@@ -52,6 +53,10 @@ class SubmitBatcher:
 
     async def submit(self, jobs: list[NewJob]) -> tuple[list[Job], bool]:
         loop = asyncio.get_running_loop()
+        if tracing.ENABLED:  # the commit runs on another thread: the jobs carry the request's trace
+            from conveyor.telemetry import spans
+
+            jobs = spans.stamp(jobs)
         item = _Pending(jobs, loop.create_future(), loop)
         self._queue.put(item)
         self._ensure_thread()

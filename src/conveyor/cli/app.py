@@ -508,6 +508,7 @@ def worker(
     store: StoreOpt = None,
     imports: ImportOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    log_format: serve.LogFormatOpt = None,
 ) -> None:
     """Run a worker: a supervisor with N child processes serving the given queues."""
     from conveyor import limits
@@ -515,7 +516,8 @@ def worker(
     from conveyor.store import open_store
     from conveyor.worker.supervisor import Supervisor
 
-    setup_logging(log_level)
+    if serve.log_config(log_level, log_format) is None:
+        setup_logging(log_level)
     settings = settings_for(store, imports)
     if queues:
         settings = settings.model_copy(update={"queues": ",".join(queues)})

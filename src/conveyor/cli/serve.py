@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -36,6 +37,31 @@ ImportOpt = Annotated[
 ]
 
 LogOpt = Annotated[str, typer.Option(help="debug, info, warning, error.")]
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+LogFormatOpt = Annotated[
+    LogFormat | None,
+    typer.Option(
+        "--log-format",
+        help="text (for a terminal) or json (one object per line); CONVEYOR_LOG_FORMAT.",
+    ),
+]
+
+
+def log_config(level: str, log_format: LogFormat | None) -> dict[str, Any] | None:
+    """JSON logging when asked for (by the flag or CONVEYOR_LOG_FORMAT): configured now, and
+    returned as uvicorn's `log_config`; None keeps the terminal format."""
+    from conveyor.telemetry import logs
+
+    if (log_format or logs.wanted()) != "json":
+        return None
+    logs.use_json(level)
+    return logs.dict_config(level)
 
 
 def _settings(store: str | None, imports: list[str] | None, demo: bool = False) -> Settings:
@@ -87,7 +113,9 @@ def register_kinds(store: Store, settings: Settings) -> None:
         Schedules(service).register(declared)
 
 
-def _server(settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Server:
+def _server(
+    settings: Settings, host: str, port: int, log_level: str, json_logs: dict[str, Any] | None
+) -> uvicorn.Server:
     import uvicorn
 
     from conveyor.api.app import create_app
@@ -98,8 +126,13 @@ def _server(settings: Settings, host: str, port: int, log_level: str) -> uvicorn
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level.lower(), access_log=False,
         timeout_graceful_shutdown=5, lifespan="on", **server_options(),
+        **_uvicorn_logging(json_logs),
     )  # fmt: skip
     return uvicorn.Server(config)
+
+
+def _uvicorn_logging(json_logs: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if json_logs is None else {"log_config": json_logs}
 
 
 def _url(server: uvicorn.Server, host: str) -> str:
@@ -119,6 +152,7 @@ def api(
         int, typer.Option("--processes", "-p", min=1, max=64, help="API server processes.")
     ] = 1,
     log_level: LogOpt = "info",
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve the HTTP API (docs at /docs). Workers run separately: `conveyor worker`."""
     import uvicorn
@@ -126,6 +160,7 @@ def api(
     from conveyor.api.http import server_options
     from conveyor.store import open_store
 
+    json_logs = log_config(log_level, log_format)
     settings = _settings(store, imports)
     opened = open_store(settings.store_url)
     try:
@@ -135,7 +170,7 @@ def api(
         opened.close()
     err.print(f"conveyor API on [bold]http://{host}:{port}[/] (docs: /docs)")
     if processes == 1:
-        _server(settings, host, port, log_level).run()
+        _server(settings, host, port, log_level, json_logs).run()
         return
     # Several processes share the socket; each builds its app from the environment.
     os.environ["CONVEYOR_STORE"] = settings.store_url
@@ -143,7 +178,7 @@ def api(
     uvicorn.run(
         "conveyor.api.app:create_app", factory=True, host=host, port=port, workers=processes,
         log_level=log_level.lower(), access_log=False, timeout_graceful_shutdown=5,
-        **server_options(),
+        **server_options(), **_uvicorn_logging(json_logs),
     )  # fmt: skip
 
 
@@ -157,6 +192,7 @@ def up(
     store: StoreOpt = None,
     imports: ImportOpt = None,
     log_level: LogOpt = "info",
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run everything on this machine: the API, a worker supervisor and the lease sweeper.
 
@@ -168,7 +204,9 @@ def up(
     from conveyor.store import open_store
     from conveyor.worker.supervisor import Supervisor
 
-    setup_logging(log_level)
+    json_logs = log_config(log_level, log_format)
+    if json_logs is None:
+        setup_logging(log_level)
     settings = _settings(store, imports, demo)
     worker_store = open_store(settings.store_url)
     check_bind(worker_store, host)
@@ -176,7 +214,7 @@ def up(
     worker_store.register_kinds(infos)
     limits.register(worker_store, infos)  # the limits the kinds declare, unless an admin set them
     supervisor = Supervisor(worker_store, settings, concurrency=concurrency)
-    server = _server(settings, host, port, log_level)
+    server = _server(settings, host, port, log_level, json_logs)
     thread = threading.Thread(target=server.run, name="conveyor-api", daemon=True)
     thread.start()
     ready = threading.Event()

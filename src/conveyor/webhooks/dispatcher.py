@@ -43,6 +43,7 @@ from conveyor.ids import uuid7
 from conveyor.models import Job, JobEvent
 from conveyor.store.base import Store, jobs_by_id
 from conveyor.store.routes import Routes
+from conveyor.telemetry import tracing
 from conveyor.webhooks import endpoints
 from conveyor.webhooks.config import WebhookSettings, WebhookSpec, event_type, parse_spec
 from conveyor.webhooks.process import SupervisedProcess
@@ -97,6 +98,7 @@ class Dispatcher:
         # deliveries that already exist. Later batches are new (the cursor moved past them).
         self.recheck = True
         self.routes = Routes(store)
+        tracing.configure()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -246,6 +248,8 @@ class Dispatcher:
             "created_at": now,
             "next_at": now,
         }
+        if parent := tracing.traceparent_of(job.tags):
+            delivery["traceparent"] = parent  # each attempt's span joins the job's trace
         self.store.put_record(PENDING, key, delivery)  # one durable write per message
 
     # -- sending ----------------------------------------------------------------------------------
@@ -312,7 +316,14 @@ class Dispatcher:
             return Outcome(None, error=str(exc))
         headers = sign_headers(secrets, delivery["id"], int(time.time()), body)
         headers["content-type"] = "application/json"
-        return self.sender.send(delivery["method"], delivery["url"], headers, body)
+        if not tracing.ENABLED:
+            return self.sender.send(delivery["method"], delivery["url"], headers, body)
+        from conveyor.telemetry import spans
+
+        with spans.webhook(delivery, headers) as span:  # headers gain its traceparent
+            outcome = self.sender.send(delivery["method"], delivery["url"], headers, body)
+            spans.webhook_result(span, outcome.status_code, outcome.error)
+        return outcome
 
     def _retry_later(self, key: str, delivery: dict[str, Any], now: float) -> None:
         n = delivery["attempt_count"]

@@ -36,6 +36,8 @@ from pydantic import BaseModel, ValidationError
 from conveyor import errors
 from conveyor.kinds.registry import KindSpec, Registry, import_kinds
 from conveyor.storage import BlobStorage, open_storage
+from conveyor.telemetry import logs, tracing
+from conveyor.telemetry.worker import wrap_run
 from conveyor.worker.context import Context, JobCancelled, PermanentError
 from conveyor.worker.continuation import resume_entry, wait_outcome
 
@@ -275,10 +277,13 @@ def child_main(
     """Entry point of a child process (spawned by the supervisor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which drains
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
-    logging.basicConfig(level=logging.WARNING)
+    logs.setup_child()
+    tracing.configure()
     child = Child(conn, import_kinds(imports), open_storage(storage_url), shared)
+    child.run = wrap_run(child.run)  # type: ignore[method-assign,assignment]  # as is unless traced/JSON
     try:
         child.serve()
     finally:
         conn.close()
+        tracing.flush()  # os._exit skips the exporters' exit hooks
         os._exit(0)

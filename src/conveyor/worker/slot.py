@@ -20,6 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from conveyor.models import Job, Progress
+from conveyor.telemetry import tracing
 from conveyor.worker.child import SEQ, SINCE, child_main
 
 KillReason = Literal["timeout", "cancel", "drain", "lost"]
@@ -50,6 +51,11 @@ class InFlight:
                    "input": job.input, "attempt": job.attempt}  # fmt: skip
         if job.continuation is not None:  # resumed after its children (continuation.py)
             message["resume"] = job.continuation
+        if tracing.ENABLED:
+            from conveyor.telemetry import spans
+
+            if (fields := spans.run_fields(job)) is not None:
+                message["trace"] = fields
         return message
 
 

@@ -30,9 +30,12 @@ from conveyor.kinds.registry import KindSpec, import_kinds
 from conveyor.models import JobError, Progress, WorkerInfo, utcnow
 from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
-from conveyor.store.base import Beat, BeatStatus, Settlement, Store
+from conveyor.store.base import Beat, BeatStatus, Settlement, Store, jobs_by_id
 from conveyor.store.rules import Outcome
 from conveyor.worker import continuation
+from conveyor.telemetry import tracing
+from conveyor.telemetry.logs import job_fields
+from conveyor.telemetry.worker import WORKER_ENV
 from conveyor.worker.child import SHORT_JOB_S
 from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
@@ -107,11 +110,13 @@ class Supervisor:
         self.settler = Settler(store, self._committed)
         self.spawns = continuation.SpawnResolver(store, [spec.info() for spec in specs])
         self.fence = FenceWatchdog(self.slots, settings.lease_s, settings.heartbeat_s)
+        tracing.configure()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def run(self, on_ready: Callable[[], None] | None = None) -> dict[str, int]:
         """Serve until drained (SIGTERM/SIGINT, `stop()`, or an empty queue with `burst`)."""
+        os.environ[WORKER_ENV] = self.id  # children inherit it: their logs and spans name us
         for slot in self.slots:
             slot.start()
         self._beat_worker("running")
@@ -261,6 +266,10 @@ class Supervisor:
             if claimed and any(job.continuation is not None for job in claimed):
                 self._store_call(continuation.load_children, self.store, claimed)
             if claimed is not None:
+                if tracing.ENABLED and claimed:
+                    from conveyor.telemetry import spans
+
+                    spans.claimed(claimed, self.id, sent_at)
                 self.buffer.extend(
                     InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease
                 )
@@ -360,7 +369,7 @@ class Supervisor:
         error = JobError(**message["error"]) if message.get("error") else None
         if error is not None:
             log.warning("job %s (%s) failed: %s: %s", item.id, item.job.kind, error.type,
-                        error.message)  # fmt: skip
+                        error.message, extra=job_fields(item.job, self.id))  # fmt: skip
         self._settle(item, outcome, result=message.get("result"), error=error,
                      retry=message.get("retry", True))  # fmt: skip
 
@@ -450,11 +459,13 @@ class Supervisor:
                 status = statuses.get(item.id)
                 if status is BeatStatus.CANCEL and not item.cancel:
                     item.cancel = True
-                    log.info("job %s: cancel requested", item.id)
+                    log.info("job %s: cancel requested", item.id,
+                             extra=job_fields(item.job, self.id))  # fmt: skip
                     slot.control("cancel", id=item.id)
                 elif status is BeatStatus.LOST and not item.lost:
                     item.lost = True
-                    log.warning("job %s: lease lost (rescued elsewhere); stopping it", item.id)
+                    log.warning("job %s: lease lost (rescued elsewhere); stopping it", item.id,
+                                extra=job_fields(item.job, self.id))  # fmt: skip
                     slot.control("cancel", id=item.id)
 
     def _drop_lapsed(self, now: float) -> None:
@@ -477,7 +488,8 @@ class Supervisor:
                 elif running.cancel:
                     slot.kill("cancel", now, delay=self.settings.cancel_grace_s, item=running)
                 elif timeout and now - slot.running_since > timeout:
-                    log.warning("job %s: timed out after %.1fs; killing it", running.id, timeout)
+                    log.warning("job %s: timed out after %.1fs; killing it", running.id, timeout,
+                                extra=job_fields(running.job, self.id))  # fmt: skip
                     slot.kill("timeout", now, item=running)
             drained = self.drain_deadline is not None and now >= self.drain_deadline
             if drained and slot.process is not None and slot.kill_reason is None:
@@ -509,16 +521,25 @@ class Supervisor:
                 # It ran, but its outcome was still held back in the child: run it again.
                 self._settle(item, Outcome.LOST)
             elif reason == "timeout" and item is target:
+                self._traced_kill(item, "timeout", slot)
                 self._settle(item, Outcome.FAILED, error=_timeout_error(item))
             elif item.cancel:
                 self._settle(item, Outcome.CANCELLED)
             elif reason == "drain":
                 self._settle(item, Outcome.RELEASED)
             elif reason != "lost":
-                log.warning("job %s: worker process died (exit %s); will retry", item.id, code)
+                log.warning("job %s: worker process died (exit %s); will retry", item.id, code,
+                            extra=job_fields(item.job, self.id))  # fmt: skip
+                self._traced_kill(item, "worker_lost", slot)
                 self._settle(item, Outcome.LOST)
         if restart:
             slot.restart_at = time.monotonic() + slot.restart_delay()
+
+    def _traced_kill(self, item: InFlight, reason: str, slot: Slot) -> None:
+        if tracing.ENABLED:
+            from conveyor.telemetry import spans
+
+            spans.attempt_killed(item.job, reason, slot.running_since, self.id)
 
     def _sweep(self, now: float) -> None:
         if now - self.last_sweep < self.settings.sweep_s:
@@ -527,6 +548,11 @@ class Supervisor:
         rescued = self._store_call(self.store.rescue)
         if rescued:
             log.warning("rescued %d jobs whose worker's lease expired", len(rescued))
+            if tracing.ENABLED:
+                from conveyor.telemetry import spans
+
+                found = self._store_call(jobs_by_id, self.store, rescued)
+                spans.rescued(list((found or {}).values()), self.id)
         if now - self.last_prune >= PRUNE_EVERY_S and self.settings.retention_s > 0:
             self.last_prune = now
             pruned = self._store_call(
