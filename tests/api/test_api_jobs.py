@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -196,8 +197,15 @@ def test_catalog_health_metrics_docs(api: ApiServer, http: httpx.Client) -> None
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").json() == {"status": "ready"}
     http.post("/v1/jobs", json={"kind": "noop", "tags": ["metrics"]})
+    http.post("/v1/jobs", json={"kind": "demo.fail", "input": {"permanent": True}})
     api.run_worker()
     text = http.get("/metrics").text
+    # What the chart's alert rules and the Grafana dashboard read (deploy/monitoring).
+    assert re.search(r"^conveyor_store_up 1\.0$", text, re.M)
+    assert re.search(r'^conveyor_queue_workers\{queue="default"\} 0\.0$', text, re.M)
+    assert re.search(r"^conveyor_webhook_pending 0\.0$", text, re.M)
+    assert "conveyor_webhook_oldest_pending_age_seconds 0.0" in text
+    assert 'conveyor_job_failures_total{kind="demo.fail",reason="error"} 1.0' in text
     assert 'conveyor_queue_jobs{queue="default",state="queued"}' in text
     assert 'conveyor_job_transitions_total{kind="noop",state="succeeded"}' in text
     assert "conveyor_job_duration_seconds_bucket" in text

@@ -7,8 +7,10 @@ this API), cost nothing between scrapes, and survive without any per-request boo
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -16,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conveyor import errors
 from conveyor.models import JobEvent, JobState
 from conveyor.store import Store
 from conveyor.store.base import jobs_by_id
@@ -26,25 +29,59 @@ MAX_EVENTS_PER_SCRAPE = 50_000
 
 
 class QueueCollector(Collector):
-    """Queue depth by state, oldest waiting age, live workers: read from the store at scrape."""
+    """Queue depth by state, oldest waiting age, live workers (in all and per queue), the
+    webhook backlog and whether the store answered: read from the store at scrape."""
 
     def __init__(self) -> None:
         self.store: Store | None = None
 
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("conveyor_queue_jobs", "Jobs per queue and state.",
-                                 labels=["queue", "state"])  # fmt: skip
         if self.store is None:
             return
+        up = GaugeMetricFamily("conveyor_store_up", "1 if the store answered this scrape.")
+        try:
+            found = list(self._from_store(self.store))
+        except errors.StoreUnavailableError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield from (*found, up)
+
+    def _from_store(self, store: Store) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("conveyor_queue_jobs", "Jobs per queue and state.",
+                                 labels=["queue", "state"])  # fmt: skip
         age = GaugeMetricFamily("conveyor_queue_oldest_age_seconds",
                                 "Age of the oldest queued job.", labels=["queue"])  # fmt: skip
-        for s in self.store.queue_stats():
+        stats = store.queue_stats()
+        for s in stats:
             for state in JobState:
                 jobs.add_metric([s.name, state], getattr(s, state.value))
             age.add_metric([s.name], s.oldest_queued_age_s or 0.0)
+        live = [w for w in store.workers() if w.state != "stopped"]
         workers = GaugeMetricFamily("conveyor_workers", "Live worker supervisors.")
-        workers.add_metric([], len(self.store.workers()))
-        yield from (jobs, age, workers)
+        workers.add_metric([], len(live))
+        serving = GaugeMetricFamily("conveyor_queue_workers",
+                                    "Live worker supervisors serving each queue (0: none).",
+                                    labels=["queue"])  # fmt: skip
+        per_queue = Tally(q for w in live for q in w.queues)
+        for name in sorted({s.name for s in stats} | set(per_queue)):
+            serving.add_metric([name], per_queue.get(name, 0))
+        yield from (jobs, age, workers, serving, *webhook_backlog(store))
+
+
+def webhook_backlog(store: Store) -> Iterator[Metric]:
+    """Webhook messages not yet delivered (or given up), and how long the oldest has waited."""
+    from conveyor.webhooks.dispatcher import PENDING
+
+    pending = store.list_records(PENDING)
+    count = GaugeMetricFamily("conveyor_webhook_pending", "Webhook messages waiting to be sent.")
+    count.add_metric([], len(pending))
+    oldest = min((float(v.get("created_at", 0)) for _, v in pending), default=None)
+    age = GaugeMetricFamily("conveyor_webhook_oldest_pending_age_seconds",
+                            "Age of the oldest webhook message still pending.")  # fmt: skip
+    age.add_metric([], 0.0 if oldest is None else max(0.0, store.now() - oldest))
+    yield from (count, age)
 
 
 class Metrics:
@@ -66,6 +103,8 @@ class Metrics:
                                   buckets=TIME_BUCKETS, registry=self.registry)  # fmt: skip
         self.wait = Histogram("conveyor_job_wait_seconds", "Due (run_at) to started.", ["kind"],
                               buckets=TIME_BUCKETS, registry=self.registry)  # fmt: skip
+        self.failures = Counter("conveyor_job_failures", "Jobs that failed for good, by reason.",
+                                ["kind", "reason"], registry=self.registry)  # fmt: skip
         self._cursor = 0
         self._lock = threading.Lock()
 
@@ -73,7 +112,9 @@ class Metrics:
         """Catch up with the store's feed, then the exposition text."""
         with self._lock:
             self.queues.store = store
-            self._read_feed(store)
+            # A store outage shows as conveyor_store_up 0 (the collector), not a failed scrape.
+            with contextlib.suppress(errors.StoreUnavailableError):
+                self._read_feed(store)
         return generate_latest(self.registry)
 
     def _read_feed(self, store: Store) -> None:
@@ -101,6 +142,9 @@ class Metrics:
                 self.duration.labels(job.kind, state).observe(
                     max(0.0, (job.finished_at - job.started_at).total_seconds())
                 )
+            if state == "failed":
+                reason = job.error.reason if job.error else "unknown"
+                self.failures.labels(job.kind, reason or "unknown").inc()
 
 
 class MetricsMiddleware:
