@@ -121,7 +121,11 @@ def test_one_trace_from_the_clients_submit_to_the_handlers_own_http_call(
         seen = all(len(attempts[j]) == n for j, n in runs.items()) and len(posts) == 4
         return spans if seen and any(s.kind == CLIENT for s in spans) else None
 
-    spans = wait_for(complete, timeout=30, what="every span in the receiver")
+    try:
+        spans = wait_for(complete, timeout=90, what="every span in the receiver")
+    except AssertionError as exc:
+        got = sorted((s.name, s.attributes.get("conveyor.job.id", "")) for s in received.spans)
+        raise AssertionError(f"{exc}; received {got}") from None
     assert {s.service for s in spans} == {"conveyor-test"}
 
     # The API's request span is a child of the client's span; the enqueue is inside it.
