@@ -32,10 +32,10 @@ from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
 from conveyor.store.base import Beat, BeatStatus, Settlement, Store, jobs_by_id
 from conveyor.store.rules import Outcome
-from conveyor.worker import continuation
 from conveyor.telemetry import tracing
 from conveyor.telemetry.logs import job_fields
 from conveyor.telemetry.worker import WORKER_ENV
+from conveyor.worker import continuation
 from conveyor.worker.child import SHORT_JOB_S
 from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
