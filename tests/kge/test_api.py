@@ -69,7 +69,7 @@ def test_the_model_beats_a_random_ranker_on_held_out_triples(
     env: Env, trained: dict[str, Any]
 ) -> None:
     dataset = env.http.get(f"/kge/datasets/{trained['id']}").json()["dataset"]
-    assert dataset["status"] == "indexed"
+    assert (dataset["status"], dataset["status_name"]) == (6, "indexed")  # trained | indexed
     assert (dataset["triples"], dataset["entities"], dataset["relations"]) == (1992, 14, 55)
     metrics = dataset["metrics"]
     print(f"\nNations TransE: {metrics}")
@@ -93,10 +93,12 @@ def test_index_agrees_with_exact_search_and_distances_match_embeddings(
     assert all(v.shape == (32,) for v in vectors.values())
     overlap = []
     for entity in entities:
-        r = env.http.get(f"/kge/datasets/{dataset_id}/similar_entities/{entity}?limit=10")
+        r = env.http.get(f"/kge/datasets/{dataset_id}/similar_entities/{entity}?limit=9")
         assert r.status_code == 200, r.text
         answer = r.json()["similar_entities"]
-        assert answer["entity"] == entity and answer["limit"] == 10
+        # The original's shape and count: limit + 1 entities, the entity itself first.
+        assert answer["entity"] == {"value": entity, "type": "uri"}
+        assert (answer["limit"], answer["search_k"], len(answer["response"])) == (10, -1, 10)
         got = [(x["distance"], x["entity"]) for x in answer["response"]]
         exact = sorted((float(np.linalg.norm(vectors[e] - vectors[entity])), e) for e in entities)
         overlap.append(len({e for _, e in got} & {e for _, e in exact[:10]}) / 10)
@@ -113,7 +115,11 @@ def test_index_agrees_with_exact_search_and_distances_match_embeddings(
         json={"entity": {"value": vectors["china"].tolist(), "type": "embedding"}},
     )
     assert by_vector.status_code == 200, by_vector.text
-    assert by_vector.json()["similar_entities"]["response"][0]["entity"] == "china"
+    nearest = by_vector.json()["similar_entities"]
+    assert nearest["response"][0]["entity"] == "china" and nearest["limit"] == 4
+    assert nearest["entity"] == {"value": vectors["china"].tolist(), "type": "embedding"}
+    with_k = env.http.get(f"/kge/datasets/{dataset_id}/similar_entities/usa?limit=2&search_k=50")
+    assert with_k.json()["similar_entities"]["search_k"] == 50
     suggest = env.http.post(f"/kge/datasets/{dataset_id}/suggest_name", json={"input": "bra"})
     assert [s["entity"]["entity"] for s in suggest.json()] == ["brazil"]
 
@@ -127,6 +133,13 @@ def test_bad_input_is_named(env: Env, trained: dict[str, Any]) -> None:
     assert r.json()["entities"] == ["atlantis"]
     r = env.http.get(f"/kge/datasets/{dataset_id}/similar_entities/atlantis")
     assert r.status_code == 404 and "atlantis" in r.json()["detail"]
+    for value in ([0.5] * 5, "usa"):  # a vector of the wrong size; a URI sent as an embedding
+        r = env.http.post(f"/kge/datasets/{dataset_id}/similar_entities",
+                          json={"entity": {"value": value, "type": "embedding"}})  # fmt: skip
+        assert r.status_code == 422 and "32 numbers" in r.json()["detail"], r.text
+    r = env.http.post(f"/kge/datasets/{dataset_id}/similar_entities",
+                      json={"entity": {"value": [1.0], "type": "uri"}})  # fmt: skip
+    assert r.status_code == 422, r.text
 
     fresh = env.dataset("bad-input")
     body = "a\tb\tc\nonly two\tterms\nd\te\tf\n\t\tx\n"
@@ -173,7 +186,7 @@ def test_cancel_mid_training_leaves_the_dataset_untrained(env: Env) -> None:
     assert job.state is JobState.CANCELLED
     assert job.progress is not None and job.progress.current < 2000
     dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
-    assert dataset["status"] == "untrained" and dataset["task"] is None
+    assert dataset["status"] == 0 and dataset["task"] is None
     r = env.http.post(f"/kge/datasets/{dataset_id}/embeddings", json={"entities": ["usa"]})
     assert r.status_code == 409  # no partial model is served
     assert env.http.delete(f"/kge/tasks/{task_id}").status_code == 409  # already ended
@@ -205,6 +218,20 @@ def test_import_ntriples_file_through_a_job(env: Env) -> None:
     ]  # fmt: skip
     bob = env.http.post(f"/kge/datasets/{dataset_id}/suggest_name", json={"input": "bo"})
     assert [s["entity"]["entity"] for s in bob.json()] == [f"{ex}bob"]
+    # The original's autocomplete index: a job builds the table suggest_name then reads.
+    r = env.http.post(f"/kge/datasets/{dataset_id}/generate_autocomplete_index",
+                      json={"langs": ["en", "es"]})  # fmt: skip
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/kge/tasks/{r.json()['task']['id']}"
+    assert env.finish(r.json()["task"]["id"], timeout=60)[-1]["state"] == "SUCCESS"
+    dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
+    assert dataset["status"] == 2 | 8  # trained, search-indexed
+    again = env.http.post(f"/kge/datasets/{dataset_id}/suggest_name", json={"input": "ali"})
+    assert again.json() == alice.json()
+    for bad_langs in ({}, {"langs": "en"}, {"langs": ["English"]}):
+        r = env.http.post(f"/kge/datasets/{dataset_id}/generate_autocomplete_index",
+                          json=bad_langs)  # fmt: skip
+        assert r.status_code == 422, (bad_langs, r.text)
     bad = env.http.post(
         f"/kge/datasets/{dataset_id}/import?format=nt&ignore_status=true",
         content=b"<a> <b> .\nnot rdf\n",
@@ -261,7 +288,7 @@ def test_worker_child_killed_mid_training_is_retried_and_completes(env: Env) -> 
     job = env.store.get(task_id)
     assert job.attempt == 2 and job.result is not None and job.result["epochs"] == 15
     dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
-    assert dataset["status"] == "trained"
+    assert (dataset["status"], dataset["status_name"]) == (2, "trained")
 
 
 def test_triples_body_formats(env: Env) -> None:
@@ -286,3 +313,32 @@ def test_triples_body_formats(env: Env) -> None:
     assert bad_json.status_code == 400 and bad_json.json()["lines"][0]["line"] == 1
     dataset = env.http.get(f"/kge/datasets/{dataset_id}").json()["dataset"]
     assert (dataset["triples"], dataset["entities"]) == (2, 4)
+
+
+def test_the_originals_shapes_and_ids_that_are_never_reused(env: Env) -> None:
+    """GET /datasets/ items are {"dataset": {...}}; /algorithms/ a bare list, one a bare
+    object; status an integer; a deleted dataset's id is never given again."""
+    first = env.dataset("shapes-1")
+    listed = env.http.get("/kge/datasets/").json()
+    mine = [d["dataset"] for d in listed if d["dataset"]["id"] == first]
+    assert mine and mine[0]["status"] == 0 and mine[0]["name"] == "shapes-1"
+    algorithms = env.http.get("/kge/algorithms/").json()
+    assert isinstance(algorithms, list) and {"id", "embedding_size"} <= set(algorithms[0])
+    one = env.http.get(f"/kge/algorithms/{algorithms[0]['id']}").json()
+    assert one == algorithms[0]
+    assert env.http.get("/kge/algorithms/9999").status_code == 404
+    untrained = env.http.post(f"/kge/datasets/{first}/generate_autocomplete_index",
+                              json={"langs": ["en"]})  # fmt: skip
+    assert untrained.status_code == 409  # nothing trained to search yet
+
+    r = env.http.post(f"/kge/datasets/{first}/import?format=tsv", content=b"a\tb\tc\n")
+    task_id = r.json()["task"]["id"]
+    assert env.finish(task_id, timeout=60)[-1]["state"] == "SUCCESS"
+    done = env.http.get(f"/kge/tasks/{task_id}", follow_redirects=False)
+    assert (done.status_code, done.headers["location"]) == (303, f"/kge/datasets/{first}")
+    assert env.http.delete(f"/kge/datasets/{first}").status_code == 204
+    second = env.dataset("shapes-2")
+    assert second > first  # the deleted dataset's id stays retired
+    orphan = env.http.get(f"/kge/tasks/{task_id}", follow_redirects=False)
+    assert orphan.status_code == 200 and "location" not in orphan.headers
+    assert orphan.json()["task"]["state"] == "SUCCESS"

@@ -68,7 +68,7 @@ class Run:
     def cancelled(self) -> bool:
         if self.cancel_on_retry and any("retrying" in line for line in self.logs):
             return True
-        pages = [p for p in self.progress if str(p["message"]).startswith("page")]
+        pages = [p for p in self.progress if "page " in str(p["message"])]
         return self.cancel_after_pages is not None and len(pages) >= self.cancel_after_pages
 
     def __call__(self, **source: Any) -> m.ImportOutput:
@@ -204,9 +204,14 @@ def test_levels_crawl_from_the_entities_the_pattern_reached(
     labels = json.loads(run.outputs[m.LABELS_FILE])
     assert labels == {f"{EX}usa": LABELS["usa"], f"{EX}ussr": LABELS["ussr"]}
     assert out.pages == len(script.pages()) >= 1 + 3 + 2  # several pages per crawl block
-    currents = [p["current"] for p in run.progress]
-    assert currents == sorted(currents) and {p["total"] for p in run.progress} == {None}
-    assert not any("COUNT" in q for q in script.queries)  # no total for a crawl
+    # The original's progress: within each step a known total, the steps in the message.
+    first = [p for p in run.progress if str(p["message"]).startswith("step 1/2: ")]
+    level = [p for p in run.progress if str(p["message"]).startswith("step 2/2: ")]
+    assert len(first) + len(level) == len(run.progress)
+    assert {p["total"] for p in first} == {2} and first[-1]["current"] == 2
+    assert {p["total"] for p in level} == {3} and level[-1]["current"] == 3
+    for step in (first, level):
+        assert [p["current"] for p in step] == sorted(p["current"] for p in step)
 
 
 def test_a_500_is_retried_and_the_import_completes(server: SparqlServer, run: Run) -> None:
@@ -290,6 +295,7 @@ def test_generate_triples_pages_with_progress_then_trains(
     currents = [s["progress"]["current"] for s in seen if "progress" in s]
     assert currents == sorted(currents) and seen[-1]["progress"]["current"] == NATIONS_ROWS
     assert seen[-1]["progress"]["total"] == NATIONS_ROWS
+    assert (seen[-1]["progress"]["current_steps"], seen[-1]["progress"]["total_steps"]) == (1, 1)
     r = env.http.get(f"/kge/tasks/{task_id}", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/kge/datasets/{dataset_id}"
     job = env.store.get(task_id)

@@ -18,6 +18,7 @@ submit (422) and the endpoint must pass the SSRF guard (422, `unsafe-url`).
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from conveyor.service import Service
 router = APIRouter(prefix="/kge", tags=["kge (kge-server API)"])
 
 MAX_BODY = 64 << 20
+STEP = re.compile(r"^step (\d+)/(\d+): ")
 CELERY = {
     JobState.BLOCKED: "PENDING",
     JobState.SCHEDULED: "PENDING",
@@ -56,7 +58,7 @@ Reader = Annotated[Principal, Depends(require_scope("read"))]
 Submitter = Annotated[Principal, Depends(require_scope("submit"))]
 Ignore = Annotated[bool, Query(description="Bypass the dataset status guard (409).")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-SearchK = Annotated[int | None, Query(ge=1, le=100_000)]
+SearchK = Annotated[int, Query(ge=-1, le=100_000, description="-1: the index's default.")]
 
 
 class NewDataset(BaseModel):
@@ -89,6 +91,16 @@ class EntityRef(BaseModel):
 
 class SimilarQuery(BaseModel):
     entity: EntityRef
+
+
+class AutocompleteQuery(BaseModel):
+    """The original's body: `{"langs": ["en", "es"]}` (ISO 639 codes)."""
+
+    langs: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = Field(min_length=1, max_length=20)
+
+
+class BadQuery(ValueError):
+    """422: a query the dataset cannot answer as asked (an embedding of the wrong size)."""
 
 
 class GenerateTriples(BaseModel):
@@ -125,6 +137,8 @@ def _problem(exc: Exception) -> JSONResponse:
         return problem(404, "kge-not-found", str(exc))
     if isinstance(exc, ds.Conflict):
         return problem(409, "kge-conflict", str(exc))
+    if isinstance(exc, BadQuery):
+        return problem(422, "kge-bad-query", str(exc))
     if isinstance(exc, TriplesError):
         lines = [{"line": n, "error": why} for n, why in exc.lines]
         return problem(400, "kge-malformed-triples", str(exc), lines=lines)
@@ -135,7 +149,7 @@ async def _call(fn: Any, *args: Any) -> Any:
     """Run a blocking use case; turn its domain errors into problem+json."""
     try:
         return await run_in_threadpool(fn, *args)
-    except (ds.NotFound, ds.Conflict, vectors.UnknownEntities, TriplesError) as exc:
+    except (ds.NotFound, ds.Conflict, vectors.UnknownEntities, TriplesError, BadQuery) as exc:
         return _problem(exc)
 
 
@@ -167,7 +181,7 @@ def _accepted(job: Job, dataset_id: int) -> JSONResponse:
 @router.get("/datasets/", summary="All datasets")
 async def list_datasets(service: ServiceDep, _: Reader) -> Any:
     found = await run_in_threadpool(ds.listing, service)
-    return [ds.public(d) for d in found]
+    return [{"dataset": ds.public(d)} for d in found]  # each wrapped, as the original
 
 
 @router.post("/datasets/", status_code=201, summary="Create a dataset")
@@ -255,6 +269,21 @@ async def add_triples(
     )
 
 
+@router.post(
+    "/datasets/{dataset_id}/generate_autocomplete_index", status_code=202,
+    summary="Build the label search index (suggest_name)",
+)  # fmt: skip
+async def generate_autocomplete_index(
+    dataset_id: int, request: Request, service: ServiceDep, _: Submitter,
+    ignore_status: Ignore = False,
+) -> Any:  # fmt: skip
+    """The original's call (`{"langs": [...]}`); a `kge.autocomplete` job builds the table
+    `suggest_name` searches. Needs a trained dataset (409)."""
+    body: AutocompleteQuery = await _body(request, AutocompleteQuery)
+    job = await _call(ds.build_autocomplete, service, dataset_id, body.langs, ignore_status)
+    return job if isinstance(job, Response) else _accepted(job, dataset_id)
+
+
 @router.post("/datasets/{dataset_id}/import", status_code=202, summary="Import an RDF file")
 async def import_file(
     dataset_id: int, request: Request, service: ServiceDep, _: Submitter,
@@ -339,7 +368,7 @@ def _trained(
         raise ds.Conflict(f"dataset {dataset_id} has no index; POST .../generate_index first")
     model = vectors.load(
         service.storage, record["model_job"], record["index_job"],
-        lambda: ds.labels(service, dataset_id),
+        lambda: ds.labels(service, dataset_id), record.get("autocomplete_job"),
     )  # fmt: skip
     return record, model
 
@@ -369,23 +398,29 @@ async def distance(dataset_id: int, request: Request, service: ServiceDep, _: Re
 
 
 def _similar(
-    service: Service, dataset_id: int, ref: EntityRef, limit: int, search_k: int | None
+    service: Service, dataset_id: int, ref: EntityRef, limit: int, search_k: int
 ) -> dict[str, Any]:
+    """As the original: `limit + 1` nearest entities (a URI's own entity comes first, at
+    distance 0, and counts), `limit` in the answer is how many were found, `search_k` is
+    echoed (-1: the index's default)."""
     record, model = _trained(service, dataset_id, indexed=True)
     if ref.type == "uri":
         if not isinstance(ref.value, str):
-            raise ds.NotFound("entity.value must be a URI string when type is uri")
-        vector, shown = model.embedding(ref.value), ref.value
+            raise BadQuery("entity.value must be a URI string when entity.type is uri")
+        vector = model.embedding(ref.value)
     else:
-        if not isinstance(ref.value, list) or len(ref.value) != model.vectors.shape[1]:
-            raise ds.Conflict(f"an embedding needs {model.vectors.shape[1]} numbers")
-        vector, shown = np.asarray(ref.value, dtype=np.float32), "embedding"
-    found = model.similar(vector, limit, search_k)
+        size = model.vectors.shape[1]
+        if not isinstance(ref.value, list) or len(ref.value) != size:
+            got = len(ref.value) if isinstance(ref.value, list) else "a string"
+            raise BadQuery(f"this dataset's embeddings have {size} numbers, not {got}")
+        vector = np.asarray(ref.value, dtype=np.float32)
+    found = model.similar(vector, limit + 1, search_k if search_k > 0 else None)
     return {
         "similar_entities": {
+            "entity": {"value": ref.value, "type": ref.type},
+            "limit": len(found),
+            "search_k": search_k,
             "response": [{"distance": d, "entity": e} for d, e in found],
-            "entity": shown,
-            "limit": limit,
         },
         "dataset": ds.public(record),
     }
@@ -394,7 +429,7 @@ def _similar(
 @router.get("/datasets/{dataset_id}/similar_entities/{entity:path}", summary="Similar entities")
 async def similar_get(
     dataset_id: int, entity: str, service: ServiceDep, _: Reader,
-    limit: Limit = 10, search_k: SearchK = None,
+    limit: Limit = 10, search_k: SearchK = -1,
 ) -> Any:  # fmt: skip
     ref = EntityRef(value=entity, type="uri")
     return await _call(_similar, service, dataset_id, ref, limit, search_k)
@@ -403,7 +438,7 @@ async def similar_get(
 @router.post("/datasets/{dataset_id}/similar_entities", summary="Similar entities (or vector)")
 async def similar_post(
     dataset_id: int, request: Request, service: ServiceDep, _: Reader,
-    limit: Limit = 10, search_k: SearchK = None,
+    limit: Limit = 10, search_k: SearchK = -1,
 ) -> Any:  # fmt: skip
     body: SimilarQuery = await _body(request, SimilarQuery)
     return await _call(_similar, service, dataset_id, body.entity, limit, search_k)
@@ -430,13 +465,13 @@ async def suggest_name(dataset_id: int, request: Request, service: ServiceDep, _
 
 @router.get("/algorithms/", summary="Training algorithms (hyper-parameter sets)")
 async def list_algorithms(service: ServiceDep, _: Reader) -> Any:
-    return {"algorithms": await run_in_threadpool(ds.algorithms, service)}
+    return await run_in_threadpool(ds.algorithms, service)  # a bare list, as the original
 
 
 @router.get("/algorithms/{algorithm_id}", summary="One algorithm")
 async def get_algorithm(algorithm_id: int, service: ServiceDep, _: Reader) -> Any:
     found = await _call(ds.algorithm, service, algorithm_id)
-    return found if isinstance(found, Response) else {"algorithm": found}
+    return found  # a bare object (or the 404), as the original
 
 
 @router.post("/algorithms/", status_code=201, summary="Add an algorithm")
@@ -460,15 +495,12 @@ def _task(service: Service, task_id: str, debug: bool) -> tuple[dict[str, Any], 
     dataset = (job.input or {}).get("dataset")
     if dataset is not None and service.store.get_record(ds.DATASETS, ds._key(dataset)):
         ds.get(service, int(dataset))  # applies the outcome to the dataset
+    else:
+        dataset = None  # deleted since: nothing to redirect to (its id is never given again)
     task: dict[str, Any] = {"id": job.id, "state": CELERY[job.state]}
     progress = job.progress
     if progress is not None:
-        total = progress.total if progress.total is not None else 0
-        task["progress"] = {
-            "current": progress.current, "total": total,
-            "current_steps": progress.current, "total_steps": total,
-            "message": progress.message,
-        }  # fmt: skip
+        task["progress"] = progress_of(progress.current, progress.total, progress.message)
     if job.state is JobState.FAILED and job.error is not None:
         task["error"] = {"exception": job.error.message, "type": job.error.type}
         if debug:
@@ -478,6 +510,16 @@ def _task(service: Service, task_id: str, debug: bool) -> tuple[dict[str, Any], 
                          "attempt": job.attempt}  # fmt: skip
     done = job.state is JobState.SUCCEEDED and dataset is not None
     return {"task": task}, (f"/kge/datasets/{dataset}" if done else None)
+
+
+def progress_of(current: float, total: float | None, message: str | None) -> dict[str, Any]:
+    """The original's progress: `current`/`total` within the current step, and the steps
+    (`step k/n:` in the job's message, as kge.import writes it; else one step: the job).
+    `total` is null only while it is unknown (an endpoint that refuses to count)."""
+    found = STEP.match(message or "")
+    steps = (int(found[1]), int(found[2])) if found else (1, 1)
+    return {"current": current, "total": total, "current_steps": steps[0],
+            "total_steps": steps[1], "message": message}  # fmt: skip
 
 
 @router.get("/tasks/{task_id}", summary="A task's state and progress (303 when done)")

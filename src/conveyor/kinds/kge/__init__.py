@@ -5,6 +5,6 @@ They need the `kge` extra; install CPU torch first: `pip install torch==2.13.0` 
 `pip install 'conveyor[kge]'` (see docs/workloads/kge.md).
 """
 
-from conveyor.kinds.kge import imports, index, train  # declare the kinds
+from conveyor.kinds.kge import autocomplete, imports, index, train  # declare the kinds
 
-__all__ = ["imports", "index", "train"]
+__all__ = ["autocomplete", "imports", "index", "train"]

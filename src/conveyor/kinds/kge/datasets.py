@@ -24,8 +24,13 @@ from conveyor.webhooks.ssrf import CallbackPolicy
 
 DATASETS = "kge.datasets"
 ALGORITHMS = "kge.algorithms"
+COUNTERS = "kge.counters"
 UNTRAINED, TRAINED, INDEXED = "untrained", "trained", "indexed"
-KINDS = ("kge.train", "kge.index", "kge.import")
+KINDS = ("kge.train", "kge.index", "kge.import", "kge.autocomplete")
+# The original's `status` bit mask (data_access/dataset_dto.py): a task runs, trained, the
+# similarity index is built, the search (autocomplete) index is built.
+RUNNING_BIT, TRAINED_BIT, INDEXED_BIT, SEARCH_BIT = 0b0001, 0b0010, 0b0100, 0b1000
+STATUS_BITS = {UNTRAINED: 0, TRAINED: TRAINED_BIT, INDEXED: TRAINED_BIT | INDEXED_BIT}
 DEFAULT_ALGORITHM = m.Algorithm(model="TransE", embedding_size=50, max_epochs=80, margin=2.0)
 
 
@@ -42,11 +47,15 @@ def _key(n: int) -> str:
 
 
 def _new_id(service: Service, collection: str) -> int:
-    """The next small integer id (the original's ids); skips ids taken by a racing writer."""
+    """The next small integer id (the original's ids), never one given before: a deleted
+    dataset's id stays retired, so its old tasks never lead to a newer dataset. Skips ids
+    taken by a racing writer."""
     records = service.store.list_records(collection)
-    n = int(records[-1][0]) + 1 if records else 1
+    issued = (service.store.get_record(COUNTERS, collection) or {}).get("last", 0)
+    n = max(int(issued), int(records[-1][0]) if records else 0) + 1
     while service.store.get_record(collection, _key(n)) is not None:
         n += 1
+    service.store.put_record(COUNTERS, collection, {"last": n})
     return n
 
 
@@ -134,6 +143,15 @@ def save(service: Service, record: dict[str, Any]) -> None:
     service.store.put_record(DATASETS, _key(record["id"]), record)
 
 
+def status_code(record: dict[str, Any]) -> int:
+    """The original's integer status: 0 untrained, 2 trained, 6 indexed, +8 with the search
+    index, +1 while a task runs."""
+    code = STATUS_BITS[record["status"]]
+    if record.get("autocomplete_job"):
+        code |= SEARCH_BIT
+    return code | (RUNNING_BIT if record.get("task") else 0)
+
+
 def public(record: dict[str, Any]) -> dict[str, Any]:
     """The dataset as the API shows it (the original's fields plus task and metrics)."""
     task = record.get("task")
@@ -141,7 +159,8 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
         "id": record["id"],
         "name": record["name"],
         "description": record["description"],
-        "status": record["status"],
+        "status": status_code(record),
+        "status_name": record["status"],
         "triples": record["triples"],
         "entities": record["entities"],
         "relations": record["relations"],
@@ -236,7 +255,8 @@ def train(service: Service, dataset_id: int, algorithm_id: int, ignore: bool = F
     if record["triples"] == 0:
         raise Conflict(f"dataset {dataset_id} has no triples to train on")
     params = m.Algorithm.model_validate({k: v for k, v in chosen.items() if k != "id"})
-    record.update(status=UNTRAINED, model_job=None, index_job=None, metrics=None)
+    record.update(status=UNTRAINED, model_job=None, index_job=None, metrics=None,
+                  autocomplete_job=None)  # fmt: skip
     record["algorithm"] = chosen
     data = service.storage.read(triples_key(dataset_id))
     return _submit(service, record, "kge.train", "train", params.model_dump(),
@@ -253,6 +273,20 @@ def build_index(
     vectors = service.storage.read(job_key(record["model_job"], "out", m.ENTITY_VECTORS))
     return _submit(service, record, "kge.index", "index",
                    params.model_dump(exclude={"dataset"}), {m.ENTITY_VECTORS: vectors})  # fmt: skip
+
+
+def build_autocomplete(
+    service: Service, dataset_id: int, langs: list[str], ignore: bool = False
+) -> Job:
+    """A `kge.autocomplete` job: the label search table of the trained entities."""
+    record = get(service, dataset_id)
+    _guard(record, (TRAINED, INDEXED), "build the autocomplete index", ignore)
+    if record["model_job"] is None:
+        raise Conflict(f"dataset {dataset_id} has no trained model to index")
+    entities = service.storage.read(job_key(record["model_job"], "out", m.ENTITIES_FILE))
+    found = [json.dumps(labels(service, dataset_id)).encode()]
+    files = {m.ENTITIES_FILE: entities, m.LABELS_FILE: found}
+    return _submit(service, record, "kge.autocomplete", "autocomplete", {"langs": langs}, files)
 
 
 def start_import(
@@ -304,12 +338,15 @@ def refresh(service: Service, record: dict[str, Any]) -> dict[str, Any]:
         record["metrics"] = (job.result or {}).get("metrics")
     elif ok and job is not None and task["op"] == "index":
         record.update(status=INDEXED, index_job=job.id)
+    elif ok and job is not None and task["op"] == "autocomplete":
+        record["autocomplete_job"] = job.id
     elif ok and job is not None and task["op"] == "import" and job.id not in record["imported"]:
         record["imported"].append(job.id)
         _merge_labels(service, record["id"], job.id)
         data = b"".join(service.storage.read(job_key(job.id, "out", m.TRIPLES_FILE)))
         return _append(service, record, parse_tsv(data.decode("utf-8")))
     elif task["op"] == "train":  # failed or cancelled: no partial model is ever served
-        record.update(status=UNTRAINED, model_job=None, index_job=None, metrics=None)
+        record.update(status=UNTRAINED, model_job=None, index_job=None, metrics=None,
+                      autocomplete_job=None)  # fmt: skip
     save(service, record)
     return record

@@ -7,8 +7,10 @@ for label search) are what the kge API adds to the dataset once the job has succ
 A SPARQL import counts the solutions first (the progress total, when the endpoint can count),
 then reads `page_size` triples per request in a stable order, reporting progress after every
 page; a cancel stops it between pages. With `levels` it then crawls, as the original did: each
-level reads all triples of every entity the previous read reached and no level expanded yet
-(no total then: the size of a crawl is unknown until it ends). Transient endpoint failures
+level reads all triples of every entity the previous read reached and no level expanded yet.
+Progress is the original's: `current`/`total` within the current step (triples of the query,
+then entities expanded of the level's frontier), the step itself in the message as `step k/n:`
+(the API reports it as `current_steps`/`total_steps`). Transient endpoint failures
 are retried per request (`conveyor.kinds.kge.endpoint`); if they persist the attempt fails
 and the job is retried later. A refusal (4xx, malformed results, a URL the SSRF guard
 refuses) fails the job at once.
@@ -96,21 +98,24 @@ def from_sparql(src: m.SparqlSource, ctx: Context) -> Reader:
     )  # fmt: skip
     reader = Reader(endpoint, src, ctx)
     try:
-        # a crawl's size is unknown until it ends: only a single query has a total
-        total = reader.count(query) if src.levels == 0 else None
-        ctx.progress(0, total, "counted" if total is not None else "reading")
-        reached = reader.read(query, total, "")
+        # step 1 reads the query (counted first); each crawl level is one more step
+        steps = src.levels + 1
+        total = reader.count(query)
+        first = f"step 1/{steps}: "
+        ctx.progress(0, total, first + ("counted" if total is not None else "reading"))
+        reached = reader.read(query, total, first)
         expanded: set[str] = set()
         for level in range(1, src.levels + 1):
             entities = {s for s, _, _ in reached} | {o for _, _, o in reached}
             frontier = sorted(e for e in entities - expanded if iri(e))
             expanded.update(frontier)
             reached = []
+            head = f"step {level + 1}/{steps}: level {level}/{src.levels}, "
             for start in range(0, len(frontier), CRAWL_BATCH):
                 batch = frontier[start : start + CRAWL_BATCH]
-                step = f"level {level}/{src.levels}, entities {start + 1}-{start + len(batch)}"
-                step += f" of {len(frontier)}: "
-                reached += reader.read(subjects_query(batch), None, step)
+                step = f"{head}entities {start + 1}-{start + len(batch)} of {len(frontier)}: "
+                reached += reader.read(subjects_query(batch), None, step, (start, len(frontier)))
+            ctx.progress(len(frontier), len(frontier), f"{head}{len(frontier)} entities read")
         return reader
     except EndpointRefused as exc:
         raise PermanentError(str(exc)) from None
@@ -143,9 +148,13 @@ class Reader:
             return None
         return total if self.src.limit is None else min(total, self.src.limit)
 
-    def read(self, query: TripleQuery, total: int | None, step: str) -> list[Triple]:
+    def read(
+        self, query: TripleQuery, total: int | None, step: str,
+        entities: tuple[int, int] | None = None,
+    ) -> list[Triple]:  # fmt: skip
         """Every page of `query` (or as many as `limit` leaves room for); the entity triples
-        it added. Progress after every page; a cancel stops it between pages."""
+        it added. Progress after every page — triples read of `total`, or in a crawl level
+        `entities` (done before this batch, frontier size) — a cancel stops it between pages."""
         added = len(self.found.triples)
         offset = 0
         while total is None or self.rows < total:
@@ -162,7 +171,8 @@ class Reader:
             offset += len(rows)
             self.rows += len(rows)
             message = f"{step}page {self.pages}: {self.rows} triples read"
-            self.ctx.progress(self.rows, total, message)  # raises JobCancelled once cancelled
+            current, of = (self.rows, total) if entities is None else entities
+            self.ctx.progress(current, of, message)  # raises JobCancelled once cancelled
             if not rows:  # a short page is not the end: endpoints may cap answers below it
                 break
         return self.found.triples[added:]

@@ -6,7 +6,7 @@ negative margin, a 100,000-wide embedding) into a 422 before anything is queued.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,6 +19,7 @@ RELATION_VECTORS = "relation_embeddings.npy"
 MODEL_FILE = "model.json"
 INDEX_FILE = "index.hnsw"
 LABELS_FILE = "labels.json"
+SEARCH_FILE = "autocomplete.sqlite"
 
 
 class Algorithm(BaseModel):
@@ -88,6 +89,23 @@ class IndexOutput(BaseModel):
     m: int
     ef_construction: int
     seconds: float
+
+
+class AutocompleteInput(BaseModel):
+    """`kge.autocomplete`: the label search table of a trained model's entities (input files
+    `entities.json` and `labels.json`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    langs: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = Field(
+        min_length=1, max_length=20, description="ISO 639 codes (the original's `langs`)."
+    )
+    dataset: int | None = None
+
+
+class AutocompleteOutput(BaseModel):
+    entities: int
+    labelled: int = Field(description="Entities with an imported label (the rest: URI words).")
+    langs: list[str]
 
 
 class SparqlSource(BaseModel):

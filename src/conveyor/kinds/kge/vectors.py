@@ -7,6 +7,7 @@ over the entities' labels (the local part of each URI, split into words), built 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -109,13 +110,7 @@ class Trained:
         with self._lock:
             if self._labels is None:
                 self._labels = sqlite3.connect(":memory:", check_same_thread=False)
-                self._labels.execute(
-                    "CREATE VIRTUAL TABLE labels USING fts5(label, uri_words, entity UNINDEXED)"
-                )
-                self._labels.executemany(
-                    "INSERT INTO labels VALUES (?, ?, ?)",
-                    ((self.labels.get(e, ""), label_of(e), e) for e in self.entities),
-                )
+                label_table(self._labels, self.entities, self.labels)
             query = " ".join(f'"{w}"*' for w in words)
             found = self._labels.execute(
                 "SELECT entity FROM labels WHERE labels MATCH ? ORDER BY rank LIMIT ?",
@@ -124,7 +119,15 @@ class Trained:
         return [str(row[0]) for row in found]
 
 
-_cache: OrderedDict[tuple[str, str | None], Trained] = OrderedDict()
+def label_table(db: sqlite3.Connection, entities: list[str], labels: dict[str, str]) -> None:
+    """The FTS5 table `suggest` searches: each entity's label and the words of its URI."""
+    db.execute("CREATE VIRTUAL TABLE labels USING fts5(label, uri_words, entity UNINDEXED)")
+    db.executemany("INSERT INTO labels VALUES (?, ?, ?)",
+                   ((labels.get(e, ""), label_of(e), e) for e in entities))  # fmt: skip
+    db.commit()
+
+
+_cache: OrderedDict[tuple[str, str | None, str | None], Trained] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -133,10 +136,12 @@ def load(
     model_job: str,
     index_job: str | None,
     labels: Callable[[], dict[str, str]] | None = None,
+    search_job: str | None = None,
 ) -> Trained:
-    """The trained model of `model_job` (with `index_job`'s index and the dataset's labels,
-    read by `labels()` on first load only), cached."""
-    key = (model_job, index_job)
+    """The trained model of `model_job` (with `index_job`'s index, `search_job`'s label table
+    — else one built on first search — and the dataset's labels, read by `labels()` on first
+    load only), cached."""
+    key = (model_job, index_job, search_job)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -154,7 +159,13 @@ def load(
             storage.download(job_key(index_job, "out", m.INDEX_FILE), folder / "i.hnsw")
             index = hnswlib.Index(space="l2", dim=int(vectors.shape[1]))
             index.load_index(str(folder / "i.hnsw"), max_elements=len(entities))
-    trained = Trained(entities, vectors, index, labels() if labels is not None else None)
+        trained = Trained(entities, vectors, index, labels() if labels is not None else None)
+        if search_job is not None:
+            storage.download(job_key(search_job, "out", m.SEARCH_FILE), folder / "s.sqlite")
+            table = sqlite3.connect(":memory:", check_same_thread=False)
+            with contextlib.closing(sqlite3.connect(folder / "s.sqlite")) as built:
+                built.backup(table)
+            trained._labels = table
     with _cache_lock:
         _cache[key] = trained
         while len(_cache) > CACHE_SIZE:
