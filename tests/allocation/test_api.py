@@ -241,3 +241,60 @@ def test_cancel_stops_a_running_local_search(env: Env) -> None:
     finally:
         stop(worker)
     assert env.a.get("/allocation/get_status/", params={"job_id": job_id}).text == "canceled"
+
+
+def test_inconsistent_preferences_are_400_naming_the_rows(env: Env, tmp_path: Path) -> None:
+    """A project missing from the project data, a project or a rank twice in one list: the
+    original accepted all three (and allocated students to unsupervised projects)."""
+    staff = {"1": "a", "2": "a", "3": "b"}
+    cases = {
+        "'9' not in the projects": {"s1": [[1, 1]], "s2": [[9, 1], [2, 2]]},
+        "'1' ranked twice": {"s1": [[1, 1], [1, 2]]},
+        "rank(s) 1 given twice": {"s1": [[1, 1], [2, 1]]},
+    }
+    for named, pref in cases.items():
+        r = env.a.post("/allocation/allocate_json/", json={"pref": pref, "staff": staff})
+        assert r.status_code == 400, r.text
+        assert named in r.json()["detail"] and "student '" in r.json()["detail"], r.text
+    proj = tmp_path / "proj.csv"
+    proj.write_text("PID,SUP\n1,a\n2,a\n3,b\n")
+    pref = tmp_path / "pref.csv"
+    pref.write_text("name,P1,N1,P2,N2\nann,1,1,2,2\nbob,3,1,7,2\ncid,2,1,2,2\n")
+    r = env.a.post("/allocation/allocate_file/", files=files(pref, proj))
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert "line 3 (bob)" in detail and "'7' not in the projects" in detail
+    assert "line 4 (cid)" in detail and "'2' ranked twice" in detail
+    assert "ann" not in detail
+    assert env.store.list_jobs(_all()).jobs == []
+
+
+def test_an_empty_optional_file_part_is_no_file(env: Env, tmp_path: Path) -> None:
+    """A browser form whose optional `config` input was left alone sends an empty part."""
+    proj = tmp_path / "proj.csv"
+    proj.write_text("PID,SUP\n1,a\n2,b\n")
+    pref = tmp_path / "pref.csv"
+    pref.write_text("name,P1,N1\nann,1,1\nbob,2,1\n")
+    sent = {**files(pref, proj), "config": ("", b"", "application/octet-stream")}
+    r = env.a.post("/allocation/allocate_file/", files=sent)
+    assert r.status_code == 202, r.text
+
+
+def test_local_search_progress_rises_while_it_runs(env: Env) -> None:
+    """`get_progress` moves during a local search whose first run takes most of the time."""
+    data = instance(400, 150, 50, seed=3, method="local_search", numRuns=1000, timeLimit=8)
+    job_id = env.a.post("/allocation/allocate_json/", json=data).json()["id"]
+    worker = env.worker("--burst")
+    try:
+        wait_state(env.store, job_id, [JobState.RUNNING], timeout=60)
+
+        def percent() -> float:
+            got = env.b.get("/allocation/get_progress/", params={"job_id": job_id}).json()
+            return float(got["percent"])
+
+        midway = wait_for(lambda: 0 < percent() < 100 and percent(), timeout=30)
+        assert worker.wait(90) == 0
+    finally:
+        stop(worker)
+    assert 0 < midway < 100
+    assert percent() == 100.0

@@ -73,11 +73,23 @@ def _settings(store: str | None, imports: list[str] | None, demo: bool = False) 
     if imports:
         overrides["imports"] = ",".join(imports)
     settings = Settings(**overrides)
-    if demo and "conveyor.kinds.demo" not in settings.import_list:
+    if demo:
+        wanted = [m for m in demo_imports() if m not in settings.import_list]
         settings = settings.model_copy(
-            update={"imports": ",".join([*settings.import_list, "conveyor.kinds.demo"])}
+            update={"imports": ",".join([*settings.import_list, *wanted])}
         )
     return settings
+
+
+def demo_imports() -> list[str]:
+    """What `--demo` serves: the demo kinds, and the allocation solver when its extra is
+    installed (the dashboard's Allocation page submits `allocate` jobs)."""
+    import importlib.util
+
+    found = ["conveyor.kinds.demo"]
+    if all(importlib.util.find_spec(name) for name in ("highspy", "ortools")):
+        found.append("conveyor.kinds.allocate")
+    return found
 
 
 def check_bind(store: Store, host: str) -> None:
@@ -188,7 +200,9 @@ def up(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Child processes.")
     ] = None,
-    demo: Annotated[bool, typer.Option(help="Also load the demo kinds.")] = False,
+    demo: Annotated[
+        bool, typer.Option(help="Also load the demo kinds (and `allocate`, when installed).")
+    ] = False,
     store: StoreOpt = None,
     imports: ImportOpt = None,
     log_level: LogOpt = "info",

@@ -40,7 +40,12 @@ from conveyor.api.deps import ServiceDep
 from conveyor.api.problems import problem
 from conveyor.api.routes.jobs import read_json
 from conveyor.kinds.allocate import csvio
-from conveyor.kinds.allocate.models import AllocateInput, AllocationConfig
+from conveyor.kinds.allocate.models import (
+    MAX_NAMED,
+    AllocateInput,
+    AllocationConfig,
+    preference_problems,
+)
 from conveyor.kinds.registry import registry
 from conveyor.models import Job, JobState, NewJob
 from conveyor.service import Service
@@ -180,23 +185,37 @@ async def _read(upload: UploadFile, what: str) -> str:
     return csvio.decode(data, what)
 
 
+def _given(value: Any) -> Any:
+    """An upload, or None for a file input left empty (browsers send an empty part with an
+    empty file name for it)."""
+    if isinstance(value, UploadFile) and not value.filename and not value.size:
+        return None
+    return value
+
+
 async def from_files(request: Request) -> dict[str, Any]:
     """The JSON request equivalent to the uploaded `pref`, `proj` and `config` files."""
     try:
         form = await request.form(max_files=3, max_fields=10)
     except Exception as exc:  # the multipart parser's errors have no common base
         raise BadRequest(f"the body must be multipart/form-data: {exc}") from None
-    uploads = {name: form.get(name) for name in ("pref", "proj", "config")}
+    uploads = {name: _given(form.get(name)) for name in ("pref", "proj", "config")}
     missing = [n for n in ("pref", "proj") if not isinstance(uploads[n], UploadFile)]
     if missing:
         raise BadRequest(f"missing file(s): {', '.join(missing)} (multipart fields pref, proj)")
     pref_file, proj_file, config_file = (uploads[n] for n in ("pref", "proj", "config"))
     assert isinstance(pref_file, UploadFile) and isinstance(proj_file, UploadFile)
+    lines: dict[str, int] = {}
     try:
-        pref = csvio.read_preferences(await _read(pref_file, "pref"))
+        pref = csvio.read_preferences(await _read(pref_file, "pref"), lines=lines)
         staff, capacity = csvio.read_projects(await _read(proj_file, "proj"))
     except csvio.CsvError as exc:
         raise BadRequest(str(exc)) from None
+    rows = {student: f"pref: line {n} ({student})" for student, n in lines.items()}
+    problems = preference_problems(pref, set(staff), rows)
+    if problems:
+        more = f" (and {len(problems) - MAX_NAMED} more)" if len(problems) > MAX_NAMED else ""
+        raise BadRequest("; ".join(problems[:MAX_NAMED]) + more)
     config: dict[str, Any] = {}
     if isinstance(config_file, UploadFile):
         try:

@@ -62,8 +62,11 @@ def _check_row(row: dict[str | None, str | None], what: str, line: int, width: i
         raise CsvError(f"{what}: line {line}: fewer fields than the header's {width}")
 
 
-def read_preferences(text: str, what: str = "pref") -> dict[str, list[tuple[str, int]]]:
-    """`name,P1,N1,…` rows → student → [(project, rank), …]."""
+def read_preferences(
+    text: str, what: str = "pref", lines: dict[str, int] | None = None
+) -> dict[str, list[tuple[str, int]]]:
+    """`name,P1,N1,…` rows → student → [(project, rank), …]; `lines` gets each student's
+    line number (to name it in later checks)."""
     reader = _reader(text, what, ["name", "P1"])
     fields = reader.fieldnames or []
     pairs = []
@@ -95,6 +98,8 @@ def read_preferences(text: str, what: str = "pref") -> dict[str, list[tuple[str,
                 raise CsvError(f"{what}: line {line}: column {n_col}: rank {rank} is negative")
             choices.append((project, rank))
         out[name] = choices
+        if lines is not None:
+            lines[name] = line
     if not out:
         raise CsvError(f"{what}: no student rows after the header")
     return out

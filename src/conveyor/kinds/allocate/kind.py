@@ -56,22 +56,46 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+class _SearchProgress:
+    """Local search progress in percent: the larger of the runs done and the time used, so it
+    rises during a long first run too (a run can take the whole time limit)."""
+
+    EVERY_S = 0.2
+
+    def __init__(self, ctx: Context, runs: int, time_limit: float) -> None:
+        self.ctx, self.runs, self.time_limit = ctx, runs, time_limit
+        self.started = self.last = time.monotonic()
+        self.done, self.text = 0, "local search: first run"
+
+    def report(self) -> bool:
+        """Send the progress; True once the job is cancelled."""
+        elapsed = time.monotonic() - self.started
+        share = max(self.done / self.runs, min(1.0, elapsed / self.time_limit))
+        try:
+            self.ctx.progress(round(100 * share, 2), 100, self.text)
+        except JobCancelled:
+            return True
+        return False
+
+    def on_run(self, runs: int, best: float) -> bool:
+        self.done, self.text = runs, f"local search run {runs}/{self.runs}, best {best:.4f}"
+        self.ctx.log(self.text)
+        return self.report()
+
+    def stop(self) -> bool:
+        """Polled between moves: reports every `EVERY_S` and says whether to stop."""
+        now = time.monotonic()
+        if now - self.last >= self.EVERY_S:
+            self.last = now
+            return self.report()
+        return self.ctx.cancelled
+
+
 def _solve(inp: AllocateInput, inst: Instance, ctx: Context) -> dict[str, Any]:
     config = inp.config
     if config.method == "local_search":
-
-        def on_run(runs: int, best: float) -> bool:
-            text = f"local search run {runs}/{config.numRuns}, best {best:.4f}"
-            ctx.log(text)
-            try:
-                ctx.progress(runs, config.numRuns, text)
-            except JobCancelled:
-                return True
-            return False
-
-        found = local_search.search(
-            inst, config, config.timeLimit, on_run, stop=lambda: ctx.cancelled
-        )
+        meter = _SearchProgress(ctx, config.numRuns, config.timeLimit)
+        found = local_search.search(inst, config, config.timeLimit, meter.on_run, meter.stop)
         ctx.check_cancelled()
         return {
             "assignment": found.assignment,

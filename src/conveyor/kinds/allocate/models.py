@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 
 def _to_id(value: Any) -> Any:
@@ -101,6 +101,42 @@ class AllocateInput(BaseModel):
         None, description="Optional staff preferences: project → [[student, rank], …]."
     )
     config: AllocationConfig = Field(default_factory=AllocationConfig)
+
+    @model_validator(mode="after")
+    def _consistent_preferences(self) -> AllocateInput:
+        problems = preference_problems(self.pref, set(self.staff))
+        if problems:
+            shown = "; ".join(problems[:MAX_NAMED])
+            more = f" (and {len(problems) - MAX_NAMED} more)" if len(problems) > MAX_NAMED else ""
+            raise ValueError(f"inconsistent preferences: {shown}{more}")
+        return self
+
+
+MAX_NAMED = 20
+
+
+def preference_problems(
+    pref: dict[str, list[Choice]], projects: set[str], rows: dict[str, str] | None = None
+) -> list[str]:
+    """What is wrong with each student's list: a project missing from the project data, the
+    same project twice, the same rank twice (the original took all three silently and could
+    allocate a student to a project nobody supervises). `rows` names where each student is
+    (a CSV line); by default the student's id."""
+    found = []
+    for student, choices in pref.items():
+        where = (rows or {}).get(student) or f"student {student!r}"
+        names = [p for p, _ in choices]
+        ranks = [r for _, r in choices]
+        unknown = sorted({p for p in names if p not in projects})
+        if unknown:
+            found.append(f"{where}: project(s) {', '.join(map(repr, unknown))} not in the projects")
+        twice = sorted({p for p in names if names.count(p) > 1})
+        if twice:
+            found.append(f"{where}: project(s) {', '.join(map(repr, twice))} ranked twice")
+        same = sorted({r for r in ranks if ranks.count(r) > 1})
+        if same:
+            found.append(f"{where}: rank(s) {', '.join(map(str, same))} given twice")
+    return found
 
 
 class ObjectiveTerms(BaseModel):
