@@ -386,3 +386,75 @@ def test_list_by_workflow_and_by_parent_pages(store: Store, clock: FakeClock) ->
         ids, reverse=True
     )
     assert list(pages(JobFilter(parent_id=ids[0]))) == []
+
+
+# -- races ------------------------------------------------------------------------------------
+
+
+def race(*workers: object) -> None:
+    """Run the callables in threads started together; re-raise the first error."""
+    barrier = threading.Barrier(len(workers))
+    failures: list[BaseException] = []
+
+    def run(work: object) -> None:
+        barrier.wait(timeout=10)
+        try:
+            work()  # type: ignore[operator]
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    if failures:
+        raise failures[0]
+
+
+def test_cancel_races_the_release(store: Store, clock: FakeClock) -> None:
+    """Dependents are cancelled while their parents are settled: each ends cancelled, and a
+    cancelled job is never queued afterwards."""
+    ups = store.enqueue([spec(clock) for _ in range(40)])
+    downs = store.enqueue([spec(clock, depends_on=(u.id,)) for u in ups])
+    leases = {job.id: job.lease.token for job in claim(store, 40)}
+
+    def settle() -> None:
+        for up in ups:
+            store.settle([Settlement(up.id, leases[up.id], Outcome.SUCCEEDED)])
+
+    def cancel() -> None:
+        for down in downs:
+            store.cancel(down.id)
+
+    race(settle, cancel)
+    for down in downs:
+        events = state_events(store, down.id)
+        assert store.get(down.id).state is JobState.CANCELLED
+        assert events[-1] == "cancelled" and events.count("queued") <= 1, events
+    assert claim(store, 100) == []
+
+
+def test_rewind_races_the_release(store: Store, clock: FakeClock) -> None:
+    """Cancelled dependents are rewound while their running parents are settled: whichever
+    commits first, each ends queued exactly once (never stuck blocked, never queued twice)."""
+    ups = store.enqueue([spec(clock) for _ in range(40)])
+    downs = store.enqueue([spec(clock, depends_on=(u.id,)) for u in ups])
+    leases = {job.id: job.lease.token for job in claim(store, 40)}
+    for down in downs:
+        store.cancel(down.id)
+
+    def settle() -> None:
+        for up in ups:
+            store.settle([Settlement(up.id, leases[up.id], Outcome.SUCCEEDED)])
+
+    def rewind() -> None:
+        for down in downs:
+            store.rewind([down.id])
+
+    race(settle, rewind)
+    for down in downs:
+        events = state_events(store, down.id)
+        assert events[-1] == "queued", events
+        assert events.count("queued") == 1, events
+    assert sorted(j.id for j in claim(store, 100)) == sorted(d.id for d in downs)
