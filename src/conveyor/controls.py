@@ -25,6 +25,7 @@ class Controls:
 
     def __init__(self, service: Service) -> None:
         self.store = service.store
+        self._service = service
         self._schedules = Schedules(service)
 
     # -- schedules -----------------------------------------------------------------------------
@@ -129,6 +130,10 @@ class Controls:
     def purge_queue(self, queue: str) -> int:
         """Cancel every waiting job of the queue (reason `purged`); how many."""
         return self.store.purge_queue(queue)
+
+    def kind_names(self) -> list[str]:
+        """The registered kinds' names, sorted."""
+        return sorted(self._service.kinds())
 
     def queue(self, queue: str) -> QueueStats:
         found = next((q for q in self.store.queue_stats() if q.name == queue), None)

@@ -57,6 +57,13 @@ def clock(value: datetime | float | None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def localtime(value: datetime, zone: str) -> str:
+    """A moment in a time zone, with its abbreviation (`02:30 CET`)."""
+    from conveyor.schedules.timing import zone as find
+
+    return value.astimezone(find(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
 def percent(job: Job) -> int | None:
     """Progress as a whole percentage, None when the total is unknown."""
     if job.state.value == "succeeded":
@@ -74,7 +81,9 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pretty=pretty, ago=ago, duration=duration, clock=clock, percent=percent)
+    env.filters.update(
+        pretty=pretty, ago=ago, duration=duration, clock=clock, percent=percent, localtime=localtime
+    )
     return env
 
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from conveyor.dashboard import allocation, job, jobs, kinds, login, overview, static, workers
+from conveyor.dashboard import (
+    allocation,
+    flow,
+    job,
+    jobs,
+    kinds,
+    login,
+    overview,
+    static,
+    workers,
+)
 from conveyor.dashboard.web import DashboardRoute
 
 router = APIRouter(prefix="/ui", route_class=DashboardRoute, include_in_schema=False)
-for module in (static, login, overview, jobs, job, kinds, workers, allocation):
+for module in (static, login, overview, jobs, job, kinds, flow, workers, allocation):
     router.include_router(module.router)
