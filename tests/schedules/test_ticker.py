@@ -56,6 +56,8 @@ def test_three_tickers_make_exactly_one_job_per_tick(
     assert keys_of(store, "beat") == sorted(tick_key("beat", START + s) for s in range(1, 21))
     job = jobs_of(store, "beat")[0]
     assert job.kind == "noop" and job.input == {"x": 1} and job.state is JobState.QUEUED
+    assert job.schedule_id == "beat"  # links back to its schedule and tick
+    assert job.schedule_tick == datetime.fromtimestamp(START + 1, UTC)
     state = schedules.get("beat").state
     assert state.last_tick == datetime.fromtimestamp(START + 20, UTC)
     assert state.last_job_id is not None
