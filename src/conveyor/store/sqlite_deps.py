@@ -50,19 +50,26 @@ def release(db: sqlite3.Connection, final_ids: Sequence[str], now: float) -> lis
             f"DELETE FROM job_deps WHERE upstream IN ({marks}) RETURNING dependent", chunk
         ).fetchall()
         dependents.update(row[0] for row in rows)
-    events: list[Event] = []
+    by_count: dict[int, list[str]] = {}
     for job_id, count in dependents.items():
-        # One statement decides and flips, so the job is released once whoever counts last.
-        row = db.execute(
-            "UPDATE jobs SET pending = pending - ?1, updated_at = ?2,"
-            " state = CASE WHEN pending - ?1 > 0 THEN state"
-            "  WHEN run_at > ?2 THEN 'scheduled' ELSE 'queued' END"
-            " WHERE id = ?3 AND state = 'blocked' RETURNING state, run_at",
-            (count, now, job_id),
-        ).fetchone()
-        if row is not None and row[0] != JobState.BLOCKED.value:
-            data = rules.released_event(JobState(row[0]), row[1])
-            events.append((job_id, now, "state", orjson.dumps(data).decode()))
+        by_count.setdefault(count, []).append(job_id)
+    events: list[Event] = []
+    for count, ids in by_count.items():  # mostly one group: each dependent counted once
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            # One statement decides and flips, so a job is released once whoever counts last.
+            rows = db.execute(
+                "UPDATE jobs SET pending = pending - ?1, updated_at = ?2,"
+                " state = CASE WHEN pending - ?1 > 0 THEN state"
+                "  WHEN run_at > ?2 THEN 'scheduled' ELSE 'queued' END"
+                f" WHERE state = 'blocked' AND id IN ({marks}) RETURNING id, state, run_at",
+                (count, now, *chunk),
+            ).fetchall()
+            for job_id, state, run_at in rows:
+                if state != JobState.BLOCKED.value:
+                    data = rules.released_event(JobState(state), run_at)
+                    events.append((job_id, now, "state", orjson.dumps(data).decode()))
     return events
 
 

@@ -101,7 +101,8 @@ class Context:
         tags: list[str] | tuple[str, ...] = (),
         idempotency_key: str | None = None,
     ) -> str:
-        """Spawn a child job (defaults from its kind, as for a submit); returns its id.
+        """Spawn a child job (defaults from its kind, as for a submit; no input is `{}`);
+        returns its id.
 
         Call it any number of times (100,000 is fine), then return
         `ctx.wait_for_children(...)`: the children are inserted when this job settles, and it

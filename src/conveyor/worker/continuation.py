@@ -118,7 +118,8 @@ class Spawns:
             value = self._last + 1
         self._last = value
         job_id = str(uuid.UUID(int=value))
-        self.jobs.append({"id": job_id, "kind": kind, "input": input, **options})
+        self.jobs.append({"id": job_id, "kind": kind, "input": {} if input is None else input,
+                          **options})  # fmt: skip
         return job_id
 
 
