@@ -4,6 +4,7 @@ Topology (names carry this process's pid so parallel runs never collide; the add
 only inside these namespaces, no default route anywhere):
 
     <p>_w1 10.213.N.2/30 ─veth─ 10.213.N.1/30 <p>_db 10.213.N.5/30 ─veth─ 10.213.N.6/30 <p>_w2
+                                                (and 10.213.N.9/30 ─veth─ .10 <p>_w3, … on request)
 
 The test thread enters the store namespace with `setns(2)` (so servers started by the existing
 fixtures run there and the test reaches them on that namespace's 127.0.0.1), worker hosts are
@@ -67,15 +68,17 @@ class Network:
 
 
 @contextlib.contextmanager
-def private_network() -> Iterator[Network]:
-    """Create the namespaces and links; skip loudly when this machine does not allow it."""
+def private_network(hosts: int = 2) -> Iterator[Network]:
+    """Create the namespaces and links (a store host and `hosts` worker hosts w1, w2, …);
+    skip loudly when this machine does not allow it."""
     tag = f"cv{os.getpid() % 100000}"
     subnet = 10 + os.getpid() % 200  # 10.213.<subnet>.0/24, unique enough per run
-    db, w1, w2 = f"{tag}_db", f"{tag}_w1", f"{tag}_w2"
+    db = f"{tag}_db"
+    workers = {f"w{i + 1}": f"{tag}_w{i + 1}" for i in range(hosts)}
     made: list[str] = []
     try:
         try:
-            for ns in (db, w1, w2):
+            for ns in (db, *workers.values()):
                 _ip("netns", "add", ns)
                 made.append(ns)
                 _ip("-n", ns, "link", "set", "lo", "up")
@@ -86,7 +89,7 @@ def private_network() -> Iterator[Network]:
                 f"(`ip netns add` failed: {detail.decode(errors='replace').strip() or exc})"
             )
         store_addr = {}
-        for index, (host, ns) in enumerate((("w1", w1), ("w2", w2))):
+        for index, (host, ns) in enumerate(workers.items()):
             base = 4 * index
             near, far = f"{tag}d{index}", f"{tag}h{index}"
             _ip("link", "add", near, "netns", db, "type", "veth", "peer", "name", far,
@@ -96,7 +99,7 @@ def private_network() -> Iterator[Network]:
             _ip("-n", db, "link", "set", near, "up")
             _ip("-n", ns, "link", "set", far, "up")
             store_addr[host] = f"10.213.{subnet}.{base + 1}"
-        yield Network(db=db, hosts={"w1": w1, "w2": w2}, store_addr=store_addr)
+        yield Network(db=db, hosts=workers, store_addr=store_addr)
     finally:
         for ns in made:  # deleting a namespace deletes its veth ends too
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)

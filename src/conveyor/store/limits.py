@@ -190,6 +190,36 @@ class Admission:
         return [(key, *self.buckets[key]) for key in sorted(self.taken)]
 
 
+def key_rooms(
+    admit: Admission,
+    kind: str,
+    keys: Sequence[tuple[str, float | None]],
+    n: int,
+    last_started: dict[tuple[str, str], float],
+) -> dict[str, int]:
+    """How many jobs each of a per-key-limited kind's keys (key, last started) may give one
+    claim of n, in turn order: its share of n (so a claim takes from n keys before a second
+    job of any), at most what its limit leaves it; keys with no room left out. Records the
+    keys' turns in `last_started`."""
+    limit = admit.limits.limits[f"key:{kind}"]
+    if limit.rate is not None:
+        admit.prefetch(("key", kind, key) for key, _ in keys)
+    share = -(-n // max(1, len(keys)))
+    rooms: dict[str, int] = {}
+    for key, started in keys:
+        if started is not None:
+            last_started[kind, key] = started
+        scope = ("key", kind, key)
+        room = share
+        if limit.max_running is not None:
+            room = min(room, limit.max_running - admit.running[scope])
+        if limit.rate is not None:
+            room = min(room, int(admit.tokens(limit, scope)))
+        if room > 0:
+            rooms[key] = room
+    return rooms
+
+
 def choose(
     candidates: Sequence[Candidate],
     n: int,

@@ -27,6 +27,7 @@ from conveyor.store.limits import (
     Strategies,
     choose,
     decide_strategies,
+    key_rooms,
     running_counts,
     stored_limit,
     unique_duplicates,
@@ -139,16 +140,11 @@ def pick(
     if tag is not None:
         where += " AND id IN (SELECT job_id FROM conveyor_job_tags WHERE tag = %(tag)s)"
         params["tag"] = tag
-    rows = conn.execute(
-        f"SELECT {_CANDIDATE} FROM conveyor_jobs WHERE {where}"
-        " AND NOT (concurrency_key IS NOT NULL AND kind = ANY(%(keyed)s::text[]))"
-        " ORDER BY priority DESC, run_at, id LIMIT %(n)s".encode(),
-        params,
-    ).fetchall()
-    candidates = [Candidate(*row) for row in rows]
     last_started: dict[tuple[str, str], float] = {}
+    candidates: list[Candidate] = []
     for kind in keyed:
-        candidates += _keyed_candidates(conn, admit, limits, kind, where, params, n, last_started)
+        candidates += _keyed_candidates(conn, admit, kind, where, params, n, last_started)
+    candidates += _plain_candidates(conn, where, params, n, full=len(candidates) < n)
     chosen = choose(candidates, n, admit, last_started)
     write_buckets(conn, admit.changed_buckets())
     turns = [c for c in chosen if c.key is not None and c.kind in keyed]
@@ -162,28 +158,47 @@ def pick(
     return [c.id for c in chosen]
 
 
+def _plain_candidates(
+    conn: Conn, where: str, params: dict[str, Any], n: int, full: bool
+) -> list[Candidate]:
+    """Up to n waiting jobs in claim order that no per-key limit orders. Unless `full`, only
+    among the first n waiting jobs: when the keyed kinds give a claim enough jobs, the jobs
+    behind a long keyed backlog are younger than what it takes anyway, and walking the whole
+    backlog for them would cost every claim."""
+    plain = "NOT (concurrency_key IS NOT NULL AND kind = ANY(%(keyed)s::text[]))"
+    order = "ORDER BY priority DESC, run_at, id"
+    if full or not params["keyed"]:
+        sql = (
+            f"SELECT {_CANDIDATE} FROM conveyor_jobs WHERE {where} AND {plain} {order} LIMIT %(n)s"
+        )
+    else:
+        sql = (
+            f"SELECT * FROM (SELECT {_CANDIDATE}, concurrency_key IS NOT NULL"
+            f" AND kind = ANY(%(keyed)s::text[]) AS keyed FROM conveyor_jobs WHERE {where}"
+            f" {order} LIMIT %(n)s) w WHERE NOT keyed"
+        )
+    found = [Candidate(*row[:6]) for row in conn.execute(sql.encode(), params).fetchall()]
+    found.sort(key=lambda c: (-c.priority, c.run_at, c.id))
+    return found
+
+
 def _keyed_candidates(
     conn: Conn,
     admit: Admission,
-    limits: LimitSet,
     kind: str,
     where: str,
     params: dict[str, Any],
     n: int,
     last_started: dict[tuple[str, str], float],
 ) -> list[Candidate]:
-    """The next jobs of a per-key-limited kind's keys, least recently started key first,
-    until n are found: each key gives its share of n, at most what its limit leaves it. The
-    keys are read a batch at a time, each batch's jobs in one statement."""
-    limit = limits.limits[f"key:{kind}"]
+    """The next jobs of a per-key-limited kind's keys in turn order (limits.key_rooms), a
+    batch of keys per statement, until n are found."""
     keys = conn.execute(
         b"SELECT key, last_started FROM conveyor_limit_keys WHERE kind = %(kind)s"
         b" ORDER BY last_started NULLS FIRST, key LIMIT %(scan)s",
         {"kind": kind, "scan": KEY_SCAN},
     ).fetchall()
-    if limit.rate is not None:
-        admit.prefetch(("key", kind, key) for key, _ in keys)
-    share = -(-n // max(1, len(keys)))
+    rooms = key_rooms(admit, kind, keys, n, last_started)
     found: list[Candidate] = []
     sql = (
         f"SELECT j.* FROM unnest(%(keys)s::text[], %(room)s::int[]) WITH ORDINALITY"
@@ -192,30 +207,17 @@ def _keyed_candidates(
         f"  AND concurrency_key = k.key AND finished_at IS NULL AND {where}"
         "  ORDER BY priority DESC, run_at, id LIMIT k.room) j ORDER BY k.ord"
     ).encode()
-    start = 0
-    while start < len(keys) and len(found) < n:
-        batch = keys[start : start + max(n, 50)]
-        start += len(batch)
-        rooms: dict[str, int] = {}
-        for key, started in batch:
-            if started is not None:
-                last_started[kind, key] = started
-            scope = ("key", kind, key)
-            room = share
-            if limit.max_running is not None:
-                room = min(room, limit.max_running - admit.running[scope])
-            if limit.rate is not None:
-                room = min(room, int(admit.tokens(limit, scope)))
-            if room > 0:
-                rooms[key] = room
-        if not rooms:
-            continue
+    batch = list(rooms)
+    for start in range(0, len(batch), max(n, 50)):
+        if len(found) >= n:
+            break
+        part = batch[start : start + max(n, 50)]
         rows = conn.execute(
-            sql, {**params, "kind": kind, "keys": list(rooms), "room": list(rooms.values())}
+            sql, {**params, "kind": kind, "keys": part, "room": [rooms[k] for k in part]}
         ).fetchall()
         found.extend(Candidate(*row) for row in rows)
         seen = {row[3] for row in rows}
-        idle = [k for k in rooms if k not in seen and admit.running["key", kind, k] == 0]
+        idle = [k for k in part if k not in seen and admit.running["key", kind, k] == 0]
         if idle:  # keys with no unfinished job left leave the turn order
             conn.execute(
                 b"DELETE FROM conveyor_limit_keys k WHERE kind = %(kind)s"

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from conveyor.models import UniqueScope
 from conveyor.store.base import JobSpec
 from conveyor.store.limits import (
@@ -23,6 +25,7 @@ from conveyor.store.limits import (
     Strategies,
     choose,
     decide_strategies,
+    key_rooms,
     running_counts,
     stored_limit,
     unique_duplicates,
@@ -117,35 +120,59 @@ def pick(
         where += " AND id IN (SELECT job_id FROM job_tags WHERE tag = ?)"
         params.append(tag)
     keyed = [k for k in limits.keyed_kinds() if k not in closed_kinds and (not kinds or k in kinds)]
-    plain_where = where
-    if keyed:
-        plain_where += (
-            f" AND NOT (concurrency_key IS NOT NULL AND kind IN ({','.join('?' * len(keyed))}))"
-        )
-    candidates = [
-        Candidate(*row)
-        for row in db.execute(
-            "SELECT id, queue, kind, concurrency_key, priority, run_at FROM jobs"
-            f" WHERE {plain_where} ORDER BY priority DESC, run_at, id LIMIT ?",
-            [*params, *keyed, n],
-        )
-    ]
     last_started: dict[tuple[str, str], float] = {}
+    candidates: list[Candidate] = []
     for kind in keyed:
-        candidates += _keyed_candidates(db, admit, limits, kind, where, params, n, last_started)
+        candidates += _keyed_candidates(db, admit, kind, where, params, n, last_started)
+    candidates += _plain_candidates(db, where, params, keyed, n, full=len(candidates) < n)
     chosen = choose(candidates, n, admit, last_started)
     write_buckets(db, admit.changed_buckets())
-    db.executemany(
-        "UPDATE limit_keys SET last_started = ? WHERE kind = ? AND key = ?",
-        [(now, c.kind, c.key) for c in chosen if c.key is not None and c.kind in keyed],
-    )
+    for kind in keyed:
+        turned = [c.key for c in chosen if c.kind == kind and c.key is not None]
+        if turned:
+            db.execute(
+                "UPDATE limit_keys SET last_started = ? WHERE kind = ?"
+                " AND key IN (SELECT value FROM json_each(?))",
+                (now, kind, _json(turned)),
+            )
     return [c.id for c in chosen]
+
+
+def _json(values: Sequence[str]) -> str:
+    return orjson.dumps(list(values)).decode()
+
+
+def _plain_candidates(
+    db: sqlite3.Connection,
+    where: str,
+    params: list[Any],
+    keyed: Sequence[str],
+    n: int,
+    full: bool,
+) -> list[Candidate]:
+    """Up to n waiting jobs in claim order that no per-key limit orders. Unless `full`, only
+    among the first n waiting jobs: when the keyed kinds give a claim enough jobs, the jobs
+    behind a long keyed backlog are younger than what it takes anyway, and walking the whole
+    backlog for them would cost every claim."""
+    keyed_sql = ""
+    if keyed:
+        keyed_sql = f" NOT (concurrency_key IS NOT NULL AND kind IN ({','.join('?' * len(keyed))}))"
+    columns = "id, queue, kind, concurrency_key, priority, run_at"
+    order = "ORDER BY priority DESC, run_at, id"
+    if full or not keyed:
+        sql = f"SELECT {columns} FROM jobs WHERE {where}{' AND' + keyed_sql if keyed else ''}"
+        rows = db.execute(f"{sql} {order} LIMIT ?", [*params, *keyed, n])
+    else:
+        window = f"SELECT {columns} FROM jobs WHERE {where} {order} LIMIT ?"
+        rows = db.execute(f"SELECT * FROM ({window}) WHERE{keyed_sql}", [*params, n, *keyed])
+    found = [Candidate(*row) for row in rows]
+    found.sort(key=lambda c: (-c.priority, c.run_at, c.id))
+    return found
 
 
 def _keyed_candidates(
     db: sqlite3.Connection,
     admit: Admission,
-    limits: LimitSet,
     kind: str,
     where: str,
     params: list[Any],
@@ -154,7 +181,6 @@ def _keyed_candidates(
 ) -> list[Candidate]:
     """The next jobs of a per-key-limited kind's keys, least recently started key first,
     until n are found: each key gives at most what its limit leaves it."""
-    limit = limits.limits[f"key:{kind}"]
     found: list[Candidate] = []
     gone: list[tuple[str, str]] = []
     keys = db.execute(
@@ -162,32 +188,31 @@ def _keyed_candidates(
         " LIMIT ?",
         (kind, KEY_SCAN),
     ).fetchall()
-    if limit.rate is not None:
-        admit.prefetch(("key", kind, key) for key, _ in keys)
-    # Each key gives its share of n, so one claim takes from n keys before a second job of any.
-    share = -(-n // max(1, len(keys)))
-    for key, started in keys:
+    rooms = key_rooms(admit, kind, keys, n, last_started)
+    share = max(rooms.values(), default=0)
+    # The keys' next jobs, a batch of keys per statement (each key's from the keyed index),
+    # until n are found.
+    batch = list(rooms)
+    sql = (
+        "SELECT j.id, j.queue, j.kind, j.concurrency_key, j.priority, j.run_at"
+        " FROM json_each(?) AS k CROSS JOIN jobs AS j WHERE j.id IN (SELECT id FROM jobs"
+        f"  WHERE kind = ? AND concurrency_key = k.value AND finished_at IS NULL AND {where}"
+        "  ORDER BY priority DESC, run_at, id LIMIT ?)"
+    )
+    for start in range(0, len(batch), max(n, 50)):
         if len(found) >= n:
             break
-        if started is not None:
-            last_started[kind, key] = started
-        scope = ("key", kind, key)
-        room = share
-        if limit.max_running is not None:
-            room = min(room, limit.max_running - admit.running[scope])
-        if limit.rate is not None:
-            room = min(room, int(admit.tokens(limit, scope)))
-        if room <= 0:
-            continue
-        rows = db.execute(
-            "SELECT id, queue, kind, concurrency_key, priority, run_at FROM jobs"
-            f" WHERE kind = ? AND concurrency_key = ? AND finished_at IS NULL AND {where}"
-            " ORDER BY priority DESC, run_at, id LIMIT ?",
-            [kind, key, *params, room],
-        ).fetchall()
-        found.extend(Candidate(*row) for row in rows)
-        if not rows and admit.running[scope] == 0 and not _unfinished(db, kind, key):
-            gone.append((kind, key))
+        part = batch[start : start + max(n, 50)]
+        rows = db.execute(sql, [_json(part), kind, *params, share]).fetchall()
+        taken: dict[str, int] = {}
+        for row in rows:
+            if taken.get(row[3], 0) < rooms[row[3]]:
+                taken[row[3]] = taken.get(row[3], 0) + 1
+                found.append(Candidate(*row))
+        for key in part:
+            idle = key not in taken and admit.running["key", kind, key] == 0
+            if idle and not _unfinished(db, kind, key):
+                gone.append((kind, key))
     db.executemany("DELETE FROM limit_keys WHERE kind = ? AND key = ?", gone)
     return found
 
