@@ -138,3 +138,15 @@ def say(inp: SayIn, ctx: Context) -> None:
     import logging
 
     logging.getLogger("tests.say").warning(inp.message)
+
+
+class GateIn(BaseModel):
+    dir: str
+
+
+@conveyor.task("test.gate", input=GateIn, max_attempts=1, retry_backoff=0)
+def gate(inp: GateIn, ctx: Context) -> dict[str, int]:
+    """Fail unless the test has created `<dir>/open` (a step that fails until fixed)."""
+    if not (Path(inp.dir) / "open").exists():
+        raise RuntimeError("the gate is closed")
+    return {"attempt": ctx.attempt}

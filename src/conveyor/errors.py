@@ -12,7 +12,9 @@ a stable `type` (used as the RFC 9457 problem type by the API) and the HTTP stat
     ├── LimitNotFoundError
     ├── AlreadyExistsError
     ├── QuotaExceededError
+    ├── WorkflowNotFoundError
     ├── InvalidInputError
+    │   └── InvalidWorkflowError
     ├── InvalidStateError
     ├── StaleLeaseError
     ├── IdempotencyConflictError
@@ -99,11 +101,24 @@ class QuotaExceededError(ConveyorError):
         return float(self.details.get("retry_after_s", 1.0))
 
 
+class WorkflowNotFoundError(ConveyorError):
+    """No workflow with this id exists."""
+
+    type = "workflow-not-found"
+    status = 404
+
+
 class InvalidInputError(ConveyorError):
     """The input does not match the kind's schema."""
 
     type = "invalid-input"
     status = 422
+
+
+class InvalidWorkflowError(InvalidInputError):
+    """The workflow document is invalid; `step` names the first step at fault."""
+
+    type = "invalid-workflow"
 
 
 class InvalidStateError(ConveyorError):

@@ -116,10 +116,11 @@ class Service:
                     for problem in exc.details.get("errors", []):
                         problem["loc"] = ["jobs", index, *problem["loc"]]
                 raise
-            specs.append(self._spec(new, kind, now))
+            specs.append(self.spec(new, kind, now))
         return specs
 
-    def _spec(self, new: NewJob, kind: KindInfo, now: float) -> JobSpec:
+    def spec(self, new: NewJob, kind: KindInfo, now: float) -> JobSpec:
+        """The spec `new` becomes with `kind`'s defaults (its input already validated)."""
         run_at = new.run_at.timestamp() if new.run_at else now + (new.delay_s or 0.0)
         return JobSpec(
             id=uuid7(int(now * 1000)),

@@ -16,6 +16,7 @@ from rich.table import Table
 
 import conveyor.cli.swissai as swissai_cli
 import conveyor.cli.webhooks as webhooks_cli
+import conveyor.cli.workflows as workflows_cli
 from conveyor import errors
 from conveyor.cli import db, flow, keys, output, serve
 from conveyor.cli.output import console, err
@@ -46,6 +47,7 @@ app.add_typer(flow.schedules_app, name="schedules")
 app.add_typer(flow.limits_app, name="limits")
 queues_app = typer.Typer(help="Queues: depths and ages; pause, resume, purge.")
 app.add_typer(queues_app, name="queues")
+app.add_typer(workflows_cli.app, name="workflows")
 
 StoreOpt = Annotated[
     str | None, typer.Option("--store", help="Store URL (default: CONVEYOR_STORE or local file).")

@@ -13,16 +13,20 @@ import queue
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from conveyor import errors
 from conveyor.api import staging
 from conveyor.client import Client
+from conveyor.client._core import workflow_body
 from conveyor.controls import Controls
 from conveyor.models import Job, JobEvent, JobState, NewJob, Progress, WorkerInfo
 from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.storage import BlobStorage, job_key, open_storage
 from conveyor.store import Store, open_store
+from conveyor.workflows import Workflow, WorkflowPage, WorkflowSubmit
+from conveyor.workflows.service import Workflows
 
 
 class LocalService(Service, Controls):
@@ -44,6 +48,26 @@ class LocalService(Service, Controls):
 
     def workers(self) -> list[WorkerInfo]:
         return self.store.workers()
+
+    # The workflow calls of `Client`, over the local store.
+
+    def submit_workflow(self, document: WorkflowSubmit | dict[str, Any]) -> Workflow:
+        doc = WorkflowSubmit.model_validate(workflow_body(document))
+        return Workflows(self).submit(doc)
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        return Workflows(self).get(workflow_id)
+
+    def list_workflows(
+        self, state: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> WorkflowPage:
+        return Workflows(self).list(cursor, limit, state)
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow:
+        return Workflows(self).cancel(workflow_id)
+
+    def retry_workflow(self, workflow_id: str) -> Workflow:
+        return Workflows(self).retry(workflow_id)
 
     def save(self, job_id: str, name: str, dest: Path, direction: str = "out") -> Path:
         """Copy a job's file to `dest` (a file or a directory)."""

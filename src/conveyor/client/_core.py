@@ -144,3 +144,12 @@ def default_headers(token: str | None) -> dict[str, str]:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
+
+
+def workflow_body(document: Any) -> Any:
+    """The JSON body of a workflow submit: a document, a `Flow`, or a plain dict."""
+    if hasattr(document, "document"):  # a Flow
+        document = document.document()
+    if hasattr(document, "model_dump"):
+        return document.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return document

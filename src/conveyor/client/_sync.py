@@ -26,6 +26,7 @@ from conveyor.client._core import (
     raise_for_problem,
     resolve_url,
     submit_body,
+    workflow_body,
 )
 from conveyor.limits import LimitView
 from conveyor.models import (
@@ -40,6 +41,8 @@ from conveyor.models import (
     WorkerInfo,
 )
 from conveyor.schedules.model import NewSchedule, ScheduleView
+from conveyor.workflows import Flow, Workflow, WorkflowPage, WorkflowSubmit
+from conveyor.workflows.status import FINAL_WORKFLOW_STATES
 
 
 def _read_chunks(source: str | Path | bytes) -> Iterator[bytes]:
@@ -249,6 +252,51 @@ class Client:
         """The job's webhook delivery log: each message, its status and attempts."""
         response = self._request("GET", f"/v1/jobs/{job_id}/deliveries")
         return list(response.json()["deliveries"])
+
+    # -- workflows ----------------------------------------------------------------------------
+
+    def submit_workflow(self, document: WorkflowSubmit | Flow | dict[str, Any]) -> Workflow:
+        """Submit a workflow document (or a `Flow`); its steps are enqueued at once."""
+        body = workflow_body(document)
+        response = self._request("POST", "/v1/workflows", json=body)
+        return Workflow.model_validate(response.json())
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        """The workflow with its steps, state and progress."""
+        response = self._request("GET", f"/v1/workflows/{workflow_id}")
+        return Workflow.model_validate(response.json())
+
+    def list_workflows(
+        self, state: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> WorkflowPage:
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params["state"] = state
+        if cursor is not None:
+            params["cursor"] = cursor
+        response = self._request("GET", "/v1/workflows", params=params)
+        return WorkflowPage.model_validate(response.json())
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow:
+        response = self._request("POST", f"/v1/workflows/{workflow_id}/cancel")
+        return Workflow.model_validate(response.json())
+
+    def retry_workflow(self, workflow_id: str) -> Workflow:
+        response = self._request("POST", f"/v1/workflows/{workflow_id}/retry")
+        return Workflow.model_validate(response.json())
+
+    def wait_workflow(self, workflow_id: str, timeout: float | None = None) -> Workflow:
+        """Block until the workflow ends; the final workflow."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            found = self.workflow(workflow_id)
+            if found.state in FINAL_WORKFLOW_STATES:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still {found.state}")
+            time.sleep(delay)
+            delay = min(1.0, delay * 1.5)
 
     # -- files --------------------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ from conveyor.dashboard import (
     overview,
     static,
     workers,
+    workflows,
 )
 from conveyor.dashboard.web import DashboardRoute
 
 router = APIRouter(prefix="/ui", route_class=DashboardRoute, include_in_schema=False)
-for module in (static, login, overview, jobs, job, kinds, flow, workers, allocation):
+for module in (static, login, overview, jobs, job, workflows, kinds, flow, workers, allocation):
     router.include_router(module.router)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from conveyor.kinds.registry import task
 from conveyor.worker.context import Context, PermanentError
+from conveyor.worker.continuation import Children, Continue
 
 
 class Empty(BaseModel):
@@ -91,3 +92,25 @@ def crash(inp: CrashIn, ctx: Context) -> None:
     if inp.hard:
         os.kill(os.getpid(), signal.SIGKILL)
     os._exit(3)
+
+
+class FanoutIn(BaseModel):
+    n: int = Field(10, ge=0, le=1_000_000, description="How many noop children to spawn.")
+
+
+class FanoutOut(BaseModel):
+    children: int
+    succeeded: int
+
+
+@task("demo.fanout", input=FanoutIn, output=FanoutOut, examples=[{"n": 100}])
+def fanout(inp: FanoutIn, ctx: Context) -> Continue:
+    """Spawn `n` noop child jobs; once they have all ended, return how many succeeded."""
+    for _ in range(inp.n):
+        ctx.spawn("noop", {})
+    return ctx.wait_for_children()
+
+
+@fanout.continuation
+def fanout_done(inp: FanoutIn, children: Children, ctx: Context) -> FanoutOut:
+    return FanoutOut(children=len(children), succeeded=len(children.succeeded))

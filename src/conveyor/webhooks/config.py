@@ -12,6 +12,10 @@ from conveyor.models import JobEvent
 from conveyor.webhooks.ssrf import CallbackPolicy
 
 FINAL_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
+JOB_EVENTS = frozenset({"*", "job.*", "job.progress", "job.log", "job.queued", "job.scheduled",
+                        "job.running", *FINAL_EVENTS})  # fmt: skip
+WORKFLOW_EVENTS = frozenset({"*", "workflow.*", "workflow.running", "workflow.succeeded",
+                             "workflow.failed", "workflow.cancelled"})  # fmt: skip
 SECRET_ID = r"^[A-Za-z0-9_.:-]{1,100}$"  # noqa: S105 - a name pattern, not a secret
 
 
@@ -62,12 +66,14 @@ class WebhookSpec(BaseModel):
     def wants(self, event_type: str) -> bool:
         if self.format == "swissai":
             return event_type in FINAL_EVENTS
+        transition = event_type not in ("job.progress", "job.log")
         if self.events is None:
-            return event_type not in ("job.progress", "job.log")
+            return transition
         for pattern in self.events:
             if pattern in ("*", event_type):
                 return True
-            if pattern == "job.*" and event_type not in ("job.progress", "job.log"):
+            # `job.*` / `workflow.*`: every state change of a job / of a workflow
+            if pattern.endswith(".*") and event_type.startswith(pattern[:-1]) and transition:
                 return True
         return False
 
@@ -92,14 +98,17 @@ def parse_spec(raw: Any) -> WebhookSpec:
         raise errors.InvalidInputError(f"invalid webhook: {problems}") from None
 
 
-def validate_webhook(raw: Any, policy: CallbackPolicy | None = None) -> dict[str, Any]:
-    """Check a webhook when it is registered: shape, event names and the SSRF guard.
+def validate_webhook(
+    raw: Any, policy: CallbackPolicy | None = None, known: frozenset[str] = JOB_EVENTS
+) -> dict[str, Any]:
+    """Check a webhook when it is registered: shape, event names (`known`: a job's, or a
+    workflow's) and the SSRF guard.
 
-    Returns the normalised spec to store with the job.
+    Returns the normalised spec to store with the job (or workflow).
     """
     spec = parse_spec(raw)
-    known = {"*", "job.*", "job.progress", "job.log", "job.queued", "job.scheduled",
-             "job.running", *FINAL_EVENTS}  # fmt: skip
+    if known is WORKFLOW_EVENTS and spec.format != "standard":
+        raise errors.InvalidInputError("a workflow's webhook uses the standard format")
     unknown = sorted(set(spec.events or ()) - known)
     if unknown:
         raise errors.InvalidInputError(

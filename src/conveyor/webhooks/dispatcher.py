@@ -50,6 +50,7 @@ from conveyor.webhooks.process import SupervisedProcess
 from conveyor.webhooks.sender import Outcome, Sender
 from conveyor.webhooks.signing import sign_headers
 from conveyor.webhooks.ssrf import CallbackPolicy
+from conveyor.workflows import hooks as workflow_hooks
 
 log = logging.getLogger("conveyor.webhooks")
 
@@ -63,6 +64,7 @@ PRUNE_EVERY_S = 3600.0
 # 4xx answers that may pass: timeout, conflict, too early, rate limited. Any other 4xx refuses
 # the message itself (a Swiss AI engine's 422 on a body it cannot read), so it is not retried.
 RETRIED_4XX = frozenset({408, 409, 425, 429})
+WORKFLOWS_EVERY_S = 0.25  # how often workflows' derived states are looked at (workflows/hooks)
 
 
 def deliveries_of(store: Store, job_id: str) -> list[dict[str, Any]]:
@@ -99,6 +101,7 @@ class Dispatcher:
         self.recheck = True
         self.routes = Routes(store)
         tracing.configure()
+        self.last_workflows = 0.0
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -135,6 +138,9 @@ class Dispatcher:
         if not self._take_lease():
             return False
         more = self.collect()
+        if time.monotonic() - self.last_workflows >= WORKFLOWS_EVERY_S:
+            self.last_workflows = time.monotonic()
+            workflow_hooks.collect(self.store, self._create_once)
         sent = self.deliver_due()
         if time.monotonic() - self.last_prune >= PRUNE_EVERY_S:
             self.last_prune = time.monotonic()
@@ -146,7 +152,10 @@ class Dispatcher:
         cutoff = self.store.now() - self.settings.log_retention_s
         finished = self.store.list_records(DELIVERIES)
         alive = jobs_by_id(self.store, {d["job_id"] for _, d in finished})
-        gone = [k for k, d in finished if d["created_at"] < cutoff or d["job_id"] not in alive]
+        gone = [
+            k for k, d in finished
+            if d["created_at"] < cutoff or ("workflow_id" not in d and d["job_id"] not in alive)
+        ]  # fmt: skip
         for key in gone:
             self.store.delete_record(DELIVERIES, key)
         return len(gone)
@@ -251,6 +260,12 @@ class Dispatcher:
         if parent := tracing.traceparent_of(job.tags):
             delivery["traceparent"] = parent  # each attempt's span joins the job's trace
         self.store.put_record(PENDING, key, delivery)  # one durable write per message
+
+    def _create_once(self, key: str, delivery: dict[str, Any]) -> None:
+        """Write a pending delivery unless this key has one (pending or finished) already."""
+        if self.store.get_record(PENDING, key) or self.store.get_record(DELIVERIES, key):
+            return
+        self.store.put_record(PENDING, key, delivery)
 
     # -- sending ----------------------------------------------------------------------------------
 

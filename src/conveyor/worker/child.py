@@ -3,7 +3,7 @@
 It talks to the supervisor only, over a pipe of JSON messages, and never to the store: the
 supervisor holds the leases, so a child that dies or hangs cannot settle a job twice.
 
-    supervisor → child: run_many {jobs: [{id, seq, kind, input, attempt}]} · cancel {id} · stop
+    supervisor → child: run_many {jobs: [{id, seq, kind, input, attempt}]} · cancel {id, seq} · stop
     child → supervisor: progress {id, current, total, message} · log {id, line}
                         done {jobs: [{id, outcome, result | error, retry, took}]}
 
@@ -65,7 +65,9 @@ class Child:
         self.unsent: list[dict[str, Any]] = []  # outcomes not yet reported
         self.unsent_since = 0.0
         self.runtime: dict[str, float] = {}  # kind -> EWMA seconds
-        self.cancelled: set[str] = set()
+        # (job id, dispatch seq): a cancel is for one dispatch of a job, not for its id, or a
+        # job retried (or a workflow rerun) after a cancel would be skipped by this child again.
+        self.cancelled: set[tuple[str, int]] = set()
         self.stopping = False
         self.send_lock = threading.Lock()  # the pipe and `unsent`
         self.held = threading.Condition(self.send_lock)  # wakes the reporter thread
@@ -96,16 +98,16 @@ class Child:
         if op == "run_many":
             self.pending.extend(message["jobs"])
         elif op == "cancel":
-            self.cancelled.add(message["id"])
+            self.cancelled.add((message["id"], message["seq"]))
         elif op == "stop":
             self.stopping = True
 
-    def is_cancelled(self, job_id: str) -> bool:
+    def is_cancelled(self, key: tuple[str, int]) -> bool:
         now = time.monotonic()
         if now - self.last_poll >= CANCEL_POLL_S:
             self.last_poll = now
             self.receive(block=False)
-        return job_id in self.cancelled
+        return key in self.cancelled
 
     def serve(self) -> None:
         threading.Thread(target=self._report_late, daemon=True, name="reporter").start()
@@ -176,7 +178,9 @@ class Child:
 
     def run(self, message: dict[str, Any]) -> dict[str, Any]:
         job_id = message["id"]
-        if job_id in self.cancelled:
+        key = (job_id, message["seq"])
+        if key in self.cancelled:
+            self.cancelled.discard(key)
             return {"id": job_id, "outcome": "cancelled"}
         ctx: Context | None = None
         try:
@@ -188,7 +192,7 @@ class Child:
                 storage=self.storage,
                 workdir=Path(self.tmp, f"conveyor-{os.getpid()}-{job_id}"),
                 send=self.send,
-                is_cancelled=lambda: self.is_cancelled(job_id),
+                is_cancelled=lambda: self.is_cancelled(key),
             )
             value = self.call(spec, message, ctx)
             waiting = wait_outcome(job_id, value, ctx.spawns)
@@ -213,10 +217,11 @@ class Child:
         except PermanentError as exc:
             return _failure(job_id, exc, "error", retry=False)
         except Exception as exc:
-            if job_id in self.cancelled:
+            if key in self.cancelled:
                 return {"id": job_id, "outcome": "cancelled"}
             return _failure(job_id, exc, "error", retry=True)
         finally:
+            self.cancelled.discard(key)
             if ctx is not None:
                 ctx.remove_workdir()
 

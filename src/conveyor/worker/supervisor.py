@@ -40,6 +40,7 @@ from conveyor.worker.child import SHORT_JOB_S
 from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
 from conveyor.worker.slot import InFlight, Slot
+from conveyor.workflows.gate import Gate
 
 log = logging.getLogger("conveyor.worker")
 
@@ -109,6 +110,7 @@ class Supervisor:
         self._last_reap = 0.0
         self.settler = Settler(store, self._committed)
         self.spawns = continuation.SpawnResolver(store, [spec.info() for spec in specs])
+        self.gate = Gate(store, self.settler.add)  # workflow steps: run, skip, or fail at claim
         self.fence = FenceWatchdog(self.slots, settings.lease_s, settings.heartbeat_s)
         tracing.configure()
 
@@ -266,15 +268,16 @@ class Supervisor:
             if claimed and any(job.continuation is not None for job in claimed):
                 self._store_call(continuation.load_children, self.store, claimed)
             if claimed is not None:
+                self.hungry = len(claimed) == want
+                self._last_claim_empty = not claimed
                 if tracing.ENABLED and claimed:
                     from conveyor.telemetry import spans
 
                     spans.claimed(claimed, self.id, sent_at)
+                claimed = self.gate.admit(claimed)
                 self.buffer.extend(
                     InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease
                 )
-                self.hungry = len(claimed) == want
-                self._last_claim_empty = not claimed
         self._dispatch(now)
 
     def _dispatch(self, now: float) -> None:
@@ -461,12 +464,12 @@ class Supervisor:
                     item.cancel = True
                     log.info("job %s: cancel requested", item.id,
                              extra=job_fields(item.job, self.id))  # fmt: skip
-                    slot.control("cancel", id=item.id)
+                    slot.control("cancel", id=item.id, seq=item.seq)
                 elif status is BeatStatus.LOST and not item.lost:
                     item.lost = True
                     log.warning("job %s: lease lost (rescued elsewhere); stopping it", item.id,
                                 extra=job_fields(item.job, self.id))  # fmt: skip
-                    slot.control("cancel", id=item.id)
+                    slot.control("cancel", id=item.id, seq=item.seq)
 
     def _drop_lapsed(self, now: float) -> None:
         """Forget claimed jobs not yet started whose leases may have lapsed: others may own

@@ -22,8 +22,10 @@ def install(app: FastAPI) -> None:
         schedules,
         uploads,
     )
+    from conveyor.api.routes import workflows as flows
 
-    for module in (jobs, events, files, uploads, catalog, schedules, limits, lease, metrics):
+    routers = (jobs, events, files, uploads, catalog, schedules, limits, lease, metrics, flows)
+    for module in routers:
         app.include_router(module.router)
     app.state.metrics = Metrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

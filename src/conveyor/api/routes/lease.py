@@ -28,6 +28,7 @@ from conveyor.api.schemas import (
 )
 from conveyor.models import Job
 from conveyor.store import Beat, BeatStatus, Outcome, Settlement
+from conveyor.workflows.gate import Gate
 
 router = APIRouter(prefix="/v1", tags=["lease"])
 
@@ -55,9 +56,13 @@ async def lease(
     """Up to `n` due jobs (highest priority, then oldest), each with its lease token. Renew
     the lease with /heartbeat before `expires_at`, then /complete, /fail or /release."""
     owner = f"http:{principal.name}:{body.worker}"
+    store = service.store
+    # Workflow steps are decided as the in-process worker decides them: skipped ones are
+    # settled here and not handed out; the others come with their references resolved.
+    gate = Gate(store)
     jobs = await run_in_threadpool(
-        lambda: service.store.claim(
-            [queue], owner, body.n, body.lease_s, kinds=body.kinds, tag=body.tag
+        lambda: gate.admit(
+            store.claim([queue], owner, body.n, body.lease_s, kinds=body.kinds, tag=body.tag)
         )
     )
     leased = [
