@@ -107,11 +107,13 @@ def declare(
 
 def check_source(source: str) -> str:
     """`input.<field>[.<field>...]` or `tag:<prefix>`; `ConfigurationError` otherwise."""
-    if source.startswith("tag:") and len(source) > 4:
-        return source
-    path = source.removeprefix("input.")
-    if path and all(part for part in path.split(".")):
-        return source
+    if source.startswith("tag:"):
+        if len(source) > 4:
+            return source
+    else:
+        path = source.removeprefix("input.")
+        if path and all(part for part in path.split(".")):
+            return source
     raise errors.ConfigurationError(
         f"cannot read a concurrency key from {source!r}: use input.<field> or tag:<prefix>"
     )

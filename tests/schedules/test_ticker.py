@@ -3,17 +3,19 @@ policies, pause/resume, and a schedule whose kind is unknown."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conveyor import errors
 from conveyor.clock import FakeClock
 from conveyor.models import JobFilter, JobState, KindInfo
-from conveyor.schedules.model import NewSchedule
+from conveyor.schedules.model import STATES, NewSchedule
 from conveyor.schedules.service import Schedules
-from conveyor.schedules.ticker import Ticker, schedule_tag, tick_key
+from conveyor.schedules.ticker import PassReport, Ticker, schedule_tag, tick_key
 from conveyor.service import Service
 from conveyor.storage import open_storage
 from conveyor.store import Store
@@ -61,6 +63,64 @@ def test_three_tickers_make_exactly_one_job_per_tick(
     state = schedules.get("beat").state
     assert state.last_tick == datetime.fromtimestamp(START + 20, UTC)
     assert state.last_job_id is not None
+
+
+def test_a_ticker_that_lost_the_state_makes_no_second_job(
+    store: Store, service: Service, schedules: Schedules, clock: FakeClock
+) -> None:
+    schedules.create(NewSchedule(id="lost", kind="noop", every_s=1))
+    clock.advance(5)
+    assert len(Ticker(service).run_once().created["lost"]) == 5
+    store.put_record(STATES, "lost", {"last_tick": START})  # a racing ticker wrote late
+    again = Ticker(service).run_once()
+    assert again.created == {} and again.existing == {"lost": 5}
+    assert len(keys_of(store, "lost")) == 5
+
+
+def test_the_idempotency_window_covers_a_catch_up(
+    store: Store, tmp_path: Path, schedules: Schedules, clock: FakeClock
+) -> None:
+    # Keys kept only 5 s by default; catch-up ticks are 20-30 s old when made, and must not be
+    # made twice by a ticker that plans them again after those 5 s.
+    short = Service(store, open_storage(f"file://{tmp_path / 'short'}"), idempotency_window_s=5)
+    schedules.create(
+        NewSchedule(id="w", kind="noop", every_s=10, misfire="catch_up", catch_up_max=3,
+                    misfire_grace_s=5)
+    )  # fmt: skip
+    clock.advance(60)
+    Ticker(short).run_once()
+    assert keys_of(store, "w") == sorted(tick_key("w", START + t) for t in (30, 40, 50, 60))
+    clock.advance(10)
+    store.put_record(STATES, "w", {"last_tick": START})
+    Ticker(short).run_once()  # plans 40, 50, 60 as missed again, and 70
+    assert keys_of(store, "w") == sorted(tick_key("w", START + t) for t in (30, 40, 50, 60, 70))
+
+
+def test_a_failing_pass_is_retried_and_the_loop_goes_on(
+    store: Store, service: Service, schedules: Schedules, clock: FakeClock
+) -> None:
+    schedules.create(NewSchedule(id="flaky", kind="noop", every_s=1))
+    clock.advance(1)
+    ticker = Ticker(service)
+    real = ticker.run_once
+    calls = []
+
+    def flaky() -> PassReport:
+        calls.append(1)
+        if len(calls) == 1:
+            raise errors.StoreUnavailableError("down for a moment")
+        report = real()
+        if report.created:
+            stop.set()
+        return report
+
+    ticker.run_once = flaky  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=ticker.run, args=(stop,), daemon=True)
+    thread.start()
+    assert stop.wait(10), "the ticker did not recover from a failed pass"
+    thread.join(5)
+    assert len(calls) >= 2 and keys_of(store, "flaky") == [tick_key("flaky", START + 1)]
 
 
 def test_a_tick_seen_late_within_the_grace_still_runs(
@@ -191,19 +251,34 @@ def test_unknown_kind_is_reported_on_the_schedule_and_ticks_go_on(
     assert schedules.get("k").state.last_error is None
 
 
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        # Spring forward (2026-03-29): 02:30 does not exist; it runs at 03:00 CEST (01:00 UTC),
+        # then at 02:30 CEST (00:30 UTC) the next day.
+        (datetime(2026, 3, 28, 12, tzinfo=UTC), [(29, 1, 0), (30, 0, 30)]),
+        # Fall back (2026-10-25): 02:30 happens twice; it runs once, at the first (00:30 UTC),
+        # then at 02:30 CET (01:30 UTC) the next day.
+        (datetime(2026, 10, 24, 12, tzinfo=UTC), [(25, 0, 30), (26, 1, 30)]),
+    ],
+)
 def test_dst_daily_0230_zurich_through_the_ticker(
-    store: Store, service: Service, schedules: Schedules, clock: FakeClock
+    store: Store,
+    service: Service,
+    schedules: Schedules,
+    clock: FakeClock,
+    start: datetime,
+    expected: list[tuple[int, int, int]],
 ) -> None:
-    # Start on 2026-03-28 12:00 UTC; tick every 10 minutes for two days: the ticker makes the
-    # 03:00 CEST job on the spring-forward day and the 02:30 CEST one the next day.
-    clock.advance(datetime(2026, 3, 28, 12, tzinfo=UTC).timestamp() - clock())
+    # Tick every 10 minutes for two days, as a ticker that is always up would.
+    clock.advance(start.timestamp() - clock())
     schedules.create(NewSchedule(id="z", kind="noop", cron="30 2 * * *", timezone="Europe/Zurich"))
     ticker = Ticker(service)
     for _ in range(2 * 24 * 6):
         clock.advance(600)
         ticker.run_once()
-    ticks = [datetime.fromtimestamp(j.created_at.timestamp(), UTC) for j in jobs_of(store, "z")]
-    assert [(t.day, t.hour) for t in sorted(ticks)] == [(29, 1), (30, 0)]
+    ticks = sorted(j.schedule_tick for j in jobs_of(store, "z"))
+    assert [(t.day, t.hour, t.minute) for t in ticks] == expected
 
 
 def test_code_declared_schedules_keep_an_admins_pause(

@@ -26,6 +26,7 @@ from conveyor.kinds.registry import registry
 from conveyor.models import FINAL_STATES, Job, JobFilter, JobState, NewJob
 from conveyor.schedules.model import SCHEDULES, STATES, Schedule
 from conveyor.schedules.service import Schedules, read
+from conveyor.schedules.timing import HORIZON_S
 from conveyor.service import Service
 from conveyor.settings import Settings
 from conveyor.storage import open_storage
@@ -170,17 +171,25 @@ class Ticker:
             tags=[*schedule.tags, schedule_tag(schedule.id)],
         )
         spec = self.service.prepare([new])[0]
-        window = self.service.idempotency_window_s
         return replace(
             spec,
             idempotency_key=key,
             # Every ticker asks the same for a tick: a fixed fingerprint, never a conflict.
             request_hash=hashlib.sha256(key.encode()).hexdigest(),
-            # The key must outlive the oldest tick a ticker may still look at (a catch-up).
-            idempotency_window_s=max(window, now - tick + window),
+            idempotency_window_s=self._window(schedule, tick, now),
             schedule_id=schedule.id,
             schedule_tick=tick,
         )
+
+    def _window(self, schedule: Schedule, tick: float, now: float) -> float:
+        """How long the tick's key must be kept: the settings' window, plus as long as a ticker
+        planning from an older state may still choose this tick. That is until the K-th tick
+        after it is missed too (K = the ticks the misfire policy keeps: 0, 1 or catch_up_max),
+        so a catch-up of ticks days old can never make one of them twice."""
+        keep = kept(schedule)
+        later = schedule.timing().after(tick, tick + HORIZON_S, keep) if keep else []
+        last_chance = (later[-1] if later else tick) + schedule.misfire_grace_s
+        return self.service.idempotency_window_s + max(0.0, last_chance - now)
 
     def _log_error(self, schedule_id: str, message: str) -> None:
         if self._errors.get(schedule_id) != message:
@@ -209,6 +218,11 @@ class Ticker:
             stop.wait(wait + 0.001)  # a hair after the tick, so it is due when we look
 
 
+def kept(schedule: Schedule) -> int:
+    """How many missed ticks the misfire policy makes jobs for."""
+    return {"skip": 0, "run_once": 1, "catch_up": schedule.catch_up_max}[schedule.misfire]
+
+
 def plan_ticks(schedule: Schedule, floor: float, now: float) -> Plan:
     """Which ticks after `floor` (the latest handled) get a job now, by the misfire and
     overlap policies."""
@@ -219,7 +233,7 @@ def plan_ticks(schedule: Schedule, floor: float, now: float) -> Plan:
     skipped = 0
     newest_missed: float | None = None
     if floor < edge:
-        keep = {"skip": 0, "run_once": 1, "catch_up": schedule.catch_up_max}[schedule.misfire]
+        keep = kept(schedule)
         if schedule.misfire == "run_once" and on_time:
             keep = 0  # the tick on time is the one run
         latest = timing.before(edge, floor, keep + MAX_PER_PASS)  # newest first
