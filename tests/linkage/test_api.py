@@ -41,7 +41,7 @@ def test_status_version_and_listing(env: Env) -> None:
     assert [p["project_id"] for p in listed] == [creds["project_id"]]
     assert env.http.get("/api/v1/status").json()["project_count"] == 1
     r = env.http.get(f"/api/v1/projects/{creds['project_id']}",
-                     headers={"Authorization": creds["update_tokens"][1]})  # fmt: skip
+                     headers={"Authorization": creds["result_token"]})  # fmt: skip
     assert r.json()["parties_contributed"] == 0 and r.json()["number_parties"] == 2
 
 
@@ -276,3 +276,104 @@ def test_a_cancelled_sub_job_turns_the_run_into_error_with_a_message(env: Env) -
     states = {j["state"] for j in env.http.get("/v1/jobs", params={
         "tag": f"linkage-run:{run_id}"}).json()["jobs"]}  # fmt: skip
     assert states == {"cancelled"}
+
+
+def test_which_token_reads_what_as_the_original(env: Env) -> None:
+    """The original's views (7508502): the result token reads everything; a receipt token a
+    permutations project's description, its runs' status and its own result; an update token
+    only uploads. A missing project is 403, then a missing header 401 where it said so."""
+    for result_type in ("groups", "permutations"):
+        creds = project(env, result_type)
+        pid, result = creds["project_id"], {"Authorization": creds["result_token"]}
+        update = {"Authorization": creds["update_tokens"][0]}
+        receipt = {"Authorization": env.http.post(
+            f"/api/v1/projects/{pid}/clks", json={"clks": clks(3)}, headers=update,
+        ).json()["receipt_token"]}  # fmt: skip
+        run_id = env.http.post(f"/api/v1/projects/{pid}/runs", json={"threshold": 0.9},
+                               headers=result).json()["run_id"]  # fmt: skip
+        run = f"/api/v1/projects/{pid}/runs/{run_id}"
+        receipts = 200 if result_type == "permutations" else 403
+        expected = {
+            f"/api/v1/projects/{pid}": {"result": 200, "update": 403, "receipt": receipts},
+            f"/api/v1/projects/{pid}/runs": {"result": 200, "update": 403, "receipt": 403},
+            run: {"result": 200, "update": 403, "receipt": 403},
+            f"{run}/status": {"result": 200, "update": 403, "receipt": receipts},
+        }
+        for path, codes in expected.items():
+            for name, headers in (("result", result), ("update", update), ("receipt", receipt)):
+                got = env.http.get(path, headers=headers).status_code
+                assert got == codes[name], (result_type, path, name, got)
+        for path in (f"/api/v1/projects/{pid}", f"/api/v1/projects/{pid}/runs"):
+            assert env.http.get(path).status_code == 401, path
+        assert env.http.get(f"{run}/status").status_code == 403
+        assert env.http.get(f"/api/v1/projects/{'0' * 48}").status_code == 403
+        missing = env.http.post(f"/api/v1/projects/{'0' * 48}/clks", json={"clks": clks(2)})
+        assert missing.status_code == 403
+
+
+def test_names_must_be_text_and_blocks_need_a_blocking_project(env: Env) -> None:
+    for field in ("name", "notes"):
+        body = {"schema": json.loads(SCHEMA.read_text()), "result_type": "groups",
+                field: ["not", "text"]}  # fmt: skip
+        r = env.http.post("/api/v1/projects", json=body)
+        assert r.status_code == 400 and field in r.json()["detail"], r.text
+    r = env.http.post("/api/v1/projects", json={"schema": {}, "result_type": "groups",
+                                                "uses_blocking": "false"})  # fmt: skip
+    assert r.status_code == 400 and "uses_blocking" in r.json()["detail"]
+    creds = project(env, name="plain")
+    pid, result = creds["project_id"], {"Authorization": creds["result_token"]}
+    assert env.http.get(f"/api/v1/projects/{pid}", headers=result).json()["name"] == "plain"
+    r = env.http.post(f"/api/v1/projects/{pid}/runs", json={"threshold": 0.9, "name": [1]},
+                      headers=result)  # fmt: skip
+    assert r.status_code == 400 and "name" in r.json()["detail"]
+    update = {"Authorization": creds["update_tokens"][0]}
+    with_blocks = {"encodings": clks(2), "blocks": {"0": ["b1"], "1": ["b1"]}}
+    r = env.http.post(f"/api/v1/projects/{pid}/clks", headers=update, json=with_blocks)
+    assert r.status_code == 403 and "Blocking has been disabled" in r.json()["detail"]
+    r = env.http.post(f"/api/v1/projects/{pid}/clks", json={"clks": clks(2)}, headers=update)
+    assert r.status_code == 201, "the refused upload did not use the token up"
+    blocking = project(env, uses_blocking=True)
+    r = env.http.post(f"/api/v1/projects/{blocking['project_id']}/clks", json={"clks": clks(2)},
+                      headers={"Authorization": blocking["update_tokens"][0]})  # fmt: skip
+    assert r.status_code == 403 and "Expecting blocking information" in r.json()["detail"]
+
+
+def test_a_run_past_the_chunk_limit_is_refused_cleanly(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,100 x 1,100 records in chunks of 1,000 comparisons would be 1,225 sub-jobs, more than
+    one run can have: the upload that would complete the data is refused, nothing is stored,
+    its token still works, and the run waiting for it is not broken."""
+    from tests.linkage.conftest import Env as LinkageEnv
+    from tests.servers.conveyor_api import sqlite_api_in_thread
+
+    monkeypatch.setenv("CONVEYOR_LINKAGE_CHUNK_COMPARISONS", "1000")
+    with sqlite_api_in_thread(tmp_path) as api:
+        env = LinkageEnv(api)
+        try:
+            creds = project(env)
+            pid, result = creds["project_id"], {"Authorization": creds["result_token"]}
+            t0, t1 = ({"Authorization": t} for t in creds["update_tokens"])
+            run_id = env.http.post(f"/api/v1/projects/{pid}/runs", json={"threshold": 0.9},
+                                   headers=result).json()["run_id"]  # fmt: skip
+            url = f"/api/v1/projects/{pid}/clks"
+            assert env.http.post(url, json={"clks": clks(1100)}, headers=t0).status_code == 201
+            refused = env.http.post(url, json={"clks": clks(1100, seed=1)}, headers=t1)
+            assert refused.status_code == 400, refused.text
+            detail = refused.json()["detail"]
+            assert "1225 comparison sub-jobs" in detail and "more than the 1000" in detail
+            assert "CONVEYOR_LINKAGE_CHUNK_COMPARISONS" in detail and "token can be used" in detail
+            described = env.http.get(f"/api/v1/projects/{pid}", headers=result).json()
+            assert described["parties_contributed"] == 1
+            status = env.http.get(f"/api/v1/projects/{pid}/runs/{run_id}/status", headers=result)
+            assert status.json()["state"] == "created"
+            assert env.store.list_jobs(JobFilter(tag=f"linkage-run:{run_id}")).jobs == []
+            # The same token uploads a smaller set, and the waiting run goes ahead.
+            ok = env.http.post(url, json={"clks": clks(100, seed=2)}, headers=t1)
+            assert ok.status_code == 201, ok.text
+            queued = env.http.get(f"/api/v1/projects/{pid}/runs/{run_id}/status", headers=result)
+            assert queued.json()["state"] == "queued"
+            chunks = env.store.list_jobs(JobFilter(tag=f"linkage-run:{run_id}"), limit=500).jobs
+            assert 100 <= len(chunks) <= 1000
+        finally:
+            env.close()

@@ -100,7 +100,7 @@ def test_cli_two_parties_groups_accuracy_on_febrl(env: Env, febrl: Febrl, tmp_pa
 
     status = env.http.get(
         f"/api/v1/projects/{ids['project_id']}/runs/{ids['run_id']}/status",
-        headers={"Authorization": ids["update_tokens"][0]},
+        headers={"Authorization": ids["result_token"]},  # groups: the result token only
     ).json()
     assert status["state"] == "completed" and status["stages"] == 3
     assert status["total_number_comparisons"] == len(febrl.truth) ** 2

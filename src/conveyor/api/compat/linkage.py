@@ -1,9 +1,13 @@
 """The Anonlink Entity Service's REST API at `/api/v1/…`, on `linkage.*` jobs.
 
 Same paths, bodies, states and tokens as the original (`openapi.yaml` of
-data61/anonlink-entity-service), so `anonlink-client` works unmodified when given
-`--server http://host:port`. The raw token travels in the `Authorization` header; a missing
-project or run answers 403 (existence does not leak); errors are problem+json. A run's work is
+data61/anonlink-entity-service, and where they differ its views at 7508502), so
+`anonlink-client` works unmodified when given `--server http://host:port`. The raw token
+travels in the `Authorization` header; a missing project or run answers 403 (existence does not
+leak), then a missing header 401 where the original said so (uploads, a project's description,
+its run list); errors are problem+json. Which token reads what is the original's: the result
+token everything; receipt tokens a permutations project's description, run status and own
+result; update tokens only their upload. A run's work is
 conveyor jobs tagged `linkage-run:<run_id>` (chunk sub-jobs, then the solve job), visible in
 `/v1/jobs`, the CLI and the dashboard. Creating a project needs no token, as in the original.
 """
@@ -32,7 +36,14 @@ from conveyor.api.deps import per_app
 from conveyor.api.problems import problem
 from conveyor.api.routes.jobs import read_json
 from conveyor.kinds.linkage import encodings, plan
-from conveyor.kinds.linkage.runs import Forbidden, Invalid, Linkage, NotReady, RunFailed
+from conveyor.kinds.linkage.runs import (
+    Forbidden,
+    Invalid,
+    Linkage,
+    NotReady,
+    RunFailed,
+    Unauthorized,
+)
 from conveyor.service import Service
 
 log = logging.getLogger(__name__)
@@ -150,6 +161,8 @@ async def _call(func: Callable[..., T], *args: Any) -> T | Response:
         return await run_in_threadpool(func, *args)
     except Forbidden as exc:
         return problem(403, "linkage-forbidden", str(exc), title="Forbidden")
+    except Unauthorized as exc:
+        return problem(401, "linkage-unauthorized", str(exc), title="Unauthorized")
     except (Invalid, encodings.EncodingError) as exc:
         return _invalid(str(exc))
     except NotReady as exc:
@@ -172,11 +185,28 @@ async def _json(request: Request) -> Any:
         return _invalid("the body is not valid JSON")
 
 
-def _upload_token(request: Request) -> str | Response:
-    """The request's upload token; a 401 problem `Response` without one."""
-    return _token(request) or problem(
-        401, "linkage-unauthorized", "an upload token is required", title="Unauthorized"
-    )
+async def _upload_token(lk: Linkage, project_id: str, request: Request) -> str | Response:
+    """The request's upload token, checked first as the original did: 403 for a missing
+    project or a token that is not the project's, 401 without a token."""
+    token = _token(request)
+    found = await _call(lambda: lk.project(project_id, token, upload=True, token_required=True))
+    return found if isinstance(found, Response) else token or ""
+
+
+BLOCKING_OFF = "Blocking has been disabled for this project, but received blocking information"
+BLOCKING_ON = 'Expecting blocking information. Either in "blocks" or "clksnblocks"'
+
+
+def _consistent(data: Any, uses_blocking: bool) -> None:
+    """The original's `abort_if_inconsistent_upload`: blocks where the project has none, or
+    none where it needs them, are refused with 403 before the encodings are read."""
+    if not isinstance(data, dict):
+        return  # from_json says what is wrong with it
+    has_blocks = "blocks" in data or "clknblocks" in data
+    if has_blocks and not uses_blocking:
+        raise Forbidden(BLOCKING_OFF)
+    if uses_blocking and not has_blocks:
+        raise Forbidden(BLOCKING_ON)
 
 
 def _out(value: Any, status: int = 200) -> Response:
@@ -221,7 +251,7 @@ async def create_project(request: Request) -> Response:
 async def get_project(project_id: str, request: Request) -> Response:
     lk, token = _linkage(request), _token(request)
     return _out(await _call(lambda: lk.describe(
-        lk.project(project_id, token, upload=True, receipt=True))))  # fmt: skip
+        lk.project(project_id, token, receipt=True, token_required=True))))  # fmt: skip
 
 
 @router.delete("/projects/{project_id}", summary="Delete a project", status_code=204)
@@ -233,7 +263,8 @@ async def delete_project(project_id: str, request: Request) -> Response:
 
 @router.post("/projects/{project_id}/clks", summary="Upload encodings (JSON)", status_code=201)
 async def upload_clks(project_id: str, request: Request) -> Response:
-    lk, token = _linkage(request), _upload_token(request)
+    lk = _linkage(request)
+    token = await _upload_token(lk, project_id, request)
     if isinstance(token, Response):
         return token
     data = await _json(request)
@@ -241,6 +272,7 @@ async def upload_clks(project_id: str, request: Request) -> Response:
         return data
 
     def parse(record: dict[str, Any]) -> encodings.Packed:
+        _consistent(data, record["uses_blocking"])
         return encodings.from_json(data, record["uses_blocking"], record["size"])
 
     return _out(await _call(lk.upload, project_id, token, parse), 201)
@@ -249,7 +281,8 @@ async def upload_clks(project_id: str, request: Request) -> Response:
 @router.post("/projects/{project_id}/binaryclks", summary="Upload binary encodings",
              status_code=201)  # fmt: skip
 async def upload_binary(project_id: str, request: Request) -> Response:
-    lk, token = _linkage(request), _upload_token(request)
+    lk = _linkage(request)
+    token = await _upload_token(lk, project_id, request)
     if isinstance(token, Response):
         return token
     try:
@@ -272,7 +305,7 @@ async def upload_binary(project_id: str, request: Request) -> Response:
             summary="Temporary object-store credentials")  # fmt: skip
 async def authorize_external_upload(project_id: str, request: Request) -> Response:
     lk, token = _linkage(request), _token(request)
-    found = await _call(lambda: lk.project(project_id, token, upload=True))
+    found = await _call(lambda: lk.project(project_id, token, upload=True, token_required=True))
     if isinstance(found, Response):
         return found
     storage = lk.service.storage
@@ -291,7 +324,7 @@ async def list_runs(project_id: str, request: Request) -> Response:
     lk, token = _linkage(request), _token(request)
 
     def runs() -> list[dict[str, Any]]:
-        lk.project(project_id, token, upload=True, receipt=True)
+        lk.project(project_id, token, token_required=True)  # the result token only
         return lk.list_runs(project_id)
 
     return _out(await _call(runs))
@@ -306,8 +339,11 @@ async def create_run(project_id: str, request: Request) -> Response:
     return _out(await _call(lambda: lk.create_run(lk.project(project_id, token), data)), 201)
 
 
-def _run(lk: Linkage, project_id: str, run_id: str, token: str | None) -> dict[str, Any]:
-    lk.project(project_id, token, upload=True, receipt=True)
+def _run(
+    lk: Linkage, project_id: str, run_id: str, token: str | None, receipt: bool = False
+) -> dict[str, Any]:
+    """The run, for the result token (or, with `receipt`, a permutations receipt token)."""
+    lk.project(project_id, token, receipt=receipt)
     return lk.run(project_id, run_id)
 
 
@@ -332,7 +368,7 @@ async def delete_run(project_id: str, run_id: str, request: Request) -> Response
 @router.get("/projects/{project_id}/runs/{run_id}/status", summary="A run's status")
 async def run_status(project_id: str, run_id: str, request: Request) -> Response:
     lk, token = _linkage(request), _token(request)
-    return _out(await _call(lambda: lk.status(_run(lk, project_id, run_id, token))))
+    return _out(await _call(lambda: lk.status(_run(lk, project_id, run_id, token, receipt=True))))
 
 
 @router.get("/projects/{project_id}/runs/{run_id}/result", summary="A run's result")

@@ -23,19 +23,25 @@ from conveyor.kinds.linkage import encodings, plan
 from conveyor.kinds.linkage.kind import COMPARE, SOLVE, blocks_key, clks_key, result_key
 from conveyor.kinds.registry import registry
 from conveyor.models import Job, JobFilter, JobState, NewJob
-from conveyor.service import Service
+from conveyor.service import MAX_BATCH, Service
 
 PROJECTS = "linkage_projects"
 RUNS = "linkage_runs"
 RESULT_TYPES = ("groups", "permutations", "similarity_scores")
 ACTIVE = ("created", "queued", "running")
 TOKEN_USED = "This token has already been used to upload clks."  # noqa: S105 (a message)
+#: A run's comparison sub-jobs are submitted in one batch, so it can have at most this many.
+MAX_CHUNKS = MAX_BATCH
 
 _lock = threading.RLock()
 
 
 class Forbidden(Exception):
     """403: missing project/run or wrong token (existence does not leak)."""
+
+
+class Unauthorized(Exception):
+    """401: the project exists but the request carries no token (where the original said so)."""
 
 
 class Invalid(ValueError):
@@ -88,6 +94,12 @@ class Linkage:
         result_type = body.get("result_type")
         if result_type not in RESULT_TYPES:
             raise Invalid(f"'result_type' must be one of {', '.join(RESULT_TYPES)}")
+        texts = {k: body.get(k, "") for k in ("name", "notes")}
+        wrong = [k for k, v in texts.items() if not isinstance(v, str)]
+        if wrong:
+            raise Invalid(f"{' and '.join(map(repr, wrong))} must be a string")
+        if not isinstance(body.get("uses_blocking", False), bool):
+            raise Invalid("'uses_blocking' must be true or false")
         parties = body.get("number_parties", 2)
         if not isinstance(parties, int) or isinstance(parties, bool) or not 2 <= parties <= 64:
             raise Invalid("'number_parties' must be an integer from 2 to 64")
@@ -100,9 +112,9 @@ class Linkage:
             "schema": body["schema"],
             "result_type": result_type,
             "number_parties": parties,
-            "name": str(body.get("name", "")),
-            "notes": str(body.get("notes", "")),
-            "uses_blocking": bool(body.get("uses_blocking", False)),
+            "name": texts["name"],
+            "notes": texts["notes"],
+            "uses_blocking": body.get("uses_blocking", False),
             "result_token": new_token(),
             "parties": [
                 {"update_token": new_token(), "receipt_token": None, "count": None}
@@ -133,16 +145,24 @@ class Linkage:
                 for k, v in self.store.list_records(PROJECTS)]  # fmt: skip
 
     def project(self, project_id: str, token: str | None, *, upload: bool = False,
-                receipt: bool = False) -> dict[str, Any]:  # fmt: skip
-        """The project if `token` is its result token (or an update/receipt token if allowed)."""
+                receipt: bool = False, token_required: bool = False) -> dict[str, Any]:  # fmt: skip
+        """The project if `token` is its result token, or an update token where `upload`
+        allows, or a receipt token where `receipt` allows and the project's results are
+        permutations (the original's `get_authorization_token_type_or_abort`). A missing
+        project is 403; then a missing token is 401 where `token_required`, else 403."""
         record = self.store.get_record(PROJECTS, project_id) if project_id else None
-        if record is None or not token:
+        if record is None:
+            raise Forbidden("the project does not exist or the token is not valid for it")
+        if not token:
+            if token_required:
+                raise Unauthorized("Authentication token required")
             raise Forbidden("the project does not exist or the token is not valid for it")
         if same(token, record["result_token"]):
             return record
+        receipts = receipt and record["result_type"] == "permutations"
         for party in record["parties"]:
             if (upload and same(token, party["update_token"])) or (
-                receipt and same(token, party["receipt_token"])
+                receipts and same(token, party["receipt_token"])
             ):
                 return record
         raise Forbidden("the project does not exist or the token is not valid for it")
@@ -174,8 +194,10 @@ class Linkage:
         """Store one party's encodings; `packed_from(record)` parses the body for the project."""
         with _lock:  # one upload per token, even when two arrive at once
             record = self.store.get_record(PROJECTS, project_id) if project_id else None
-            if record is None or not token:
+            if record is None:
                 raise Forbidden("the project does not exist or the token is not valid for it")
+            if not token:
+                raise Unauthorized("Authentication token required")
             party = next((i for i, p in enumerate(record["parties"])
                           if same(token, p["update_token"])), None)  # fmt: skip
             if party is None:
@@ -183,6 +205,11 @@ class Linkage:
             if record["parties"][party]["count"] is not None:
                 raise Forbidden(TOKEN_USED)
             packed: encodings.Packed = packed_from(record)
+            others = [p for i, p in enumerate(record["parties"]) if i != party]
+            if all(p["count"] is not None for p in others):  # this upload completes the data
+                sizes = [packed.count if i == party else p["count"]
+                         for i, p in enumerate(record["parties"])]  # fmt: skip
+                self.check_chunks(record, sizes, {party: packed.blocks})
             storage = self.service.storage
             storage.write(clks_key(project_id, party), [packed.data])
             if packed.blocks is not None:
@@ -197,6 +224,38 @@ class Linkage:
         self.advance_project(project_id)
         return {"message": "Updated", "receipt_token": receipt}
 
+    def check_chunks(
+        self, record: dict[str, Any], sizes: list[int],
+        new_blocks: dict[int, dict[str, list[int]] | None] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """The run's comparison chunks; `Invalid` (nothing stored yet) when there would be
+        more than one run can have, saying which setting to raise."""
+        chunks = self.plan(record, sizes, new_blocks or {})
+        if len(chunks) > MAX_CHUNKS:
+            total = sum(c["comparisons"] for c in chunks)
+            raise Invalid(
+                f"this linkage needs {len(chunks)} comparison sub-jobs ({total:,} comparisons"
+                f" in chunks of about {self.chunk_aim:,}), more than the {MAX_CHUNKS} one run"
+                " can have: nothing was stored and the token can be used again. Ask the"
+                " operator to set CONVEYOR_LINKAGE_CHUNK_COMPARISONS to at least"
+                f" {-(-2 * total // MAX_CHUNKS):,}, or upload fewer records"
+            )
+        return chunks
+
+    def plan(
+        self, record: dict[str, Any], sizes: list[int],
+        new_blocks: dict[int, dict[str, list[int]] | None],
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        if not record["uses_blocking"]:
+            return plan.chunks_without_blocks(sizes, self.chunk_aim)
+        storage = self.service.storage
+        blocks = [
+            new_blocks[i] if new_blocks.get(i) is not None
+            else encodings.loads_blocks(storage.read(blocks_key(record["project_id"], i)))
+            for i in range(len(sizes))
+        ]  # fmt: skip
+        return plan.chunks_with_blocks([b or {} for b in blocks], self.chunk_aim)
+
     # -- runs -------------------------------------------------------------------------------
 
     def create_run(self, record: dict[str, Any], body: Any) -> dict[str, Any]:
@@ -207,14 +266,21 @@ class Linkage:
             raise Invalid("'threshold' is required and must be a number")
         if not 0 < threshold <= 1:
             raise Invalid(f"'threshold' must be greater than 0 and at most 1, not {threshold}")
+        texts = {k: body.get(k, "") for k in ("name", "notes")}
+        wrong = [k for k, v in texts.items() if not isinstance(v, str)]
+        if wrong:
+            raise Invalid(f"{' and '.join(map(repr, wrong))} must be a string")
+        parties = record["parties"]
+        if all(p["count"] is not None for p in parties):  # refused now, not stuck later
+            self.check_chunks(record, [p["count"] for p in parties])
         run_id = secrets.token_hex(24)
         run = {
             "run_id": run_id,
             "project_id": record["project_id"],
             "time_added": now(),
             "threshold": float(threshold),
-            "name": str(body.get("name", "")),
-            "notes": str(body.get("notes", "")),
+            "name": texts["name"],
+            "notes": texts["notes"],
             "state": "created",
             "chunk_ids": [],
             "chunk_comparisons": [],
@@ -365,6 +431,8 @@ class Linkage:
             if any(p["count"] is None for p in record["parties"]):
                 return
             self._submit_chunks(record, run)
+            if run["state"] == "error":
+                return
         if not run["solve_id"]:
             jobs = self._jobs(run["chunk_ids"])
             failed = [j for j in jobs if j.state in (JobState.FAILED, JobState.CANCELLED)]
@@ -413,14 +481,11 @@ class Linkage:
     def _submit_chunks(self, record: dict[str, Any], run: dict[str, Any]) -> None:
         project_id, run_id = record["project_id"], run["run_id"]
         sizes = [p["count"] for p in record["parties"]]
-        if record["uses_blocking"]:
-            blocks = [
-                encodings.loads_blocks(self.service.storage.read(blocks_key(project_id, i)))
-                for i in range(len(sizes))
-            ]
-            chunks = plan.chunks_with_blocks(blocks, self.chunk_aim)
-        else:
-            chunks = plan.chunks_without_blocks(sizes, self.chunk_aim)
+        try:  # checked at upload and run creation; the setting may have changed since
+            chunks = self.check_chunks(record, sizes)
+        except Invalid as exc:
+            self._error(run, str(exc))
+            return
         self._ensure_kinds()
         common = {"project_id": project_id, "run_id": run_id, "threshold": run["threshold"],
                   "size": record["size"]}  # fmt: skip
