@@ -88,5 +88,24 @@ def test_check_limits() -> None:
     with pytest.raises(UnsupportedJson, match="deeper"):
         check('{"a": ' * 2000 + "1" + "}" * 2000)
     check('"not json')  # left to the route's own error
-    check(b"\xff\xfe")
+    with pytest.raises(UnsupportedJson, match="UTF-8"):
+        check(b'{"a": "\xff\xfe"}')
     check('"12345678901234567890123"')  # digits in a string are a string
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PATCH", "/v1/jobs/some-id", "DELETE, GET, HEAD"),
+        ("PUT", "/v1/jobs", "GET, HEAD, POST"),
+        ("POST", "/v1/kinds", "GET, HEAD"),
+    ],
+)
+def test_405_names_every_method_of_the_path(
+    http: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    """GET and DELETE of one path are two routes: Allow named only the first one's."""
+    response = http.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.headers["content-type"] == "application/problem+json"

@@ -4,11 +4,12 @@ Some JSON is well-formed yet breaks what runs after the parser: nesting a thousa
 the standard library's parser (and pydantic, and the store's encoder) hit Python's recursion
 limit; a lone surrogate escape (`"\\ud800"`) is no Unicode text, so encoding it for a store
 fails; an integer beyond 64 bits does not fit SQLite's or PostgreSQL's integers. Each of those
-was a 500 somewhere. `JsonGuard` refuses them before any route sees the body, with one stable
-problem type (`unsupported-json`, 422), whatever the route and whoever parses the body later.
+was a 500 somewhere (and a body that is not UTF-8 an undocumented 400). `JsonGuard` refuses
+them before any route sees the body, with one stable problem type (`unsupported-json`, 422),
+whatever the route and whoever parses the body later.
 
-Ordinary bodies pay a few C-speed byte scans: the full check runs only when a scan finds
-something that could break a limit (many brackets, a long digit run, a `\\u` escape).
+Ordinary bodies pay a UTF-8 check and a few C-speed byte scans: the full check runs only when
+a scan finds something that could break a limit (many brackets, a long digit run, a `\\u` escape).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def check(raw: bytes | str) -> None:
     """Raise `UnsupportedJson` if `raw` is JSON conveyor must refuse. Bodies that are not JSON
     at all pass: the route that reads them answers with its own error."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # RFC 8259: JSON between systems is UTF-8
+        raise UnsupportedJson(f"the body is not UTF-8 (byte {exc.start})") from None
     deep = data.count(b"[") + data.count(b"{") > MAX_DEPTH
     escapes = _UNICODE_ESCAPE.search(data) is not None
     digits = _LONG_DIGITS.search(data) is not None

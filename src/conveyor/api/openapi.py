@@ -114,16 +114,33 @@ def _typed_body(kinds: list[KindInfo], schemas: dict[str, Any]) -> None:
 V1_TAGS = frozenset({"jobs", "files", "catalog", "lease", "health"})
 
 
+#: What a compat route answers on errors other than request validation: the seed system's own
+#: error shapes (JSON, problem+json from the shared layers, or plain text), at any status.
+COMPAT_ERRORS = {
+    "description": "An error, in this API's own shape (see its page under Workloads); request"
+    " validation errors, unsupported JSON and auth errors are problem+json.",
+    "content": {
+        "application/json": {"schema": {}},
+        "application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}},
+        "text/plain": {"schema": {"type": "string"}},
+    },
+}
+
+
 def _problem_responses(doc: dict[str, Any]) -> None:
-    """/v1 errors are `application/problem+json` only (FastAPI would also claim JSON)."""
+    """Errors as the server sends them. /v1 errors are `application/problem+json` only (FastAPI
+    would claim JSON); so are request validation errors (422) everywhere, since one handler
+    answers them for every route. Compat routes document their other errors as `default`."""
     ref = {"schema": {"$ref": REF.format(model="Problem")}}
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():
-            if not V1_TAGS & set(operation.get("tags", ())):
-                continue
-            for status, response in operation.get("responses", {}).items():
-                if status.isdigit() and int(status) >= 400:
+            v1 = bool(V1_TAGS & set(operation.get("tags", ())))
+            responses = operation.setdefault("responses", {})
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400 and (v1 or status == "422"):
                     response["content"] = {"application/problem+json": ref}
+            if not v1:
+                responses.setdefault("default", copy.deepcopy(COMPAT_ERRORS))
 
 
 def install(app: FastAPI, kinds: Callable[[], list[KindInfo]]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -96,16 +98,52 @@ def native_errors(prefix: str, render: NativeError) -> None:
     _native.append((prefix, render))
 
 
+def allowed_methods(request: Request) -> str | None:
+    """Every method the API documents at this path (None: a path outside the document).
+    Starlette's 405 names only the methods of the first route matching the path, though GET
+    and DELETE of one path are two routes; the OpenAPI document knows them all."""
+    paths = request.app.openapi().get("paths", {})
+    methods: set[str] = set()
+    for template, operations in paths.items():
+        if _template_regex(template).fullmatch(request.url.path):
+            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
+    if not methods:
+        return None
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_regex(template: str) -> re.Pattern[str]:
+    """`/v1/jobs/{job_id}` as a regex; `{name:path}` spans slashes."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    return re.compile(
+        "".join(
+            (".+" if part.endswith(":path}") else "[^/]+")
+            if part.startswith("{")
+            else re.escape(part)
+            for part in parts
+        )
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(getattr(exc, "headers", None) or {}) or None
+    allow = allowed_methods(request) if exc.status_code == 405 else None
+    if allow:
+        headers = {**(headers or {}), "Allow": allow}
     for prefix, render in _native:
         if request.url.path.startswith(prefix):
-            return render(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+            return render(exc.status_code, str(exc.detail), headers)
     type_ = HTTP_TYPES.get(exc.status_code, "error")
     return problem(
-        exc.status_code, type_, str(exc.detail), instance=request.url.path,
-        headers=getattr(exc, "headers", None),
-    )  # fmt: skip
+        exc.status_code, type_, str(exc.detail), instance=request.url.path, headers=headers
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

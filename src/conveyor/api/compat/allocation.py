@@ -78,6 +78,12 @@ def bad_request(message: str) -> JSONResponse:
     return problem(400, "invalid-allocation-request", message)
 
 
+#: The 204 these routes answer for unknown jobs, documented (the OpenAPI must say it).
+NO_CONTENT: dict[int | str, dict[str, Any]] = {
+    204: {"description": "No such job (or no result yet): an empty answer, as the original's"}
+}
+
+
 def no_content() -> Response:
     """204: what the original answered for unknown jobs (and unfinished results)."""
     return Response(status_code=204)
@@ -269,7 +275,9 @@ async def allocate_file(
     return await _accepted(service, data, bool(configSearch))
 
 
-@router.get("/get_status/", summary="RQ status word", response_class=PlainTextResponse)
+@router.get(
+    "/get_status/", summary="RQ status word", responses=NO_CONTENT, response_class=PlainTextResponse
+)
 async def get_status(service: ServiceDep, _: Reader, job_id: JobIdParam = None) -> Response:
     job = await run_in_threadpool(find, service, job_id)
     if job is None:
@@ -277,7 +285,7 @@ async def get_status(service: ServiceDep, _: Reader, job_id: JobIdParam = None) 
     return PlainTextResponse(RQ_STATUS[job.state])
 
 
-@router.get("/get_progress/", summary="Progress in percent")
+@router.get("/get_progress/", summary="Progress in percent", responses=NO_CONTENT)
 async def get_progress(service: ServiceDep, _: Reader, job_id: JobIdParam = None) -> Response:
     job = await run_in_threadpool(find, service, job_id)
     if job is None:
@@ -285,7 +293,7 @@ async def get_progress(service: ServiceDep, _: Reader, job_id: JobIdParam = None
     return JSONResponse({"percent": percent(job)})
 
 
-@router.get("/get_config/", summary="The config the job runs with")
+@router.get("/get_config/", summary="The config the job runs with", responses=NO_CONTENT)
 async def get_config(service: ServiceDep, _: Reader, job_id: JobIdParam = None) -> Response:
     job = await run_in_threadpool(find, service, job_id)
     if job is None:
@@ -294,7 +302,7 @@ async def get_config(service: ServiceDep, _: Reader, job_id: JobIdParam = None) 
     return JSONResponse(config.model_dump(mode="json"))
 
 
-@router.get("/get_result/", summary="{student: project} once finished")
+@router.get("/get_result/", summary="{student: project} once finished", responses=NO_CONTENT)
 async def get_result(service: ServiceDep, _: Reader, job_id: JobIdParam = None) -> Response:
     job = await run_in_threadpool(find, service, job_id)
     if job is None or job.state != JobState.SUCCEEDED:
@@ -315,6 +323,6 @@ async def deletejob(
 # (OpenAPI requires them unique, and generated clients name their methods after them).
 for _method in ("DELETE", "GET", "POST"):
     router.add_api_route(
-        "/deletejob", deletejob, methods=[_method], summary="Delete a job",
+        "/deletejob", deletejob, methods=[_method], summary="Delete a job", status_code=204,
         operation_id=f"allocation_deletejob_{_method.lower()}",
     )  # fmt: skip
