@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml $(LOCK) $(LINKAGE_LOCK)
 	    libharfbuzz-subset0 fonts-dejavu-core >/dev/null 2>&1; then \
 	  apt-get update -q && apt-get install -y -q libpango-1.0-0 libpangoft2-1.0-0 \
 	    libharfbuzz-subset0 fonts-dejavu-core; fi
+	# The alert rules are checked and unit-tested with promtool (Debian's prometheus package).
+	command -v promtool >/dev/null || ! command -v apt-get >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends prometheus)
 	# The dashboard tests drive Debian's chromium through Playwright (never `playwright install`).
 	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q chromium)

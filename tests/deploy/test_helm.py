@@ -28,7 +28,7 @@ from kubernetes_validate import utils as kv_utils  # noqa: E402
 HELM = Path(__file__).resolve().parents[2] / "deploy" / "helm"
 CHART = HELM / "conveyor"
 KUBE = kv_utils.latest_version()  # the newest Kubernetes kubernetes-validate knows
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 RELEASE, NAMESPACE = "conveyor", "jobs"
 
 BUNDLED = {
@@ -45,7 +45,16 @@ def production() -> dict[str, Any]:
     return values
 
 
-VALUES = {"default": lambda: {}, "production": production, "bundled": lambda: BUNDLED}
+EXTERNAL = {
+    "postgresql": {"enabled": False},
+    "secrets": {"store": "postgresql://conveyor:pw@db.internal:5432/conveyor"},
+}
+VALUES = {
+    "default": lambda: {},
+    "production": production,
+    "bundled": lambda: BUNDLED,
+    "external": lambda: EXTERNAL,
+}
 
 
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,8 +142,10 @@ def test_bad_values_fail_at_install_time() -> None:
         {"api": {"replicas": "two"}},
         {"api": {"resources": {"requests": {"cpu": "lots"}}}},
         {"secrets": {"store": "mysql://x"}},
-        {"secrets": {"store": ""}},
-        {"postgresql": {"enabled": True}},
+        {"postgresql": {"enabled": True, "password": "short"}},
+        {"monitoring": {"prometheusRule": {"failureRatio": 2}}},
+        {"monitoring": {"prometheusRule": {"noWorkerFor": "soon"}}},
+        {"api": {"autoscaling": {"targetCPUUtilizationPercentage": 0}}},
         {
             "postgresql": {"enabled": True, "password": "long-enough"},
             "redis": {"enabled": True},
@@ -146,6 +157,10 @@ def test_bad_values_fail_at_install_time() -> None:
             chart.validate_schema(values)
     with pytest.raises(helm.HelmError):
         chart.render({"workers": {"graceSeconds": "soon"}}, name=RELEASE, namespace=NAMESPACE)
+    # No database at all: refused with a message that says what to set.
+    nowhere = {"postgresql": {"enabled": False}, "secrets": {"store": ""}}
+    with pytest.raises(helm.HelmError, match=r"secrets\.store .* postgresql\.enabled"):
+        chart.render(nowhere, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 # -- invariants ---------------------------------------------------------------------------------
@@ -163,7 +178,7 @@ def test_pods_are_locked_down(rendered: tuple[str, dict[str, Any], list[dict[str
         assert spec["securityContext"]["runAsUser"] != 0
         assert spec["automountServiceAccountToken"] is False
         tmp_volumes = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
-        for container in spec["containers"]:
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
             ctx = container["securityContext"]
             assert ctx["readOnlyRootFilesystem"] is True
             assert ctx["allowPrivilegeEscalation"] is False
@@ -235,10 +250,18 @@ def test_migration_job_is_a_hook_that_runs_first(
     _, values, docs = rendered
     job = named(docs, "Job", f"{RELEASE}-migrate")
     phases, weight = hook(job) or (set(), 0)
-    bundled_db = values.get("postgresql", {}).get("enabled", False)
-    # With a bundled PostgreSQL the database is a release resource: migrate after install.
-    first = "post-install" if bundled_db else "pre-install"
-    assert phases == {first, "pre-upgrade"}
+    bundled_db = helm.Chart.load(str(CHART)).merge_values(values)["postgresql"]["enabled"]
+    api = named(docs, "Deployment", f"{RELEASE}-api")["spec"]["template"]["spec"]
+    init = {c["name"]: c for c in api.get("initContainers", [])}
+    if bundled_db:
+        # The database is a release resource: the API pods migrate it at install (a
+        # post-install hook would only run after `helm install --wait` gave up on the API).
+        assert phases == {"pre-upgrade"}
+        assert init["migrate"]["args"] == ["db", "migrate"]
+        assert next(iter(init)) == "migrate", "migrate before the admin key is installed"
+    else:
+        assert phases == {"pre-install", "pre-upgrade"}
+        assert "migrate" not in init
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["db", "migrate"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
@@ -261,7 +284,10 @@ def test_config_reaches_every_pod_without_secrets_in_the_configmap(
     rendered: tuple[str, dict[str, Any], list[dict[str, Any]]],
 ) -> None:
     _, _, docs = rendered
-    for config in by_kind(docs, "ConfigMap"):
+    configs = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith(
+        ("-config", "-config-migrate"))]  # fmt: skip
+    assert configs
+    for config in configs:
         assert all(k.startswith(("CONVEYOR_", "FORWARDED_")) for k in config["data"])
         assert not any("SECRET" in k or "PASSWORD" in k for k in config["data"])
         store = config["data"].get("CONVEYOR_STORE")
@@ -359,3 +385,193 @@ def test_keda_queries_match_what_the_api_serves(tmp_path: Path) -> None:
                for t in so["spec"]["triggers"]]  # fmt: skip
     assert queries and all("conveyor_queue_jobs{" in q for q in queries)
     assert re.search(r'^conveyor_queue_jobs\{queue="default",state="queued"\} 3\.0$', metrics, re.M)
+
+
+# -- unattended install: every combination, the first admin key, NetworkPolicies, spread ------
+
+
+TOGGLES = {
+    "bundled database": lambda on: {} if on else EXTERNAL,
+    "admin key": lambda on: {"adminKey": {"enabled": on}},
+    "api autoscaling": lambda on: {"api": {"autoscaling": {"enabled": on}}},
+    "network policies": lambda on: {"networkPolicy": {"enabled": on}},
+    "prometheus rule": lambda on: {"monitoring": {"prometheusRule": {"enabled": on}}},
+    "grafana dashboard": lambda on: {"monitoring": {"grafanaDashboard": {"enabled": on}}},
+    "topology spread": lambda on: {
+        "api": {"topologySpread": {"enabled": on}},
+        "workers": {"topologySpread": {"enabled": on}},
+    },
+    "worker readiness": lambda on: {"workers": {"readinessProbe": {"enabled": on}}},
+}
+
+
+def merged(*parts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def test_every_combination_of_options_renders_valid_manifests() -> None:
+    """2^8 value combinations: each renders, and every manifest validates strictly (each
+    distinct manifest once: most are the same in many combinations)."""
+    import itertools
+    import json
+
+    seen: set[tuple[str, str]] = set()
+    checked: set[str] = set()
+    for switches in itertools.product((False, True), repeat=len(TOGGLES)):
+        chosen = list(zip(TOGGLES, switches, strict=True))
+        values = merged(*(TOGGLES[name](on) for name, on in chosen))
+        label = ", ".join(f"{name}={'on' if on else 'off'}" for name, on in chosen)
+        docs = render(values)
+        for doc in docs:
+            seen.add((doc["kind"], doc["metadata"]["name"]))
+            # Generated secrets differ in every render, never in shape.
+            shape = {**doc, "stringData": dict.fromkeys(doc.get("stringData", {}), "")}
+            key = json.dumps(shape, sort_keys=True)
+            if doc["kind"] in CRD_KINDS or key in checked:
+                continue
+            checked.add(key)
+            try:
+                kv_utils.validate(doc, KUBE, strict=True)
+            except kv_utils.ValidationError as exc:
+                where = ".".join(str(p) for p in exc.path)
+                pytest.fail(f"{label}: {doc['kind']}/{doc['metadata']['name']}: {where}: "
+                            f"{exc.message}")  # fmt: skip
+    assert {k for k, _ in seen} >= {"HorizontalPodAutoscaler", "NetworkPolicy", "PrometheusRule"}
+
+
+def test_the_first_admin_key_is_generated_well_formed_and_installed_before_the_api() -> None:
+    from conveyor.api import auth
+    from conveyor.store import open_store
+
+    docs = render({})
+    secret = named(docs, "Secret", f"{RELEASE}-admin-key")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    raw = secret["stringData"]["CONVEYOR_ADMIN_KEY"]
+    store = open_store("memory://")
+    try:  # what the init container does with it: a valid key, installed idempotently
+        assert auth.install_key(store, "admin", ["admin"], raw) == auth.install_key(
+            store, "admin", ["admin"], raw
+        )
+        assert auth.verify_key(store, raw) is not None
+    finally:
+        store.close()
+    api = named(docs, "Deployment", f"{RELEASE}-api")["spec"]["template"]["spec"]
+    (init,) = [c for c in api["initContainers"] if c["name"] == "admin-key"]
+    assert init["args"] == ["keys", "create", "admin", "--scope", "admin", "--from-env",
+                            "CONVEYOR_ADMIN_KEY"]  # fmt: skip
+    ref = init["env"][0]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{RELEASE}-admin-key", "key": "CONVEYOR_ADMIN_KEY"}
+    # An operator's own Secret: none is generated, the init container reads theirs.
+    own = render({"adminKey": {"existingSecret": "my-admin"}})
+    assert not [d for d in own if d["metadata"]["name"] == f"{RELEASE}-admin-key"]
+    api = named(own, "Deployment", f"{RELEASE}-api")["spec"]["template"]["spec"]
+    (init,) = [c for c in api["initContainers"] if c["name"] == "admin-key"]
+    assert init["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "my-admin"
+    off = named(render({"adminKey": {"enabled": False}}), "Deployment", f"{RELEASE}-api")
+    assert [c["name"] for c in off["spec"]["template"]["spec"]["initContainers"]] == ["migrate"]
+
+
+def test_the_bundled_database_password_is_generated_once_per_install() -> None:
+    docs = render({})
+    copies = [named(docs, "Secret", f"{RELEASE}-secrets{s}")["stringData"]["PGPASSWORD"]
+              for s in ("", "-migrate")]  # fmt: skip
+    assert copies[0] == copies[1] and len(copies[0]) == 32
+    given = render({"postgresql": {"enabled": True, "password": "chosen-password"}})
+    assert named(given, "Secret", f"{RELEASE}-secrets")["stringData"]["PGPASSWORD"] == (
+        "chosen-password"
+    )
+
+
+def test_network_policies_admit_only_what_each_pod_serves() -> None:
+    docs = render(BUNDLED)
+    policies = {d["metadata"]["name"]: d["spec"] for d in by_kind(docs, "NetworkPolicy")}
+    pods = {d["metadata"]["name"]: d["spec"]["template"].get("metadata", {}).get("labels", {})
+            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")}  # fmt: skip
+
+    def selects(spec: dict[str, Any], labels: dict[str, str]) -> bool:
+        selector = spec["podSelector"]
+        if not selector.get("matchLabels", {}).items() <= labels.items():
+            return False
+        return all(labels.get(e["key"]) in e["values"]
+                   for e in selector.get("matchExpressions", []))  # fmt: skip
+
+    api = policies[f"{RELEASE}-api"]
+    assert selects(api, pods[f"{RELEASE}-api"]) and not selects(api, pods[f"{RELEASE}-postgresql"])
+    assert api["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    closed = policies[f"{RELEASE}-no-ingress"]
+    assert closed["policyTypes"] == ["Ingress"] and "ingress" not in closed
+    for name, labels in pods.items():
+        if labels.get("app.kubernetes.io/component") in ("worker", "migrate"):
+            assert selects(closed, labels), name
+    assert not selects(closed, pods[f"{RELEASE}-api"])
+    database = policies[f"{RELEASE}-postgresql"]
+    assert selects(database, pods[f"{RELEASE}-postgresql"])
+    (rule,) = database["ingress"]
+    assert rule["ports"] == [{"port": 5432, "protocol": "TCP"}]
+    allowed = rule["from"][0]["podSelector"]["matchLabels"]
+    assert allowed.items() <= pods[f"{RELEASE}-api"].items()  # this release's pods...
+    assert allowed["app.kubernetes.io/instance"] == RELEASE  # ...and no other release's
+    peers = [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}]
+    limited = render(merged(BUNDLED, {"networkPolicy": {"api": {"from": peers}}}))
+    assert named(limited, "NetworkPolicy", f"{RELEASE}-api")["spec"]["ingress"][0]["from"] == peers
+
+
+def test_api_autoscaling_owns_the_replica_count_and_pods_spread() -> None:
+    docs = render({"api": {"autoscaling": {"enabled": True, "minReplicas": 3}}})
+    api = named(docs, "Deployment", f"{RELEASE}-api")
+    assert "replicas" not in api["spec"]  # the HPA's, not overwritten on upgrades
+    hpa = named(docs, "HorizontalPodAutoscaler", f"{RELEASE}-api")["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": f"{RELEASE}-api"}  # fmt: skip
+    assert hpa["minReplicas"] == 3 and hpa["metrics"][0]["resource"]["name"] == "cpu"
+    for deployment in by_kind(docs, "Deployment"):
+        spec = deployment["spec"]["template"]
+        constraints = spec["spec"]["topologySpreadConstraints"]
+        assert constraints and all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in constraints)
+        for constraint in constraints:
+            selector = constraint["labelSelector"]["matchLabels"]
+            assert selector.items() <= spec["metadata"]["labels"].items()
+            assert selector == deployment["spec"]["selector"]["matchLabels"]
+    assert (
+        "topologySpreadConstraints"
+        not in named(
+            render({"api": {"topologySpread": {"enabled": False}}}), "Deployment", f"{RELEASE}-api"
+        )["spec"]["template"]["spec"]
+    )
+
+
+def test_workers_are_ready_once_their_heartbeat_is_in_the_store() -> None:
+    for deployment in by_kind(render({}), "Deployment"):
+        if deployment["metadata"]["labels"]["app.kubernetes.io/component"] != "worker":
+            continue
+        probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+        assert probe["exec"]["command"] == ["python", "/opt/conveyor/healthcheck.py"]
+
+
+def test_monitoring_ships_the_rules_file_and_the_dashboard() -> None:
+    monitoring = HELM.parent / "monitoring"
+    docs = render({"monitoring": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
+                                  "grafanaDashboard": {"enabled": True}}})  # fmt: skip
+    rule = named(docs, "PrometheusRule", RELEASE)
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    # The plain-Prometheus file is the chart's rules at their defaults, word for word.
+    assert rule["spec"] == yaml.safe_load((monitoring / "conveyor-alerts.yaml").read_text())
+    board = named(docs, "ConfigMap", f"{RELEASE}-dashboard")
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = (CHART / "files" / "grafana-dashboard.json").read_text()
+    import json
+
+    assert json.loads(board["data"]["conveyor.json"]) == json.loads(shipped)
+    tuned = render(
+        {"monitoring": {"prometheusRule": {"enabled": True, "oldestWaitingSeconds": 60}}}
+    )
+    (first,) = named(tuned, "PrometheusRule", RELEASE)["spec"]["groups"][0]["rules"][:1]
+    assert first["expr"].endswith("> 60")
