@@ -165,6 +165,11 @@ class Job(Model):
     depends_on: list[str] = Field(
         default_factory=list, description="Jobs that must be final before this one is queued."
     )
+    warning: str | None = Field(
+        None,
+        description="On submit answers and job pages: why this job may wait forever (no live"
+        " worker serves its kind in its queue). Not stored.",
+    )
     workflow_id: str | None = Field(None, description="The workflow this job is a step of.")
     step: str | None = Field(None, description="Its step's name in that workflow.")
     parent_id: str | None = Field(None, description="The job that spawned this one as a child.")
@@ -257,6 +262,7 @@ class WorkerInfo(Model):
     queues: list[str]
     concurrency: int
     running: list[str] = Field(default_factory=list)
+    kinds: list[str] = Field(default_factory=list, description="The kinds it claims.")
     state: Literal["running", "draining", "stopped"] = "running"
     started_at: datetime
     last_seen: datetime

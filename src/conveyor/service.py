@@ -28,6 +28,7 @@ from conveyor.models import (
     NewJob,
     QueueStats,
 )
+from conveyor.serving import Watch
 from conveyor.storage import BlobInfo, BlobStorage, check_name, job_key, job_prefix
 from conveyor.store.base import IDEMPOTENCY_WINDOW_S, JobSpec, Store
 from conveyor.telemetry import tracing
@@ -52,6 +53,7 @@ class Service:
         self.idempotency_window_s = idempotency_window_s
         self._kinds: dict[str, KindInfo] = {}
         self._kinds_at = 0.0
+        self.serving = Watch(store.workers)  # warns of jobs no live worker can run
         self._validators: dict[str, SchemaCheck] = {}
 
     # -- kinds --------------------------------------------------------------------------------

@@ -221,3 +221,31 @@ def test_catalog_health_metrics_docs(api: ApiServer, http: httpx.Client) -> None
     ids = [op["operationId"] for path in doc["paths"].values() for op in path.values()]
     assert len(ids) == len(set(ids)), "every operationId must be unique (OpenAPI)"
     problem(http.get("/v1/nothing-here"), 404, "not-found")
+
+
+def test_submit_warns_when_no_live_worker_serves_it(api: ApiServer, http: httpx.Client) -> None:
+    """A job nobody can run says so in the submit answer instead of waiting silently."""
+    from tests.integration.harness import start_worker, stop, wait_for, worker_env
+
+    alone = http.post("/v1/jobs", json={"kind": "noop", "queue": "unserved-q"}).json()
+    assert "no live worker serves kind 'noop' in queue 'unserved-q'" in alone["warning"]
+    home = api.home / "warn"
+    env = worker_env(home, CONVEYOR_IMPORTS="conveyor.kinds.demo")  # not tests.testkinds
+    worker = start_worker(api.store_url, home, "-c", "1", "-q", "served-q", env=env)
+    try:
+        wait_for(
+            lambda: any("served-q" in w["queues"] for w in http.get("/v1/workers").json()),
+            timeout=60, what="the worker's first beat",
+        )  # fmt: skip
+        served = wait_for(
+            lambda: (r := http.post("/v1/jobs", json={"kind": "noop", "queue": "served-q"}).json())
+            and r.get("warning") is None and r,
+            timeout=10, what="a submit without a warning",
+        )  # fmt: skip
+        assert served["queue"] == "served-q"
+        # A kind the worker did not import is not served by it, even in its queue.
+        other = http.post("/v1/jobs", json={"kind": "test.block", "queue": "served-q",
+                                            "input": {"dir": "/nonexistent"}}).json()  # fmt: skip
+        assert "kind 'test.block'" in (other.get("warning") or ""), other
+    finally:
+        stop(worker)

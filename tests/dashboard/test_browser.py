@@ -78,6 +78,13 @@ def test_retry_a_failed_job(page: Page, dashboard: Dashboard) -> None:
     # It runs again (and fails again): a second attempt appears without a reload.
     expect(page.locator("#attempts tbody tr")).to_have_count(2)
     expect(page.locator("#job-state")).to_have_text("failed")
+    # Numbered in order (the retry restarts the attempt budget: both rows said #1), each
+    # with how long it ran, and the job's duration in its facts.
+    rows = page.locator("#attempts tbody tr")
+    expect(rows.nth(0).locator("td").first).to_have_text("1")
+    expect(rows.nth(1).locator("td").first).to_have_text("2")
+    expect(rows.nth(1).locator("td").nth(4)).to_contain_text("s")
+    expect(page.locator("#job-duration")).to_be_visible()
 
 
 def test_filter_the_table_and_bulk_cancel_then_retry(page: Page, dashboard: Dashboard) -> None:

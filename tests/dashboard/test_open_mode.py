@@ -31,6 +31,9 @@ def test_open_on_loopback_without_keys(tmp_path: Path) -> None:
         assert "Sign out" not in page.text
         listed = ui.get("/ui/jobs")
         assert job.id in listed.text
+        # No worker runs here: the job's page says so instead of leaving it silently queued.
+        shown = ui.get(f"/ui/jobs/{job.id}").text
+        assert 'id="unserved"' in shown and "no live worker serves kind" in shown
         token = csrf_of(listed.text)
         assert ui.post(f"/ui/jobs/{job.id}/cancel").status_code == 403
         assert store.get(job.id).state is JobState.QUEUED

@@ -178,3 +178,10 @@ def test_job_ids_are_whole_at_80_columns_and_prefixes_work(home: Path) -> None:
     assert "cancelled" in conveyor(home, "jobs", "cancel", first[:13]).stdout
     assert_clean_error(conveyor(home, "jobs", "show", common), 1, "several job ids")
     assert_clean_error(conveyor(home, "jobs", "show", "0123456789"), 1, "no job with id")
+
+
+def test_submit_warns_when_no_worker_serves_the_job(home: Path) -> None:
+    submitted = conveyor(home, "submit", "noop", "--queue", "nobody-here")
+    assert submitted.returncode == 0
+    text = " ".join(submitted.stderr.split())
+    assert "warning: no live worker serves kind 'noop' in queue 'nobody-here'" in text, text

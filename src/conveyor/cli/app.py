@@ -244,6 +244,8 @@ def submit(
             raise
         register_local_kinds(service, settings)
         job = service.submit(new, files=files)
+    if job.warning:
+        err.print(f"[yellow]warning:[/] {job.warning}", soft_wrap=True)
     if not wait:
         if as_json:
             output.print_json(job.model_dump(mode="json"))

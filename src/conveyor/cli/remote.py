@@ -38,13 +38,14 @@ class LocalService(Service, Controls):
         Controls.__init__(self, self)
 
     def submit(self, job: NewJob, *, files: Mapping[str, str | Path] | None = None) -> Job:
-        """Submit; input `files` are in place before any worker can claim the job."""
+        """Submit; input `files` are in place before any worker can claim the job. The job
+        carries a `warning` if no live worker serves it (as the API's answer does)."""
         if not files:
-            return super().submit(job)
+            return self.serving.annotate([super().submit(job)])[0]
         staged = {
             name: staging.stage(self, name, _read(Path(path)), None) for name, path in files.items()
         }
-        return staging.submit_with_files(self, [job], [staged])[0][0]
+        return self.serving.annotate(staging.submit_with_files(self, [job], [staged])[0])[0]
 
     def workers(self) -> list[WorkerInfo]:
         return self.store.workers()

@@ -39,6 +39,11 @@ class Attempt:
     started: JobEvent
     ended: JobEvent | None = None
 
+    @property
+    def seconds(self) -> float | None:
+        """How long it ran; None while it runs."""
+        return None if self.ended is None else (self.ended.at - self.started.at).total_seconds()
+
 
 def read_events(service: Service, job_id: str) -> tuple[list[JobEvent], bool]:
     """The job's events (state, progress and log), and whether there were more to read."""
@@ -58,11 +63,9 @@ def attempts(states: list[JobEvent]) -> list[Attempt]:
     found: list[Attempt] = []
     for event in states:
         if event.data.get("state") == "running":
-            found.append(
-                Attempt(
-                    int(event.data.get("attempt", len(found) + 1)), event.data.get("worker"), event
-                )
-            )
+            # Numbered in order: a retried job starts its attempt count again at 1, and two
+            # rows both numbered #1 read as one attempt shown twice.
+            found.append(Attempt(len(found) + 1, event.data.get("worker"), event))
         elif found and found[-1].ended is None:
             found[-1].ended = event
     return found
@@ -74,7 +77,7 @@ def _preview(name: str) -> str | None:
 
 
 def _context(service: Service, job_id: str, base: str) -> dict[str, Any]:
-    job = service.get(job_id)
+    job = service.serving.annotate([service.get(job_id)])[0]  # a warning if nobody serves it
     events, truncated = read_events(service, job_id)
     states = [e for e in events if e.type == "state"]
     files = service.files(job_id)

@@ -570,6 +570,7 @@ class Supervisor:
             host=socket.gethostname(),
             pid=os.getpid(),
             queues=self.queues,
+            kinds=self.kinds,
             concurrency=self.concurrency,
             running=[job.id for slot in self.slots if (job := slot.running()) is not None],
             state=state,
