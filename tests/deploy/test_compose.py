@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 BACKING = ("postgres", "redis", "minio")
 LONG_RUNNING = ("postgres", "redis", "minio", "api", "worker", "nginx")
-ONE_SHOT = ("migrate", "minio-init")
+ONE_SHOT = ("preflight", "migrate", "minio-init")
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +178,45 @@ def test_nginx_streams_uploads_and_events() -> None:
         "nginx-locations.conf:/etc/nginx/conveyor-locations.conf:ro"
         in (DEPLOY / "compose.yaml").read_text()
     )
+
+
+def run_preflight(production: dict[str, Any], **env: str) -> subprocess.CompletedProcess[str]:
+    """The preflight service's own script, with the environment compose would give it."""
+    service = production["services"]["preflight"]
+    assert service["entrypoint"] == ["python", "-c"]
+    given = {**service["environment"], **env}
+    return subprocess.run([sys.executable, "-c", service["command"][0]], env=given,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_example_passwords_and_demo_kinds_are_refused_at_start(
+    production: dict[str, Any],
+) -> None:
+    services = production["services"]
+    # Nothing starts before the preflight passed: the databases wait for it, the rest for them.
+    for name in ("postgres", "minio"):
+        assert services[name]["depends_on"]["preflight"]["condition"] == (
+            "service_completed_successfully"
+        )
+    as_shipped = run_preflight(production)  # .env.example, unchanged
+    assert as_shipped.returncode == 1
+    assert "POSTGRES_PASSWORD is an example" in as_shipped.stderr
+    assert "MINIO_ROOT_PASSWORD is an example" in as_shipped.stderr
+    strong = {"POSTGRES_PASSWORD": "n0t-an-example-pg", "MINIO_ROOT_PASSWORD": "n0t-an-example-s3"}
+    assert run_preflight(production, **strong).returncode == 0
+    short = run_preflight(production, **{**strong, "POSTGRES_PASSWORD": "hunter2"})
+    assert short.returncode == 1 and "shorter than 12" in short.stderr
+    # The demo kinds (demo.crash kills workers) are off unless asked for by name.
+    assert "conveyor.kinds.demo" not in services["worker"]["environment"]["CONVEYOR_IMPORTS"]
+    demo = {**strong, "CONVEYOR_IMPORTS": "myapp.kinds, conveyor.kinds.demo"}
+    refused = run_preflight(production, **demo)
+    assert refused.returncode == 1 and "demo.crash" in refused.stderr
+    assert run_preflight(production, **demo, CONVEYOR_ALLOW_DEMO="1").returncode == 0
+
+
+def test_every_service_has_resource_limits(production: dict[str, Any]) -> None:
+    for name, service in production["services"].items():
+        assert service.get("mem_limit"), f"{name} has no memory limit"
+        assert float(service.get("cpus", 0)) > 0, f"{name} has no CPU limit"
+    worker = production["services"]["worker"]
+    assert worker["mem_limit"] == "2g" and float(worker["cpus"]) == 2
