@@ -26,7 +26,7 @@ from tests.servers.postgres import running_server
 from tests.servers.redis import redis_available, running_redis
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(600)]
-RATE, WINDOW_S, WARMUP_S, HOSTS = 100, 60.0, 2.0, 3
+RATE, WINDOW_S, WARMUP_S, HOSTS, SLOTS = 100, 60.0, 2.0, 3, 8
 JOBS = int(RATE * (WINDOW_S + WARMUP_S + 8))  # enough to keep the bucket the bottleneck
 
 
@@ -44,7 +44,7 @@ def measure(net: Network, local_url: str, tmp_path: Path) -> tuple[float, list[f
     home = tmp_path / "home"
     env = worker_env(home, CONVEYOR_LEASE_S="30")
     workers = [
-        start_worker(local_url.replace("127.0.0.1", net.store_addr[host]), home, "-c", "4",
+        start_worker(local_url.replace("127.0.0.1", net.store_addr[host]), home, "-c", str(SLOTS),
                      env=env, prefix=net.exec_prefix(host))
         for host in net.hosts
     ]  # fmt: skip

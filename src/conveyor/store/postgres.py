@@ -499,28 +499,30 @@ class PostgresStore:
         """A claim under limits: holding LIMITS_LOCK, read the limits, the running counts and
         the buckets, choose (pg_flow.pick), claim the chosen jobs and commit."""
         with self._conn() as conn:
-            with conn.pipeline():
-                conn.execute(b"BEGIN")
-                conn.execute(b"SELECT pg_advisory_xact_lock(%s)", (pg_flow.LIMITS_LOCK,))
-            limits = self._limits_in(conn)
+            snap = pg_flow.snapshot(conn, self._limit_set, self._now_param())
+            if snap.version != self._limit_set.version:  # changed: read them, then the rest
+                conn.execute(b"ROLLBACK")
+                limits = self._limits_in(conn)
+                snap = pg_flow.snapshot(conn, limits, self._now_param())
+            limits = self._limit_set
             open_queues = [q for q in queues if q not in limits.paused]
-            ids = []
+            ids: list[str] = []
+            writes: pg_flow.Statements = []
             if limits.limits and open_queues:
-                now = self._epoch(conn)
-                ids = pg_flow.pick(conn, limits, open_queues, n, now, kinds, tag)
-            if not ids:
-                conn.execute(b"COMMIT")  # the buckets and key turns pick may have touched
-            else:
+                ids, writes = pg_flow.pick(conn, limits, snap, open_queues, n, kinds, tag)
+            if ids:
                 params = {"now": self._now_param(), "owner": owner, "lease": lease_s, "ids": ids}
                 picked = (
                     "SELECT id FROM conveyor_jobs WHERE id = ANY(%(ids)s::text[])"
                     " AND state IN ('queued', 'scheduled') FOR UPDATE SKIP LOCKED"
                 )
-                [rows] = self._pipeline(conn, [(_claim_sql(picked), params)], begin=False)
+                writes.append((_claim_sql(picked), params))
+            results = self._pipeline(conn, writes, begin=False)  # and COMMIT
         if not limits.limits and open_queues:  # nothing limited after all
             return self.claim(open_queues, owner, n, lease_s, kinds=kinds, tag=tag)
         if not ids:
             return []
+        rows = results[-1]
         place = {job_id: i for i, job_id in enumerate(ids)}
         return [row_to_job(r) for r in sorted(rows, key=lambda r: place[r[0]])]
 

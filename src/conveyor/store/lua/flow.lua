@@ -234,41 +234,46 @@ local function claim_limited(queues, n, kinds, tag, now)
     end
     table.insert(groups[g], c)
   end
-  local function before(a, b)  -- {-priority, turn, run_at, id}
-    for i = 1, 4 do
-      if a[i] ~= b[i] then return a[i] < b[i] end
-    end
-    return false
-  end
-  local heads, turns = {}, {}
   for _, g in ipairs(order) do
     table.sort(groups[g], function(a, b)
       if a[1] ~= b[1] then return a[1] < b[1] end
       return a[5] < b[5]
     end)
-    heads[g] = 1
   end
+  -- Each group's head and its sort key {-priority, turn, run_at, id}, kept in parallel
+  -- arrays and recomputed only when the group's head changes.
+  local heads, k1, k2, k3, k4 = {}, {}, {}, {}, {}
+  local function set_head(i, pos, turn)
+    local c = groups[order[i]][pos]
+    heads[i] = pos
+    if c then
+      k1[i], k2[i], k3[i], k4[i] = c[1], turn or c[2], c[8] or c[2], c[3]
+    else
+      k1[i] = nil
+    end
+  end
+  for i = 1, #order do set_head(i, 1, nil) end
   local chosen = {}
   while #chosen < n do
-    local best, best_key = nil, nil
-    for _, g in ipairs(order) do
-      local c = groups[g][heads[g]]
-      if c then
-        local turn = c[2]
-        if c[8] then turn = turns[g] or c[2] end
-        local key = {c[1], turn, c[8] or c[2], c[3]}
-        if not best or before(key, best_key) then best, best_key = g, key end
+    local best = nil
+    for i = 1, #order do
+      if k1[i] and (not best or k1[i] < k1[best] or (k1[i] == k1[best] and (k2[i] < k2[best]
+          or (k2[i] == k2[best] and (k3[i] < k3[best]
+          or (k3[i] == k3[best] and k4[i] < k4[best])))))) then
+        best = i
       end
     end
     if not best then break end
-    local c = groups[best][heads[best]]
-    heads[best] = heads[best] + 1
+    local group = groups[order[best]]
+    local c = group[heads[best]]
     local held = adm.admit(c[4], c[6], c[7])
     if held == nil then
       chosen[#chosen + 1] = {c[1], c[5], c[3], c[4]}
-      if c[8] then turns[best] = now end
+      if c[8] then set_head(best, heads[best] + 1, now) else set_head(best, heads[best] + 1) end
     elseif held == 'key' and c[8] then
-      heads[best] = #groups[best] + 1  -- the key is full: none of its jobs can start
+      set_head(best, #group + 1)  -- the key is full: none of its jobs can start
+    else
+      set_head(best, heads[best] + 1, c[8] and k2[best] or nil)
     end
   end
   adm.save()
