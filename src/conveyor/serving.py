@@ -49,18 +49,24 @@ class Watch:
         self._workers: Sequence[WorkerInfo] = ()
         self._at = -CACHE_S
 
-    def workers(self) -> Sequence[WorkerInfo]:
-        if time.monotonic() - self._at >= CACHE_S:
+    @property
+    def fresh(self) -> bool:
+        """Whether `annotate` answers without reading the store (no need for a thread)."""
+        return time.monotonic() - self._at < CACHE_S
+
+    def workers(self, refresh: bool = True) -> Sequence[WorkerInfo]:
+        if refresh and time.monotonic() - self._at >= CACHE_S:
             self._workers = self._read()
             self._at = time.monotonic()
         return self._workers
 
-    def annotate(self, jobs: Sequence[Job]) -> list[Job]:
-        """`jobs` with `warning` set on those still waiting that no live worker serves."""
+    def annotate(self, jobs: Sequence[Job], refresh: bool = True) -> list[Job]:
+        """`jobs` with `warning` set on those still waiting that no live worker serves
+        (`refresh=False`: from the records read last, never blocking on the store)."""
         out = []
         for job in jobs:
             text = None
             if job.state in WAITING_STATES:
-                text = warning(self.workers(), job.kind, job.queue)
+                text = warning(self.workers(refresh), job.kind, job.queue)
             out.append(job.model_copy(update={"warning": text}) if text else job)
         return out

@@ -195,7 +195,12 @@ async def submit(request: Request) -> Response:
     else:
         created, replay = await batcher(request).submit(jobs)
     status = 200 if replay else 201
-    created = await run_in_threadpool(request.app.state.service.serving.annotate, created)
+    serving = request.app.state.service.serving  # reads the worker records once a second
+    created = (
+        serving.annotate(created, refresh=False)
+        if serving.fresh
+        else await run_in_threadpool(serving.annotate, created)
+    )
     if batch:
         return json_response(BatchResult(jobs=created), status)
     return json_response(created[0], status, {"Location": f"/v1/jobs/{created[0].id}"})
