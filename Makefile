@@ -44,7 +44,9 @@ $(STAMP): pyproject.toml $(LOCK) $(LINKAGE_LOCK)
 
 install: $(STAMP)
 
-run: $(STAMP)
+# Every built-in workload (render, allocation, kge, linkage, the Swiss AI examples) and the demo
+# kinds, with what they need installed as for `make test` (kge: `install-kge`).
+run: $(STAMP) install-kge
 	CONVEYOR_HOME=$${CONVEYOR_HOME:-./.conveyor} $(BIN)/conveyor up --demo
 
 lint: $(STAMP)

@@ -188,3 +188,44 @@ def test_up_restarts_a_killed_webhook_dispatcher(tmp_path: Path) -> None:
         wait_for(lambda: process(second) is None, timeout=30, what="the dispatcher to stop")
     finally:
         stop(proc)
+
+
+def test_up_demo_serves_every_installed_workload(tmp_path: Path) -> None:
+    """`make run` (`conveyor up --demo`) serves the built-in workloads, each in its queue: the
+    kge kinds in `kge`, render in `render`... (their jobs waited forever in `default`)."""
+    import importlib.util
+
+    expected = {"noop": "default", "text.stats": "default"}
+    if importlib.util.find_spec("weasyprint"):
+        expected["render"] = "render"
+    if importlib.util.find_spec("highspy") and importlib.util.find_spec("ortools"):
+        expected["allocate"] = "default"
+    if importlib.util.find_spec("pykeen"):
+        expected["kge.train"] = "kge"
+    port = free_port()
+    home = tmp_path / "up"
+    home.mkdir()
+    log = open(home / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "up", "--demo", "--port", str(port), "-c", "1",
+         "--log-level", "warning"],
+        env=worker_env(home, CONVEYOR_IMPORTS=""), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def workers() -> list[dict[str, object]]:
+            try:
+                return list(httpx.get(f"{url}/v1/workers", timeout=5).json())
+            except (httpx.TransportError, ValueError):
+                return []
+
+        worker = wait_for(lambda: workers(), timeout=180, interval=0.5, what="the worker")[0]
+        kinds = {k["name"]: k["queue"] for k in httpx.get(f"{url}/v1/kinds", timeout=5).json()}
+        for kind, queue in expected.items():
+            assert kinds.get(kind) == queue, (kind, kinds)
+            assert kind in worker["kinds"] and queue in worker["queues"], (kind, worker)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        stop(proc)

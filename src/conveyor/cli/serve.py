@@ -81,14 +81,33 @@ def _settings(store: str | None, imports: list[str] | None, demo: bool = False) 
     return settings
 
 
-def demo_imports() -> list[str]:
-    """What `--demo` serves: the demo kinds, and the allocation solver when its extra is
-    installed (the dashboard's Allocation page submits `allocate` jobs)."""
-    import importlib.util
+#: The built-in workloads `--demo` serves when their extras are installed: the demo kinds, the
+#: Project Allocation solver (the dashboard's Allocation page submits `allocate` jobs), the
+#: Task Queue render kinds, the kge-server kinds, the anonlink linkage kinds and the Swiss AI
+#: example services. Each runs in its own queue(s), which the worker then serves.
+WORKLOADS = (
+    ("conveyor.kinds.demo", ""),
+    ("conveyor.kinds.allocate", "allocation"),
+    ("conveyor.kinds.render", "render"),
+    ("conveyor.kinds.kge", "kge"),
+    ("conveyor.kinds.linkage", "linkage"),
+    ("conveyor.kinds.examples", "examples"),
+)
 
-    found = ["conveyor.kinds.demo"]
-    if all(importlib.util.find_spec(name) for name in ("highspy", "ortools")):
-        found.append("conveyor.kinds.allocate")
+
+def demo_imports() -> list[str]:
+    """What `--demo` serves: every built-in workload whose dependencies import here; the others
+    are named in the log with the extra that brings them (`make run` installs them all)."""
+    import importlib
+
+    found = []
+    for module, extra in WORKLOADS:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            log.warning("not serving %s: %s (pip install 'conveyor[%s]')", module, exc, extra)
+            continue
+        found.append(module)
     return found
 
 
@@ -201,7 +220,11 @@ def up(
         int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Child processes.")
     ] = None,
     demo: Annotated[
-        bool, typer.Option(help="Also load the demo kinds (and `allocate`, when installed).")
+        bool,
+        typer.Option(
+            help="Also serve the demo kinds and every built-in workload whose extra is"
+            " installed (allocation, render, kge, linkage, Swiss AI examples)."
+        ),
     ] = False,
     store: StoreOpt = None,
     imports: ImportOpt = None,
