@@ -187,6 +187,13 @@ def test_phone_width_and_dark_theme(browser: Browser, dashboard: Dashboard) -> N
         shot(page, "overview-phone-dark")
         page.goto("/ui/jobs")
         shot(page, "jobs-phone-dark")
+        # The Workers page fits too: no sideways scrolling of the page or inside its table.
+        page.goto("/ui/workers")
+        expect(page.locator("table.workers tbody tr").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        wrap = page.locator(".table-wrap").first
+        assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth"), "the table scrolls sideways"
+        shot(page, "workers-phone-dark")
     finally:
         context.close()
 

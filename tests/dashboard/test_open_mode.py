@@ -114,3 +114,32 @@ def test_webhook_deliveries_are_listed_without_secrets(tmp_path: Path) -> None:
     assert "hunter2" not in page
     assert "s3cret" not in page
     assert "whsec_id" not in page
+
+
+def test_failed_is_a_link_and_a_filter_can_be_retried_whole(tmp_path: Path) -> None:
+    """From the overview one click lists the failed jobs; one more retries every failed or
+    cancelled job of a filter, on every page, not only the rows ticked on this one."""
+    store = open_store("memory://")
+    store.register_kinds(import_kinds(["conveyor.kinds.demo"]).infos())
+    settings = Settings(home=tmp_path, storage=f"file://{tmp_path / 'files'}")
+    service = Service(store, open_storage(settings.storage_url))
+    tagged = [service.submit(NewJob(kind="noop", tags=["batch-7"])).id for _ in range(60)]
+    other = service.submit(NewJob(kind="noop")).id
+    for job_id in [*tagged, other]:
+        service.cancel(job_id)
+    with (
+        serve_in_thread(create_app(settings, store=store)) as url,
+        httpx.Client(base_url=url) as ui,
+    ):
+        overview = ui.get("/ui/").text
+        assert 'href="/ui/jobs?state=failed" id="failed-jobs"' in overview
+        listed = ui.get("/ui/jobs", params={"tag": "batch-7", "state": "cancelled"})
+        assert 'id="retry-matching"' in listed.text
+        done = ui.post("/ui/jobs/bulk", data={
+            "csrf": csrf_of(listed.text), "action": "retry-matching",
+            "back": "state=cancelled&tag=batch-7",
+        })  # fmt: skip
+        assert done.status_code == 303
+        assert "done=retry:60:0" in done.headers["location"]
+    assert {store.get(j).state for j in tagged} == {JobState.QUEUED}  # 60: more than a page
+    assert store.get(other).state is JobState.CANCELLED

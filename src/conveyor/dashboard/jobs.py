@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -199,13 +199,50 @@ def bulk_apply(service: Service, action: str, ids: list[str]) -> tuple[int, int]
     return ok, skipped
 
 
+RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
+#: Retry-all-matching stops after this many jobs (run it again for more).
+MAX_MATCHING = 10_000
+
+
+def matching_retryable(service: Service, filters: Filters) -> list[str]:
+    """Ids of the failed or cancelled jobs the filter matches (all pages, not one), oldest
+    last; the filter's own states narrow it further."""
+    wanted = filters.job_filter()
+    states = [s for s in RETRYABLE if not wanted.state or s in wanted.state]
+    found: list[str] = []
+    for state in states:
+        cursor: str | None = None
+        while len(found) < MAX_MATCHING:
+            page = service.list_jobs(wanted.model_copy(update={"state": [state]}), cursor, 1000)
+            found += [job.id for job in page.jobs]
+            cursor = page.next_cursor
+            if not cursor:
+                break
+    return found[:MAX_MATCHING]
+
+
+def _filters_of(query: str) -> Filters:
+    values = parse_qs(query)
+
+    def one(name: str) -> str:
+        return values.get(name, [""])[0]
+
+    return parse(values.get("state", []), one("kind"), one("queue"), one("tag"), one("since"),
+                 one("until"), one("id"), "")  # fmt: skip
+
+
 @router.post("/jobs/bulk", include_in_schema=False)
 async def bulk(request: Request, viewer: ViewerDep, service: ServiceDep) -> Response:
     form = await posted(request, viewer, "submit")
     action = str(form.get("action", ""))
-    if action not in ("cancel", "retry"):
+    if action not in ("cancel", "retry", "retry-matching"):
         raise errors.InvalidInputError("choose cancel or retry")
-    ids = [str(v) for v in form.getlist("ids")][:MAX_BULK]
+    if action == "retry-matching":  # every failed/cancelled job of the filter, every page
+        filters = _filters_of(str(form.get("back", "")))
+        ids = await run_in_threadpool(matching_retryable, service, filters)
+        action = "retry"
+    else:
+        ids = [str(v) for v in form.getlist("ids")][:MAX_BULK]
     ok, skipped = await run_in_threadpool(bulk_apply, service, action, ids)
     back = str(form.get("back", ""))
     query = back if back and "done=" not in back else ""
