@@ -53,3 +53,36 @@ def test_worker_json_lines_carry_the_jobs_fields(tmp_path: Path) -> None:
     assert said["job_id"] == saying.id and said["kind"] == "test.say"
     assert said["attempt"] == 1 and said["worker"] == worker_id
     assert "trace_id" not in said  # not traced: no trace id to give
+
+
+def test_api_json_lines_only(tmp_path: Path) -> None:
+    """`conveyor api --log-format json`: its own lines and uvicorn's, nothing else on stderr."""
+    import signal
+
+    import httpx
+
+    from tests.integration.harness import wait_for
+    from tests.servers.http import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "api", "--port", str(port), "--store",
+         f"sqlite:///{tmp_path / 'c.db'}", "--log-format", "json"],
+        env=worker_env(tmp_path / "home"), cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        except httpx.TransportError:
+            return process.poll() is not None  # exited: the assertions below say why
+
+    try:
+        wait_for(up, timeout=60, what="the API")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    messages = [line["message"] for line in lines]
+    assert f"conveyor API on http://127.0.0.1:{port} (docs: /docs)" in messages
+    assert any(line["logger"].startswith("uvicorn") for line in lines)

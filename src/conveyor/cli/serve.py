@@ -117,12 +117,26 @@ def check_bind(store: Store, host: str) -> None:
 
     if auth.is_loopback(host) or auth.list_keys(store):
         return
-    err.print(
+    say(
         f"[red]error:[/] refusing to listen on {host}: no API key exists, so anyone who can reach"
         " this address could use the API.\n  Create one first:  [bold]conveyor keys create"
-        " admin --scope admin[/]\n  or listen on loopback only:  [bold]--host 127.0.0.1[/]"
+        " admin --scope admin[/]\n  or listen on loopback only:  [bold]--host 127.0.0.1[/]",
+        level=logging.ERROR,
     )
     raise typer.Exit(2)
+
+
+def say(text: str, level: int = logging.INFO) -> None:
+    """A message for the operator: Rich markup on a terminal, one log line in JSON mode (so a
+    log collector never meets a line that is not JSON)."""
+    from conveyor.telemetry import logs
+
+    if logs.wanted() != "json":
+        err.print(text, soft_wrap=True)
+        return
+    from rich.text import Text
+
+    log.log(level, " ".join(Text.from_markup(text).plain.split()))
 
 
 def register_kinds(store: Store, settings: Settings) -> None:
@@ -199,7 +213,7 @@ def api(
         register_kinds(opened, settings)
     finally:
         opened.close()
-    err.print(f"conveyor API on [bold]http://{host}:{port}[/] (docs: /docs)")
+    say(f"conveyor API on [bold]http://{host}:{port}[/] (docs: /docs)")
     if processes == 1:
         _server(settings, host, port, log_level, json_logs).run()
         return
@@ -263,12 +277,11 @@ def up(
             os.kill(os.getpid(), signal.SIGTERM)
             return
         url = _url(server, host)
-        err.print(
+        say(
             f"conveyor is up\n  API   [bold]{url}[/]\n  docs  [bold]{url}/docs[/]\n"
             f"  UI    [bold]{url}/ui/[/]\n"
             f"  store [bold]{settings.store_url}[/]\n  files [bold]{settings.storage_url}[/]\n"
-            f"  kinds {', '.join(settings.import_list)}\n  Ctrl-C drains and stops.",
-            soft_wrap=True,
+            f"  kinds {', '.join(settings.import_list)}\n  Ctrl-C drains and stops."
         )
 
     threading.Thread(target=announce, name="conveyor-announce", daemon=True).start()
