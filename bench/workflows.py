@@ -3,11 +3,13 @@
     python bench/workflows.py [--n 5000] [--stores sqlite,postgres,redis] [--fanout 10000,100000]
 
 1. Store work per edge, in-process, on each store (a temp SQLite file with synchronous=FULL,
-   a throwaway PostgreSQL and Redis started for the run): the time of `n` plain jobs' enqueue
-   + claim + settle, against `n` jobs each depending on another (a chain link: enqueued
+   a throwaway PostgreSQL and Redis started for the run): the CPU time (this process plus the
+   database server's processes: on a shared machine wall time measures the neighbours) of `n`
+   plain jobs' enqueue + claim + settle, against `n` jobs each depending on another (enqueued
    blocked, released by its upstream's settlement) and against one WAIT of `n` children (each
    child's settlement counts the parent down). An edge's cost is what the dependent run costs
-   beyond a plain job's; the target is at most 2x a plain job's enqueue + settle.
+   beyond a plain job's; the target is at most 2x a plain job's enqueue + settle. Runs are
+   interleaved, the median of `--repeat` kept.
 2. Fan-out on SQLite with one real `conveyor worker -c 2`: submit a kind that spawns `n` noop
    children and resumes when they have ended; time from submit to the parent succeeded.
 
@@ -21,13 +23,14 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from harness import ROOT, conveyor_env, postgres_database, start, stop
+from harness import ROOT, conveyor_env, start, stop
 
 from conveyor.ids import uuid7
 from conveyor.kinds.registry import import_kinds
@@ -62,69 +65,87 @@ def enqueue(store: Store, specs: list[JobSpec]) -> None:
         store.enqueue(specs[start_at : start_at + BATCH])
 
 
-def plain(store: Store, n: int) -> float:
-    began = time.perf_counter()
+def plain(store: Store, n: int) -> None:
     enqueue(store, [spec() for _ in range(n)])
     drain(store, n)
-    return time.perf_counter() - began
 
 
-def chained(store: Store, n: int) -> float:
+def chained(store: Store, n: int) -> None:
     """n upstreams and n dependents (one edge each): 2n jobs, n edges."""
     ups = [spec() for _ in range(n)]
     downs = [spec(depends_on=(u.id,)) for u in ups]
-    began = time.perf_counter()
     for start_at in range(0, n, BATCH):  # each batch carries its upstreams and dependents
         enqueue(store, ups[start_at : start_at + BATCH] + downs[start_at : start_at + BATCH])
     drain(store, 2 * n)
-    return time.perf_counter() - began
 
 
-def fan_in(store: Store, n: int) -> float:
+def fan_in(store: Store, n: int) -> None:
     """One job WAITs on n children: n + 1 jobs, n edges."""
-    began = time.perf_counter()
     [parent] = store.enqueue([spec()])
     [job] = store.claim(["bench"], "bench", 1, 600.0)
     kids = [spec(parent_id=parent.id) for _ in range(n)]
     store.settle([Settlement(job.id, job.lease.token, Outcome.WAIT, spawn=kids)])
     drain(store, n + 1)  # the children, then the parent they release
-    return time.perf_counter() - began
+
+
+def proc_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of live processes (from /proc)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def opened(name: str, tmp: Path) -> Iterator[Store]:
+def opened(name: str, tmp: Path) -> Iterator[tuple[Store, Callable[[], float]]]:
+    """The store, and a meter of the CPU its server (if any) has used."""
+    tmp.mkdir(parents=True, exist_ok=True)
     if name == "sqlite":
         store = open_store(f"sqlite:///{tmp / 'edges.db'}")
-        yield store
+        yield store, lambda: 0.0
         store.close()
-    elif name == "postgres":
-        with postgres_database(None) as dsn:
-            store = open_store(dsn)
-            yield store
+        return
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the tests package: its throwaway servers
+    from tests.servers.procfs import live_processes
+
+    if name == "postgres":
+        from tests.servers.postgres import running_server
+
+        with running_server() as pg:
+            store = open_store(pg.create_schema())
+            group = pg.pid
+            yield store, lambda: proc_cpu([p.pid for p in live_processes() if p.pgrp == group])
             store.close()
-    else:
-        sys.path.insert(0, str(ROOT))
-        from tests.servers.redis import RedisServer
+        return
+    from tests.servers.redis import RedisServer
 
-        server = RedisServer(tmp / "redis")
-        (tmp / "redis").mkdir()
-        server.start()
-        try:
-            store = open_store(server.url)
-            yield store
-            store.close()
-        finally:
-            server.stop()
+    server = RedisServer(tmp)
+    server.start()
+    try:
+        store = open_store(server.url)
+        assert server.proc is not None
+        pid = server.proc.pid
+        yield store, lambda: proc_cpu([pid])
+        store.close()
+    finally:
+        server.stop()
 
 
-def edge_costs(name: str, n: int, tmp: Path) -> dict[str, float]:
-    with opened(name, tmp) as store:
+def edge_costs(name: str, n: int, tmp: Path, repeat: int) -> dict[str, float]:
+    runs: dict[str, list[float]] = {"plain": [], "chain": [], "wait": []}
+    with opened(name, tmp) as (store, server_cpu):
         plain(store, min(n, 2000))  # warm up (connections, scripts, caches)
-        per_job = min(plain(store, n) for _ in range(2)) / n
-        chain = min(chained(store, n) for _ in range(2))
-        wait = min(fan_in(store, n) for _ in range(2))
-    per_chain_edge = chain / n - 2 * per_job
-    per_wait_edge = wait / n - per_job
+        for _ in range(repeat):
+            for label, run in (("plain", plain), ("chain", chained), ("wait", fan_in)):
+                before = time.process_time() + server_cpu()
+                run(store, n)
+                runs[label].append(time.process_time() + server_cpu() - before)
+    per_job = statistics.median(runs["plain"]) / n
+    per_chain_edge = statistics.median(runs["chain"]) / n - 2 * per_job
+    per_wait_edge = statistics.median(runs["wait"]) / n - per_job
     return {
         "plain_job_us": per_job * 1e6,
         "dependency_edge_us": per_chain_edge * 1e6,
@@ -172,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="jobs per edge-cost run")
     parser.add_argument("--stores", default="sqlite,postgres,redis")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--fanout", default="10000,100000", help="fan-out sizes ('' for none)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "workflows.json"))
     args = parser.parse_args()
@@ -180,7 +202,7 @@ def main() -> None:
                                   "load_before": os.getloadavg()}  # fmt: skip
     edges = {}
     for name in [s for s in args.stores.split(",") if s]:
-        edges[name] = costs = edge_costs(name, args.n, tmp / name)
+        edges[name] = costs = edge_costs(name, args.n, tmp / name, args.repeat)
         print(f"{name:9} plain job {costs['plain_job_us']:7.1f} us | dependency edge"
               f" {costs['dependency_edge_us']:7.1f} us ({costs['dependency_edge_ratio']:.2f}x)"
               f" | child edge {costs['child_edge_us']:7.1f} us"
