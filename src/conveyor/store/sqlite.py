@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -137,6 +137,12 @@ def row_to_job(row: Sequence[Any], loads: Callable[[str | None], Any] = _lenient
         parent_id=row[32],
         continuation=loads(row[33]),
     )
+
+
+class _Inserted(NamedTuple):
+    jobs: list[Job]
+    unfinished: list[str]
+    inserted: bool
 
 
 class SqliteStore:
@@ -310,18 +316,19 @@ class SqliteStore:
     def enqueue(self, specs: Sequence[JobSpec]) -> list[Job]:
         now = self.clock()
         with self._write() as db:
-            jobs, inserted = self._insert(db, specs, now)
-        if inserted:
+            done = self._insert(db, specs, now)
+        if done.inserted:
             self._waker.notify()
-        return jobs
+        return done.jobs
 
     def _insert(
-        self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
-    ) -> tuple[list[Job], bool]:
-        """Insert jobs in the caller's transaction (enqueue, or the children of a WAIT);
-        returns them in order (a known idempotency or unique key's job in its spec's place)
-        and whether any row was inserted."""
+        self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float, *, build: bool = True
+    ) -> _Inserted:
+        """Insert jobs in the caller's transaction (enqueue, or the children of a WAIT): the
+        jobs in order (a known idempotency or unique key's job in its spec's place; only with
+        `build`), the ids of those not final, and whether any row was inserted."""
         created: dict[str, Job] = {}
+        unfinished: list[str] = []
         existing = self._check_idempotency(db, specs, now)
         new = [s for s in specs if s.idempotency_key not in existing]
         duplicates, flow = self._flow_on_submit(db, new, now)
@@ -351,7 +358,9 @@ class SqliteStore:
                 data = {**created_event(spec, state), "reason": "concurrency_limited"}
                 error = limited_error(f"over the limit of key:{spec.kind}").model_dump_json()
             else:
-                created[spec.id] = new_job(spec, state, now)
+                unfinished.append(spec.id)
+                if build:
+                    created[spec.id] = new_job(spec, state, now)
             rows.append(
                 (spec.id, spec.kind, spec.queue, state.value, _dumps(spec.input),
                  spec.priority, spec.run_at, spec.max_attempts, spec.timeout_s,
@@ -386,12 +395,16 @@ class SqliteStore:
         db.executemany("INSERT OR IGNORE INTO job_tags (tag, job_id) VALUES (?,?)", tagged)
         self._add_events(db, events)
         ids = [duplicates.get(s.id, existing.get(s.idempotency_key, s.id)) for s in specs]
-        known = [i for i in dict.fromkeys(ids) if i not in created]
+        fresh = set(unfinished)
+        known = [i for i in dict.fromkeys(ids) if i not in created and i not in fresh]
         if known:
-            created.update(self._jobs_by_id(db, known))
+            found = self._jobs_by_id(db, known)
+            created.update(found)
+            unfinished += [i for i, job in found.items() if not job.state.is_final]
         if flow.cancel_waiting:
             self._add_events(db, sqlite_deps.release(db, flow.cancel_waiting, now))
-        return [created[i] for i in ids], bool(rows)
+        jobs = [created[i] for i in ids] if build else []
+        return _Inserted(jobs, unfinished, bool(rows))
 
     def _flow_on_submit(
         self, db: sqlite3.Connection, specs: Sequence[JobSpec], now: float
@@ -607,8 +620,7 @@ class SqliteStore:
     ) -> tuple[rules.Decision, dict[str, Any], int]:
         """A WAIT: insert the job's children and block it on those not final; with none to
         wait for, it is queued again at once. Returns its decision, event data and count."""
-        children, _ = self._insert(db, deps.as_children(s.job_id, s.spawn), now)
-        waits = [c.id for c in children if not c.state.is_final]
+        waits = self._insert(db, deps.as_children(s.job_id, s.spawn), now, build=False).unfinished
         if not waits:
             queued = replace(decision, state=JobState.QUEUED)
             return queued, queued.event_data(), 0

@@ -26,14 +26,13 @@ into a "wait" outcome (`wait_outcome`); the supervisor resolves the spawned jobs
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
 from conveyor import errors
-from conveyor.ids import uuid7
 from conveyor.limits import resolve_key
 from conveyor.models import JSON, Job, JobError, JobFilter, JobState, KindInfo
 from conveyor.store.base import JobSpec, Settlement, Store
@@ -113,14 +112,23 @@ class Spawns:
         self._last = 0
 
     def add(self, kind: str, input: JSON, options: dict[str, Any]) -> str:
-        value = uuid.UUID(uuid7()).int
+        value = _uuid7_int()
         if value <= self._last:  # same millisecond: keep the order the handler spawned in
             value = self._last + 1
         self._last = value
-        job_id = str(uuid.UUID(int=value))
+        h = f"{value:032x}"
+        job_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         self.jobs.append({"id": job_id, "kind": kind, "input": {} if input is None else input,
                           **options})  # fmt: skip
         return job_id
+
+
+def _uuid7_int() -> int:
+    """A UUIDv7 as an integer (as conveyor.ids.uuid7, without the string round trips)."""
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000 & 0xFFFFFFFFFFFF) << 80
+    value |= 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62
+    return value | rand & 0x3FFFFFFFFFFFFFFF
 
 
 def resume_entry(spec: KindSpec, message: dict[str, Any]) -> Callable[[Any, Any], Any] | None:
@@ -180,7 +188,7 @@ class SpawnResolver:
             raise errors.KindNotFoundError(f"spawned a job of unknown kind {name!r}", kind=name)
         return self.kinds[name]
 
-    def spec(self, job: dict[str, Any], now: float) -> JobSpec:
+    def spec(self, job: dict[str, Any], now: float, parent_id: str) -> JobSpec:
         kind = self.kind(job["kind"])
         tags = tuple(job.get("tags") or ())
         return JobSpec(
@@ -196,6 +204,7 @@ class SpawnResolver:
             tags=tags,
             idempotency_key=job.get("idempotency_key"),
             concurrency_key=resolve_key(kind.concurrency_key, job.get("input"), tags),
+            parent_id=parent_id,
         )
 
     def settlement(self, job_id: str, token: str, message: dict[str, Any]) -> Settlement:
@@ -203,7 +212,7 @@ class SpawnResolver:
         job (no retry: it would spawn the same thing again)."""
         now = time.time()
         try:
-            spawn = [self.spec(job, now) for job in message["spawn"]]
+            spawn = [self.spec(job, now, job_id) for job in message["spawn"]]
         except errors.ConveyorError as exc:
             error = JobError(type=type(exc).__name__, message=str(exc), reason="error")
             return Settlement(job_id, token, Outcome.FAILED, error=error, retry=False)
