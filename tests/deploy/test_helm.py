@@ -518,6 +518,9 @@ def test_network_policies_admit_only_what_each_pod_serves() -> None:
     allowed = rule["from"][0]["podSelector"]["matchLabels"]
     assert allowed.items() <= pods[f"{RELEASE}-api"].items()  # this release's pods...
     assert allowed["app.kubernetes.io/instance"] == RELEASE  # ...and no other release's
+    (storage,) = policies[f"{RELEASE}-minio"]["ingress"]
+    bucket = pods[f"{RELEASE}-minio-bucket"]  # the Job creating the bucket must reach MinIO
+    assert storage["from"][0]["podSelector"]["matchLabels"].items() <= bucket.items()
     peers = [{"namespaceSelector": {"matchLabels": {"name": "ingress-nginx"}}}]
     limited = render(merged(BUNDLED, {"networkPolicy": {"api": {"from": peers}}}))
     assert named(limited, "NetworkPolicy", f"{RELEASE}-api")["spec"]["ingress"][0]["from"] == peers
