@@ -257,25 +257,39 @@ def test_blocked_run_matches_anonlink_with_the_same_blocks(env: Env) -> None:
 def test_a_cancelled_sub_job_turns_the_run_into_error_with_a_message(env: Env) -> None:
     creds = project(env)
     pid, auth = creds["project_id"], {"Authorization": creds["result_token"]}
+    # 6,000 x 6,000 in about 120 chunks: most still wait when one of them is cancelled.
     for n, token in enumerate(creds["update_tokens"]):
-        env.http.post(f"/api/v1/projects/{pid}/clks", json={"clks": clks(1500, seed=n)},
+        env.http.post(f"/api/v1/projects/{pid}/clks", json={"clks": clks(6000, seed=n)},
                       headers={"Authorization": token})  # fmt: skip
     run_id = env.http.post(f"/api/v1/projects/{pid}/runs", json={"threshold": 0.9},
                            headers=auth).json()["run_id"]  # fmt: skip
     base = f"/api/v1/projects/{pid}/runs/{run_id}"
     assert env.http.get(f"{base}/status", headers=auth).json()["state"] == "queued"
-    chunks = env.http.get("/v1/jobs", params={"tag": f"linkage-run:{run_id}"}).json()["jobs"]
-    assert len(chunks) > 1  # no worker yet: all waiting
-    assert env.http.post(f"/v1/jobs/{chunks[0]['id']}/cancel").status_code == 200
+    # The run job plans the chunks and spawns them as its children when a worker runs it.
+    env.worker("--concurrency", "1")
+    params = {"tag": f"linkage-run:{run_id}", "kind": "linkage.compare", "state": "queued",
+              "limit": 1000}  # fmt: skip
+    waiting = wait_for(lambda: env.http.get("/v1/jobs", params=params).json()["jobs"], 60)
+    victim = waiting[-1]["id"]
+    assert env.http.post(f"/v1/jobs/{victim}/cancel").status_code == 200
     status = wait_for(lambda: (s := env.http.get(f"{base}/status", headers=auth).json())["state"]
-                      == "error" and s, timeout=10)  # fmt: skip
-    assert chunks[0]["id"] in status["message"] and "cancelled" in status["message"]
+                      == "error" and s, timeout=30)  # fmt: skip
+    assert victim in status["message"] and "cancelled" in status["message"]
     r = env.http.get(f"{base}/result", headers=auth)
     assert r.status_code == 500 and "cancelled" in r.json()["detail"]
-    # The run's other sub-jobs were cancelled with it.
-    states = {j["state"] for j in env.http.get("/v1/jobs", params={
-        "tag": f"linkage-run:{run_id}"}).json()["jobs"]}  # fmt: skip
-    assert states == {"cancelled"}
+
+    # The run's other jobs were cancelled with it: the run job, and every chunk not done.
+    def jobs() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = env.http.get("/v1/jobs", params={
+            "tag": f"linkage-run:{run_id}", "limit": 1000}).json()["jobs"]  # fmt: skip
+        return found
+
+    wait_for(lambda: all(j["state"] in ("succeeded", "cancelled") for j in jobs()), 30)
+    chunks = [j for j in jobs() if j["kind"] == "linkage.compare"]
+    assert len(chunks) > 100  # every chunk was spawned (about 120)
+    assert sum(j["state"] == "cancelled" for j in chunks) > len(chunks) // 2
+    [run_job] = [j for j in jobs() if j["kind"] == "linkage.run"]
+    assert run_job["state"] == "cancelled"
 
 
 def test_which_token_reads_what_as_the_original(env: Env) -> None:
@@ -338,12 +352,14 @@ def test_names_must_be_text_and_blocks_need_a_blocking_project(env: Env) -> None
     assert r.status_code == 403 and "Expecting blocking information" in r.json()["detail"]
 
 
-def test_a_run_past_the_chunk_limit_is_refused_cleanly(
+def test_a_run_past_1000_chunks_is_accepted_and_planned_whole(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """1,100 x 1,100 records in chunks of 1,000 comparisons would be 1,225 sub-jobs, more than
-    one run can have: the upload that would complete the data is refused, nothing is stored,
-    its token still works, and the run waiting for it is not broken."""
+    """1,100 x 1,100 records in chunks of 1,000 comparisons are 1,225 chunks: more than the
+    1,000 jobs of a submit batch, which once made such runs impossible (refused, then a
+    stopgap refused them cleanly). The chunks are the run job's children now: the upload is
+    accepted, the run queued, and its status counts every comparison. (A run of 1,089 chunks
+    is run to completion in test_run_job.py.)"""
     from tests.linkage.conftest import Env as LinkageEnv
     from tests.servers.conveyor_api import sqlite_api_in_thread
 
@@ -358,22 +374,13 @@ def test_a_run_past_the_chunk_limit_is_refused_cleanly(
                                    headers=result).json()["run_id"]  # fmt: skip
             url = f"/api/v1/projects/{pid}/clks"
             assert env.http.post(url, json={"clks": clks(1100)}, headers=t0).status_code == 201
-            refused = env.http.post(url, json={"clks": clks(1100, seed=1)}, headers=t1)
-            assert refused.status_code == 400, refused.text
-            detail = refused.json()["detail"]
-            assert "1225 comparison sub-jobs" in detail and "more than the 1000" in detail
-            assert "CONVEYOR_LINKAGE_CHUNK_COMPARISONS" in detail and "token can be used" in detail
-            described = env.http.get(f"/api/v1/projects/{pid}", headers=result).json()
-            assert described["parties_contributed"] == 1
+            second = env.http.post(url, json={"clks": clks(1100, seed=1)}, headers=t1)
+            assert second.status_code == 201, second.text
             status = env.http.get(f"/api/v1/projects/{pid}/runs/{run_id}/status", headers=result)
-            assert status.json()["state"] == "created"
-            assert env.store.list_jobs(JobFilter(tag=f"linkage-run:{run_id}")).jobs == []
-            # The same token uploads a smaller set, and the waiting run goes ahead.
-            ok = env.http.post(url, json={"clks": clks(100, seed=2)}, headers=t1)
-            assert ok.status_code == 201, ok.text
-            queued = env.http.get(f"/api/v1/projects/{pid}/runs/{run_id}/status", headers=result)
-            assert queued.json()["state"] == "queued"
-            chunks = env.store.list_jobs(JobFilter(tag=f"linkage-run:{run_id}"), limit=500).jobs
-            assert 100 <= len(chunks) <= 1000
+            assert status.json()["state"] == "queued"
+            progress = status.json()["current_stage"]["progress"]
+            assert progress["absolute"] == 0 and progress["relative"] == 0
+            [job] = env.store.list_jobs(JobFilter(tag=f"linkage-run:{run_id}")).jobs
+            assert job.kind == "linkage.run" and job.input["chunk_aim"] == 1000
         finally:
             env.close()

@@ -1,9 +1,13 @@
-"""The two kinds of a linkage run: `linkage.compare` (one chunk) and `linkage.solve`.
+"""The kinds of a linkage run: `linkage.run`, which spawns one `linkage.compare` child job per
+chunk and, once they have all ended, merges and solves (`linkage.solve` does the same merge and
+solve as a job of its own, given the chunks' job ids).
 
 Encodings live in blob storage under the project's prefix (`jobs/<project_id>/in/…`); a
 compare job reads only the byte ranges of its chunk, writes its candidate pairs as the output
-file `scores.bin` (anonlink's binary format), and the solve job merges those files and writes
-the run's result as its output file `result.json`. Nothing large passes through the queue.
+file `scores.bin` (anonlink's binary format), and the run job merges those files and writes
+the run's result as its output file `result.json`. Nothing large passes through the queue, and
+the number of chunks has no ceiling: children are inserted with the run job's settlement, in
+one store transaction whatever their number, and the run job holds no worker while it waits.
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from anonlink.solving import greedy_solve
 from bitarray import bitarray
 from pydantic import BaseModel, Field
 
-from conveyor.kinds.linkage import encodings
+from conveyor.kinds.linkage import encodings, plan
 from conveyor.kinds.linkage.candidates import Candidates
 from conveyor.kinds.registry import task
 from conveyor.storage import BlobStorage
 from conveyor.storage.base import job_key
 from conveyor.worker.context import Context, PermanentError
+from conveyor.worker.continuation import Children, Continue
 
 COMPARE = "linkage.compare"
 SOLVE = "linkage.solve"
+RUN = "linkage.run"
 #: Slices per chunk: progress and cancellation are checked between them.
 SLICES = 8
 ResultType = Literal["groups", "similarity_scores", "permutations"]
@@ -229,10 +235,17 @@ def permutations(
 )
 def solve(inp: SolveInput, ctx: Context) -> SolveOutput:
     """Merge the chunks' candidate pairs and write the run's result to `result.json`."""
+    return merge_and_solve(inp, ctx)
+
+
+def merge_and_solve(inp: SolveInput, ctx: Context) -> SolveOutput:
+    """The solve: read every chunk's `scores.bin`, solve, write `result.json` (an output of
+    the job `ctx` runs: `linkage.solve`, or `linkage.run` once its chunks have ended)."""
     parts = []
     for n, chunk_id in enumerate(inp.chunk_ids):
         parts.append(Candidates.load(_read(ctx.storage, scores_key(chunk_id))))
-        ctx.progress(n + 1, len(inp.chunk_ids), "merging similarity scores")
+        if n % 64 == 0 or n + 1 == len(inp.chunk_ids):
+            ctx.progress(n + 1, len(inp.chunk_ids), "merging similarity scores")
     found = Candidates.concat(parts).sorted()
     ctx.progress(0, None, "compute output")
     result: dict[str, Any]
@@ -258,3 +271,65 @@ def solve(inp: SolveInput, ctx: Context) -> SolveOutput:
     return SolveOutput(
         candidates=len(found), groups=len(groups), total_comparisons=inp.total_comparisons
     )
+
+
+class RunInput(BaseModel):
+    """A whole run: its chunks are planned here, the same way the API planned their total."""
+
+    project_id: str
+    run_id: str
+    threshold: float = Field(gt=0, le=1)
+    size: int = Field(gt=0, description="Bytes per encoding.")
+    sizes: list[int] = Field(min_length=2)
+    uses_blocking: bool = False
+    result_type: ResultType
+    chunk_aim: int = Field(plan.DEFAULT_AIM, gt=0, description="Comparisons per chunk.")
+    tags: list[str] = Field(default_factory=list, description="Given to every chunk job.")
+
+
+def plan_chunks(storage: BlobStorage, inp: RunInput) -> list[dict[str, Any]]:
+    """The run's chunks (deterministic: the API computes the same total from them)."""
+    if inp.uses_blocking:
+        blocks = [
+            encodings.loads_blocks(storage.read(blocks_key(inp.project_id, i)))
+            for i in range(len(inp.sizes))
+        ]
+        return plan.chunks_with_blocks(blocks, inp.chunk_aim)
+    return plan.chunks_without_blocks(inp.sizes, inp.chunk_aim)
+
+
+@task(
+    RUN,
+    input=RunInput,
+    output=SolveOutput,
+    max_attempts=3,
+    retry_backoff=0.5,
+    description="A linkage run: one compare child job per chunk, then merge and solve.",
+)
+def run(inp: RunInput, ctx: Context) -> Continue:
+    """Spawn a `linkage.compare` child per chunk; resume in `run_done` when all have ended."""
+    common = {"project_id": inp.project_id, "run_id": inp.run_id, "threshold": inp.threshold,
+              "size": inp.size}  # fmt: skip
+    chunks = plan_chunks(ctx.storage, inp)
+    for chunk in chunks:
+        ctx.spawn(COMPARE, {**common, **chunk}, priority=10, tags=inp.tags)
+    ctx.progress(0, len(chunks), "comparing")
+    total = sum(c["comparisons"] for c in chunks)
+    return ctx.wait_for_children({"total_comparisons": total})
+
+
+@run.continuation
+def run_done(inp: RunInput, children: Children, ctx: Context) -> SolveOutput:
+    """Every chunk has ended: fail with the first that did not succeed, else merge and solve."""
+    for child in children:
+        if not child.succeeded:
+            reason = child.error.message if child.error else "cancelled"
+            raise PermanentError(f"comparison sub-job {child.id} {child.state.value}: {reason}")
+    return merge_and_solve(
+        SolveInput(
+            project_id=inp.project_id, run_id=inp.run_id, result_type=inp.result_type,
+            sizes=inp.sizes, chunk_ids=[child.id for child in children],
+            total_comparisons=children.state["total_comparisons"],
+        ),
+        ctx,
+    )  # fmt: skip

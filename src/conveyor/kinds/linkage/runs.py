@@ -1,11 +1,14 @@
 """Projects, uploads and runs of the entity-service API, kept as store records.
 
 A project record holds its tokens and what each party uploaded; a run record holds its state
-(`created → queued → running → completed | error`) and the ids of its conveyor jobs. `advance`
-moves a run along: once every party has uploaded it submits the chunk sub-jobs (one
-`submit_many`, tagged `linkage-run:<run_id>`), and once they all succeeded the solve job. It is
-idempotent (each sub-job has an idempotency key), so any API process may call it at any time;
-the API calls it from a background loop and whenever a run is read.
+(`created → queued → running → completed | error`) and the id of its `linkage.run` job.
+`advance` moves a run along: once every party has uploaded it submits the run job (idempotent:
+it has an idempotency key), which spawns one `linkage.compare` child job per chunk (tagged
+`linkage-run:<run_id>`, any number of them) and merges and solves when they have all ended.
+A chunk that fails or is cancelled ends the run at once (its other jobs are cancelled). Any API
+process may call `advance` at any time; the API calls it from a background loop and whenever a
+run is read. Runs submitted before the run job existed (their chunk jobs and a solve job
+submitted by the API) are still moved along the old way.
 """
 
 from __future__ import annotations
@@ -20,10 +23,19 @@ from typing import Any
 
 from conveyor import errors
 from conveyor.kinds.linkage import encodings, plan
-from conveyor.kinds.linkage.kind import COMPARE, SOLVE, blocks_key, clks_key, result_key
+from conveyor.kinds.linkage.kind import (
+    COMPARE,
+    RUN,
+    SOLVE,
+    RunInput,
+    blocks_key,
+    clks_key,
+    plan_chunks,
+    result_key,
+)
 from conveyor.kinds.registry import registry
 from conveyor.models import Job, JobFilter, JobState, NewJob
-from conveyor.service import MAX_BATCH, Service
+from conveyor.service import Service
 
 PROJECTS = "linkage_projects"
 RUNS = "linkage_runs"
@@ -31,7 +43,6 @@ RESULT_TYPES = ("groups", "permutations", "similarity_scores")
 ACTIVE = ("created", "queued", "running")
 TOKEN_USED = "This token has already been used to upload clks."  # noqa: S105 (a message)
 #: A run's comparison sub-jobs are submitted in one batch, so it can have at most this many.
-MAX_CHUNKS = MAX_BATCH
 
 _lock = threading.RLock()
 
@@ -205,11 +216,6 @@ class Linkage:
             if record["parties"][party]["count"] is not None:
                 raise Forbidden(TOKEN_USED)
             packed: encodings.Packed = packed_from(record)
-            others = [p for i, p in enumerate(record["parties"]) if i != party]
-            if all(p["count"] is not None for p in others):  # this upload completes the data
-                sizes = [packed.count if i == party else p["count"]
-                         for i, p in enumerate(record["parties"])]  # fmt: skip
-                self.check_chunks(record, sizes, {party: packed.blocks})
             storage = self.service.storage
             storage.write(clks_key(project_id, party), [packed.data])
             if packed.blocks is not None:
@@ -223,38 +229,6 @@ class Linkage:
             self.store.put_record(PROJECTS, project_id, record)
         self.advance_project(project_id)
         return {"message": "Updated", "receipt_token": receipt}
-
-    def check_chunks(
-        self, record: dict[str, Any], sizes: list[int],
-        new_blocks: dict[int, dict[str, list[int]] | None] | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        """The run's comparison chunks; `Invalid` (nothing stored yet) when there would be
-        more than one run can have, saying which setting to raise."""
-        chunks = self.plan(record, sizes, new_blocks or {})
-        if len(chunks) > MAX_CHUNKS:
-            total = sum(c["comparisons"] for c in chunks)
-            raise Invalid(
-                f"this linkage needs {len(chunks)} comparison sub-jobs ({total:,} comparisons"
-                f" in chunks of about {self.chunk_aim:,}), more than the {MAX_CHUNKS} one run"
-                " can have: nothing was stored and the token can be used again. Ask the"
-                " operator to set CONVEYOR_LINKAGE_CHUNK_COMPARISONS to at least"
-                f" {-(-2 * total // MAX_CHUNKS):,}, or upload fewer records"
-            )
-        return chunks
-
-    def plan(
-        self, record: dict[str, Any], sizes: list[int],
-        new_blocks: dict[int, dict[str, list[int]] | None],
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        if not record["uses_blocking"]:
-            return plan.chunks_without_blocks(sizes, self.chunk_aim)
-        storage = self.service.storage
-        blocks = [
-            new_blocks[i] if new_blocks.get(i) is not None
-            else encodings.loads_blocks(storage.read(blocks_key(record["project_id"], i)))
-            for i in range(len(sizes))
-        ]  # fmt: skip
-        return plan.chunks_with_blocks([b or {} for b in blocks], self.chunk_aim)
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -270,9 +244,6 @@ class Linkage:
         wrong = [k for k, v in texts.items() if not isinstance(v, str)]
         if wrong:
             raise Invalid(f"{' and '.join(map(repr, wrong))} must be a string")
-        parties = record["parties"]
-        if all(p["count"] is not None for p in parties):  # refused now, not stuck later
-            self.check_chunks(record, [p["count"] for p in parties])
         run_id = secrets.token_hex(24)
         run = {
             "run_id": run_id,
@@ -310,9 +281,7 @@ class Linkage:
             key = run_key(run["project_id"], run["run_id"])
             run = self.store.get_record(RUNS, key) or run
             self.store.delete_record(RUNS, key)
-        for job_id in [*run["chunk_ids"], *([run["solve_id"]] if run["solve_id"] else [])]:
-            with contextlib.suppress(errors.ConveyorError):  # finished or deleted already
-                self.service.cancel(job_id)
+        self._cancel_jobs(run)
 
     def status(self, run: dict[str, Any]) -> dict[str, Any]:
         record = self.store.get_record(PROJECTS, run["project_id"]) or {"parties": []}
@@ -336,7 +305,7 @@ class Linkage:
                 "description": "number of parties already contributed",
             }
             stage = {"number": 1, "description": "waiting for CLKs", "progress": progress}
-        elif run["state"] == "completed" or run.get("solve_id"):
+        elif run["state"] == "completed" or run.get("solve_id") or self._solving(run):
             stage = {"number": stages, "description": "compute output"}
             if no_mapping:
                 stage = self._compare_stage(run, 2)
@@ -356,14 +325,36 @@ class Linkage:
         }  # fmt: skip
 
     def _done(self, run: dict[str, Any]) -> int:
+        if run.get("run_job"):
+            pairs = [(job, int(job.input["comparisons"])) for job in self._chunks(run)]
+        else:
+            pairs = list(zip(self._jobs(run["chunk_ids"]), run["chunk_comparisons"], strict=False))
         done = 0
-        for job, comparisons in zip(self._jobs(run["chunk_ids"]), run["chunk_comparisons"],
-                                    strict=False):  # fmt: skip
+        for job, comparisons in pairs:
             if job.state == JobState.SUCCEEDED:
                 done += comparisons
             elif job.progress is not None and job.state == JobState.RUNNING:
                 done += int(min(comparisons, job.progress.current))
         return done
+
+    def _chunks(self, run: dict[str, Any], states: list[JobState] | None = None) -> list[Job]:
+        """The run job's chunk jobs (its children), every page of them."""
+        found: list[Job] = []
+        cursor = None
+        flt = JobFilter(parent_id=run["run_job"], state=states)
+        while True:
+            page = self.service.list_jobs(flt, cursor, 1000)
+            found.extend(page.jobs)
+            if not page.next_cursor:
+                return found
+            cursor = page.next_cursor
+
+    def _solving(self, run: dict[str, Any]) -> bool:
+        """The run job has resumed after its chunks: it is merging and solving."""
+        if not run.get("run_job"):
+            return False
+        jobs = self._jobs([run["run_job"]])
+        return bool(jobs) and jobs[0].state is JobState.RUNNING and jobs[0].continuation is not None
 
     def _jobs(self, ids: list[str]) -> list[Job]:
         found: dict[str, Job] = {}
@@ -430,9 +421,10 @@ class Linkage:
         if run["state"] == "created":
             if any(p["count"] is None for p in record["parties"]):
                 return
-            self._submit_chunks(record, run)
-            if run["state"] == "error":
-                return
+            self._submit_run(record, run)
+        if run.get("run_job"):
+            self._step_run_job(run)
+            return
         if not run["solve_id"]:
             jobs = self._jobs(run["chunk_ids"])
             failed = [j for j in jobs if j.state in (JobState.FAILED, JobState.CANCELLED)]
@@ -454,19 +446,51 @@ class Linkage:
         elif solve[0].state == JobState.SUCCEEDED:
             run.update(state="completed", time_completed=now())
 
+    def _step_run_job(self, run: dict[str, Any]) -> None:
+        found = self._jobs([run["run_job"]])
+        job = found[0] if found else None
+        if job is None or job.state in (JobState.FAILED, JobState.CANCELLED):
+            reason = job.error.message if job and job.error else "cancelled or deleted"
+            self._error(run, reason if "sub-job" in reason else f"the run failed: {reason}")
+            return
+        if job.state is JobState.SUCCEEDED:
+            self._started(run)
+            run.update(state="completed", time_completed=now(), solve_id=job.id)
+            return
+        if job.started_at is not None:
+            self._started(run)
+        # A chunk that failed for good (or was cancelled) ends the run now, not when the last
+        # of possibly thousands of other chunks has ended.
+        bad = self.service.list_jobs(
+            JobFilter(parent_id=job.id, state=[JobState.FAILED, JobState.CANCELLED]), None, 1
+        ).jobs
+        if bad:
+            reason = bad[0].error.message if bad[0].error else "cancelled"
+            self._error(run, f"comparison sub-job {bad[0].id} {bad[0].state.value}: {reason}")
+
     def _started(self, run: dict[str, Any]) -> None:
         if run["state"] == "queued":
             run.update(state="running", time_started=now())
 
     def _error(self, run: dict[str, Any], message: str) -> None:
         run.update(state="error", message=message)
-        for job_id in run["chunk_ids"]:
-            with contextlib.suppress(errors.ConveyorError):  # finished already
+        self._cancel_jobs(run)
+
+    def _cancel_jobs(self, run: dict[str, Any]) -> None:
+        """Cancel the run's jobs that have not ended: the run job first (so it cannot resume),
+        then its chunks; runs of the old kind: their chunk jobs and solve job."""
+        ids = [*run["chunk_ids"], *([run["solve_id"]] if run.get("solve_id") else [])]
+        if run.get("run_job"):
+            ids = [run["run_job"]]
+            waiting = [JobState.BLOCKED, JobState.SCHEDULED, JobState.QUEUED, JobState.RUNNING]
+            ids += [job.id for job in self._chunks(run, waiting)]
+        for job_id in ids:
+            with contextlib.suppress(errors.ConveyorError):  # finished or deleted already
                 self.service.cancel(job_id)
 
     def _ensure_kinds(self) -> None:
         """Register the kinds from this process if no worker has yet, so submits never wait."""
-        missing = [k for k in (COMPARE, SOLVE) if not self._known(k)]
+        missing = [k for k in (COMPARE, SOLVE, RUN) if not self._known(k)]
         if missing:
             self.store.register_kinds([registry.get(k).info() for k in missing])
             self.service.kinds(refresh=True)
@@ -478,27 +502,26 @@ class Linkage:
             return False
         return True
 
-    def _submit_chunks(self, record: dict[str, Any], run: dict[str, Any]) -> None:
+    def _submit_run(self, record: dict[str, Any], run: dict[str, Any]) -> None:
         project_id, run_id = record["project_id"], run["run_id"]
         sizes = [p["count"] for p in record["parties"]]
-        try:  # checked at upload and run creation; the setting may have changed since
-            chunks = self.check_chunks(record, sizes)
-        except Invalid as exc:
-            self._error(run, str(exc))
-            return
+        inp = RunInput(
+            project_id=project_id, run_id=run_id, threshold=run["threshold"],
+            size=record["size"], sizes=sizes, uses_blocking=record["uses_blocking"],
+            result_type=record["result_type"], chunk_aim=self.chunk_aim,
+            tags=[tag(run_id), f"linkage-project:{project_id}"],
+        )  # fmt: skip
+        # Planned here too (the same plan the run job makes), for the status's totals.
+        chunks = plan_chunks(self.service.storage, inp)
         self._ensure_kinds()
-        common = {"project_id": project_id, "run_id": run_id, "threshold": run["threshold"],
-                  "size": record["size"]}  # fmt: skip
-        jobs = self.service.submit_many([
-            NewJob(kind=COMPARE, input={**common, **chunk}, priority=10,
-                   tags=[tag(run_id), f"linkage-project:{project_id}"],
-                   idempotency_key=f"linkage:{run_id}:chunk:{n}")
-            for n, chunk in enumerate(chunks)
-        ])  # fmt: skip
+        job = self.service.submit(NewJob(
+            kind=RUN, input=inp.model_dump(), priority=20, tags=inp.tags,
+            idempotency_key=f"linkage:{run_id}:run",
+        ))  # fmt: skip
         run.update(
             state="queued",
-            chunk_ids=[j.id for j in jobs],
-            chunk_comparisons=[c["comparisons"] for c in chunks],
+            run_job=job.id,
+            chunk_count=len(chunks),
             total_comparisons=sum(c["comparisons"] for c in chunks),
             sizes=sizes,
         )
