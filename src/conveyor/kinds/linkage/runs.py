@@ -405,8 +405,8 @@ class Linkage:
         with _lock:
             key = run_key(run["project_id"], run["run_id"])
             fresh = self.store.get_record(RUNS, key)
-            if fresh is None:
-                return run
+            if fresh is None or fresh["state"] not in ACTIVE:
+                return fresh or run  # deleted, or ended by another caller meanwhile
             run = fresh
             before = dict(run)
             self._step(run)
