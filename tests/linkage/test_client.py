@@ -90,10 +90,13 @@ def test_cli_two_parties_groups_accuracy_on_febrl(env: Env, febrl: Febrl, tmp_pa
           f" precision {precision:.4f} recall {recall:.4f}")  # fmt: skip
     assert precision > 0.99 and recall > 0.98
 
-    # The run's work was conveyor jobs: several chunk sub-jobs and the solve job, all tagged.
+    # The run's work was conveyor jobs, all tagged: the run job (which merged and solved) and
+    # its children, the chunk jobs.
     jobs = env.store.list_jobs(JobFilter(tag=f"linkage-run:{ids['run_id']}"), limit=500).jobs
     kinds = sorted(j.kind for j in jobs)
-    assert kinds.count("linkage.compare") >= 4 and kinds.count("linkage.solve") == 1
+    assert kinds.count("linkage.compare") >= 4 and kinds.count("linkage.run") == 1
+    [run_job] = [j for j in jobs if j.kind == "linkage.run"]
+    assert {j.parent_id for j in jobs if j.kind == "linkage.compare"} == {run_job.id}
     assert all(j.state == JobState.SUCCEEDED for j in jobs)
     listed = env.http.get("/v1/jobs", params={"tag": f"linkage-run:{ids['run_id']}"}).json()
     assert len(listed["jobs"]) == len(jobs)
