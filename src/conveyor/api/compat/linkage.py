@@ -8,7 +8,7 @@ leak), then a missing header 401 where the original said so (uploads, a project'
 its run list); errors are problem+json. Which token reads what is the original's: the result
 token everything; receipt tokens a permutations project's description, run status and own
 result; update tokens only their upload. A run's work is
-conveyor jobs tagged `linkage-run:<run_id>` (chunk sub-jobs, then the solve job), visible in
+conveyor jobs tagged `linkage-run:<run_id>` (the run job and its chunk child jobs), visible in
 `/v1/jobs`, the CLI and the dashboard. Creating a project needs no token, as in the original.
 """
 
