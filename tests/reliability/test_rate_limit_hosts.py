@@ -26,7 +26,7 @@ from tests.servers.postgres import running_server
 from tests.servers.redis import redis_available, running_redis
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(600)]
-RATE, WINDOW_S, WARMUP_S, HOSTS, SLOTS = 100, 60.0, 2.0, 3, 8
+RATE, WINDOW_S, WARMUP_S, HOSTS, SLOTS = 100, 60.0, 2.0, 3, 4
 JOBS = int(RATE * (WINDOW_S + WARMUP_S + 8))  # enough to keep the bucket the bottleneck
 
 
