@@ -85,6 +85,11 @@ class Ticker:
         self.service = service
         self.store: Store = service.store
         self._errors: dict[str, str] = {}  # last logged error per schedule, to log changes only
+        # Parsed schedules by id, with the stored value they came from: parsed again only
+        # when it changes. And per schedule, the first tick after the floor it was computed
+        # for: a schedule with nothing due costs a comparison, not a cron walk.
+        self._parsed: dict[str, tuple[dict[str, Any], Schedule]] = {}
+        self._due: dict[str, tuple[Schedule, float, float | None]] = {}
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -93,25 +98,54 @@ class Ticker:
         report = PassReport()
         states = dict(self.store.list_records(STATES))
         now = self.store.now()
+        seen = set()
         for key, value in self.store.list_records(SCHEDULES):
-            schedule = read(key, value)
-            if schedule is None:
-                log.warning("schedule %r does not validate; ignored", key)
+            seen.add(key)
+            schedule = self._parse(key, value)
+            if schedule is None or schedule.paused:
                 continue
-            if schedule.paused:
-                continue
-            self._serve(schedule, states.get(key) or {}, now, report)
-            upcoming = schedule.timing().upcoming(now, 1)
-            if upcoming and (report.next_tick is None or upcoming[0] < report.next_tick):
-                report.next_tick = upcoming[0]
+            state = states.get(key) or {}
+            floor = _floor(schedule, state)
+            due = self._first_after(schedule, floor)
+            if due is not None and due <= now:
+                self._serve(schedule, state, floor, now, report)
+                due = self._first_after(schedule, max(now, floor))
+            if due is not None and (report.next_tick is None or due < report.next_tick):
+                report.next_tick = due
+        for gone in set(self._parsed) - seen:
+            self._parsed.pop(gone, None)
+            self._due.pop(gone, None)
         return report
 
+    def _parse(self, key: str, value: dict[str, Any]) -> Schedule | None:
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == value:
+            return cached[1]
+        schedule = read(key, value)
+        if schedule is None:
+            log.warning("schedule %r does not validate; ignored", key)
+            return None
+        self._parsed[key] = (value, schedule)
+        return schedule
+
+    def _first_after(self, schedule: Schedule, floor: float) -> float | None:
+        """The first tick after `floor` (cached per schedule and floor)."""
+        cached = self._due.get(schedule.id)
+        if cached is not None and cached[0] is schedule and cached[1] == floor:
+            return cached[2]
+        found = schedule.timing().after(floor, floor + HORIZON_S, 1)
+        first = found[0] if found else None
+        self._due[schedule.id] = (schedule, floor, first)
+        return first
+
     def _serve(
-        self, schedule: Schedule, state: dict[str, Any], now: float, report: PassReport
+        self,
+        schedule: Schedule,
+        state: dict[str, Any],
+        floor: float,
+        now: float,
+        report: PassReport,
     ) -> None:
-        floor = state.get("last_tick")
-        if not isinstance(floor, int | float):
-            floor = schedule.created_at.timestamp()
         plan = plan_ticks(schedule, float(floor), now)
         if plan.handled is None:
             return
@@ -216,6 +250,12 @@ class Ticker:
             if report.next_tick is not None:
                 wait = min(wait, max(0.0, report.next_tick - self.store.now()))
             stop.wait(wait + 0.001)  # a hair after the tick, so it is due when we look
+
+
+def _floor(schedule: Schedule, state: dict[str, Any]) -> float:
+    """The latest tick handled (ticks after it are due), or the schedule's creation."""
+    floor = state.get("last_tick")
+    return float(floor) if isinstance(floor, int | float) else schedule.created_at.timestamp()
 
 
 def kept(schedule: Schedule) -> int:
