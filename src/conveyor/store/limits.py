@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,26 @@ def stored_limit(row: Sequence[Any]) -> Limit:
         target=row[0], max_running=row[1], rate=row[2], per_s=row[3], strategy=row[4],
         updated_at=row[5] if isinstance(row[5], datetime) else from_ts(row[5]),
     )  # fmt: skip
+
+
+class QuietReads:
+    """Reads of `waiting_reason` on a server store that found no limit and no paused queue
+    look again only after `every_s` (a get or a list of queued jobs would otherwise pay a
+    round trip for limits that a store without any never has); this process's own changes
+    to limits look again at once."""
+
+    def __init__(self, every_s: float = 1.0) -> None:
+        self.every_s = every_s
+        self._quiet_until = 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._quiet_until
+
+    def found(self, anything: bool) -> None:
+        self._quiet_until = 0.0 if anything else time.monotonic() + self.every_s
+
+    def changed(self) -> None:
+        self._quiet_until = 0.0
 
 
 def bucket_key(scope: Scope) -> str:

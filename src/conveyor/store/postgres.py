@@ -50,7 +50,14 @@ from conveyor.models import (
 )
 from conveyor.store import deps, pg_deps, pg_flow, pg_migrations, rules
 from conveyor.store.base import Beat, BeatStatus, JobSpec, Settlement, batch_keys, read_kinds
-from conveyor.store.limits import LimitSet, Strategies, limited_error, purged_error, take
+from conveyor.store.limits import (
+    LimitSet,
+    QuietReads,
+    Strategies,
+    limited_error,
+    purged_error,
+    take,
+)
 from conveyor.store.pg_deadline import CallDeadlines
 from conveyor.store.pg_listen import CHANNEL, Listener
 from conveyor.store.rules import Outcome
@@ -201,6 +208,7 @@ class PostgresStore:
     ) -> None:
         self.clock = clock
         self._limit_set = LimitSet()  # cached; pg_flow.limit_set re-reads on a new version
+        self._quiet_reads = QuietReads()
         self._deadlines = CallDeadlines(call_timeout_s)
         try:
             params = conninfo_to_dict(conninfo)
@@ -795,10 +803,11 @@ class PostgresStore:
     def _with_reasons(self, jobs: list[Job]) -> list[Job]:
         """Fill `waiting_reason` of queued jobs a limit or a paused queue holds back (read
         only when there are queued jobs, and counted only when the store has limits)."""
-        if not any(job.state is JobState.QUEUED for job in jobs):
+        if not self._quiet_reads.due() or not any(j.state is JobState.QUEUED for j in jobs):
             return jobs
         with self._conn() as conn:
             limits = self._limits_in(conn)
+            self._quiet_reads.found(not limits.empty)
             if limits.empty:
                 return jobs
             admit = pg_flow.admission(conn, limits, self._epoch(conn))
@@ -968,6 +977,7 @@ class PostgresStore:
     # -- flow control --------------------------------------------------------------------------
 
     def set_limit(self, limit: Limit) -> Limit:
+        self._quiet_reads.changed()
         params = {"now": self._now_param(), "target": limit.target, "max": limit.max_running,
                   "rate": limit.rate, "per_s": limit.per_s, "strategy": limit.strategy}  # fmt: skip
         upsert = (
@@ -984,6 +994,7 @@ class PostgresStore:
         return limit.model_copy(update={"updated_at": at})
 
     def delete_limit(self, target: str) -> bool:
+        self._quiet_reads.changed()
         with self._conn() as conn:
             with conn.pipeline():
                 conn.execute(b"BEGIN")
@@ -1001,6 +1012,7 @@ class PostgresStore:
         return sorted(limits.limits.values(), key=lambda lim: lim.target)
 
     def pause_queue(self, queue: str, paused: bool) -> None:
+        self._quiet_reads.changed()
         if paused:
             change = (
                 "INSERT INTO conveyor_paused_queues (queue, paused_at)"

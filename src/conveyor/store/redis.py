@@ -58,7 +58,7 @@ from conveyor.store.base import (
     new_job,
     read_kinds,
 )
-from conveyor.store.limits import limited_error, purged_error, take
+from conveyor.store.limits import QuietReads, limited_error, purged_error, take
 from conveyor.store.rules import Outcome
 
 log = logging.getLogger("conveyor.store.redis")
@@ -125,6 +125,7 @@ class RedisStore:
         self._wakes = 0  # publishes seen so far
         self._reading = False
         self._closed = False
+        self._quiet_reads = QuietReads()
         with self._errors():
             self._check_persistence(allow_volatile)
             for script in self._scripts.values():  # load once; EVALSHA from here on (redis-py
@@ -530,10 +531,12 @@ class RedisStore:
         return self._with_reasons([codec.hash_to_job(h)])[0]
 
     def _with_reasons(self, jobs: list[Job]) -> list[Job]:
-        if not any(job.state is JobState.QUEUED for job in jobs):
+        if not self._quiet_reads.due() or not any(j.state is JobState.QUEUED for j in jobs):
             return jobs
         with self._errors():
-            return redis_flow.with_reasons(self._r, self.prefix, jobs, self.now())
+            anything = redis_flow.with_reasons(self._r, self.prefix, jobs, self.now())
+        self._quiet_reads.found(anything)
+        return jobs
 
     def list_jobs(self, filter: JobFilter, cursor: str | None = None, limit: int = 50) -> JobPage:
         matches: list[Job] = []
@@ -740,6 +743,7 @@ class RedisStore:
     # -- flow control (keys: docs/stores.md) -------------------------------------------------
 
     def set_limit(self, limit: Limit) -> Limit:
+        self._quiet_reads.changed()
         now = self.now()
         pipe = self._r.pipeline(transaction=True)
         pipe.hset(self.prefix + "limits", limit.target, redis_flow.limit_json(limit, now))
@@ -749,6 +753,7 @@ class RedisStore:
         return limit.model_copy(update={"updated_at": from_ts(now)})
 
     def delete_limit(self, target: str) -> bool:
+        self._quiet_reads.changed()
         pipe = self._r.pipeline(transaction=True)
         pipe.hdel(self.prefix + "limits", target)
         self._wake_all(pipe)
@@ -767,6 +772,7 @@ class RedisStore:
         return sorted(found.values(), key=lambda lim: lim.target)
 
     def pause_queue(self, queue: str, paused: bool) -> None:
+        self._quiet_reads.changed()
         pipe = self._r.pipeline(transaction=True)
         if paused:
             pipe.sadd(self.prefix + "paused", queue)

@@ -45,14 +45,15 @@ def limit_set(r: redis.Redis, prefix: str) -> LimitSet:
     return LimitSet(0, limits, frozenset(paused))
 
 
-def with_reasons(r: redis.Redis, prefix: str, jobs: list[Job], now: float) -> list[Job]:
-    """Fill `waiting_reason` of queued jobs a limit or a paused queue holds back."""
+def with_reasons(r: redis.Redis, prefix: str, jobs: list[Job], now: float) -> bool:
+    """Fill `waiting_reason` of queued jobs a limit or a paused queue holds back; whether the
+    store has any limit or paused queue."""
     queued = [job for job in jobs if job.state is JobState.QUEUED]
     if not queued or not r.exists(prefix + "limits", prefix + "paused"):
-        return jobs
+        return False
     limits = limit_set(r, prefix)
     if limits.empty:
-        return jobs
+        return False
     scopes = {
         scope
         for job in queued
@@ -62,7 +63,7 @@ def with_reasons(r: redis.Redis, prefix: str, jobs: list[Job], now: float) -> li
     for job in queued:
         why = admit.blocked(job.queue, job.kind, job.concurrency_key)
         job.waiting_reason = None if why is None else why[0]
-    return jobs
+    return True
 
 
 def running(r: redis.Redis, prefix: str, scopes: set[Scope]) -> Counter[Scope]:

@@ -948,8 +948,9 @@ class SqliteStore:
         return found
 
     def limits(self) -> list[Limit]:
-        with self._write(durable=False) as db:
-            return sorted(self._limits_in(db).limits.values(), key=lambda lim: lim.target)
+        with self._lock:
+            found = self._limits_in(self._db).limits
+        return sorted(found.values(), key=lambda lim: lim.target)
 
     def pause_queue(self, queue: str, paused: bool) -> None:
         with self._write() as db:
