@@ -40,7 +40,7 @@ def test_an_admins_limit_is_obeyed_at_the_next_lease(scoped: dict[str, httpx.Cli
     problem(admin.delete("/v1/limits/queue:lim1"), 404, "limit-not-found")
 
 
-def test_per_key_limit_view_shows_the_busiest_keys(scoped: dict[str, httpx.Client]) -> None:
+def test_a_kind_rate_limit_is_listed(scoped: dict[str, httpx.Client]) -> None:
     admin = scoped["admin"]
     admin.put("/v1/limits/kind:noop", json={"rate": 1000, "per_s": 1})
     listed = scoped["read"].get("/v1/limits").json()

@@ -40,6 +40,10 @@ def test_set_and_remove_a_limit(dashboard: Dashboard, client: httpx.Client) -> N
     assert f'id="limit-queue:{QUEUE}"' in page and "30 per 1 min" in page and "(admin)" in page
     bad = client.post("/ui/limits", data={**form, "max_running": "", "rate": ""})
     assert bad.status_code == 422 and "max_running, rate or both" in bad.text
+    keyed = {**form, "target": "key:noop", "rate": "", "strategy": "cancel_newest"}
+    assert client.post("/ui/limits", data=keyed).status_code == 303
+    assert 'id="limit-key:noop"' in client.get("/ui/queues").text
+    client.post("/ui/limits/key:noop/delete", data={"csrf": csrf})
     gone = client.post(f"/ui/limits/queue:{QUEUE}/delete", data={"csrf": csrf})
     assert gone.status_code == 303
     assert f'id="limit-queue:{QUEUE}"' not in client.get("/ui/queues").text

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Concurrency, RateLimit, errors
+from conveyor.controls import Controls
 from conveyor.limits import declare, register, resolve_key, set_by_admin
 from conveyor.models import KindInfo, Limit, NewJob
 from conveyor.service import Service
@@ -87,3 +88,23 @@ def test_workers_register_declared_limits_but_an_admins_change_wins(store: Store
     set_by_admin(store, Limit(target="key:send", max_running=10), "ops")
     register(store, [changed])  # a worker restarts: the admin's value stays
     assert [lim.max_running for lim in store.limits()] == [10]
+
+
+def test_the_limit_view_shows_running_waiting_held_and_busiest_keys(
+    store: Store, tmp_path: Path
+) -> None:
+    store.register_kinds([KindInfo(name="send", concurrency_key="input.tenant")])
+    service = Service(store, open_storage(f"file://{tmp_path}"))
+    for tenant in ("a", "a", "a", "b"):
+        service.submit(NewJob(kind="send", input={"tenant": tenant}))
+    ops = Controls(service)
+    view = ops.set_limit(Limit(target="key:send", max_running=1), by="ops")
+    assert (view.source, view.by, view.waiting, view.running) == ("admin", "ops", 4, 0)
+    claimed = store.claim(["default"], "w", 10, 60)
+    assert sorted(j.concurrency_key for j in claimed) == ["a", "b"]  # one per key
+    view = ops.limit("key:send")
+    assert (view.running, view.waiting, view.held) == (2, 2, 2)
+    assert [(k.key, k.running, k.waiting) for k in view.keys] == [("a", 1, 2), ("b", 1, 0)]
+    ops.delete_limit("key:send")
+    with pytest.raises(errors.LimitNotFoundError):
+        ops.limit("key:send")
