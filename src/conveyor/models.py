@@ -165,11 +165,6 @@ class Job(Model):
     depends_on: list[str] = Field(
         default_factory=list, description="Jobs that must be final before this one is queued."
     )
-    warning: str | None = Field(
-        None,
-        description="On submit answers and job pages: why this job may wait forever (no live"
-        " worker serves its kind in its queue). Not stored.",
-    )
     workflow_id: str | None = Field(None, description="The workflow this job is a step of.")
     step: str | None = Field(None, description="Its step's name in that workflow.")
     parent_id: str | None = Field(None, description="The job that spawned this one as a child.")
@@ -177,6 +172,12 @@ class Job(Model):
         None,
         description="Set while a job waits for the children it spawned: the state its kind's"
         " continuation resumes from when they have all ended.",
+    )
+    # Last: stores build jobs without it (store.base.job_from_values adds it).
+    warning: str | None = Field(
+        None,
+        description="On submit answers and job pages: why this job may wait forever (no live"
+        " worker serves its kind in its queue). Not stored.",
     )
 
 

@@ -113,7 +113,9 @@ class BeatStatus(StrEnum):
 
 
 def job_from_values(**values: Any) -> Job:
-    """A Job from every one of its fields, unvalidated (stores use it for their own rows)."""
+    """A Job from every one of its stored fields, unvalidated (stores use it for their own
+    rows). `warning` is never stored (the API fills it on answers), so it starts empty here."""
+    values.setdefault("warning", None)
     return trusted(Job, values)
 
 
