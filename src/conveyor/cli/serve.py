@@ -142,6 +142,7 @@ def say(text: str, level: int = logging.INFO) -> None:
 def register_kinds(store: Store, settings: Settings) -> None:
     """Register the kinds this process can import, so the API accepts them before a worker
     has started. Modules that only exist on worker machines are skipped with a warning."""
+    from conveyor import limits
     from conveyor.kinds.registry import import_kinds, registry
     from conveyor.schedules.service import Schedules
     from conveyor.service import Service
@@ -152,6 +153,8 @@ def register_kinds(store: Store, settings: Settings) -> None:
             store.register_kinds(import_kinds([module]).infos())
         except Exception as exc:  # a bad module must not stop the API from serving
             log.warning("cannot import kinds from %s: %s", module, exc)
+    # The limits and schedules the imported kinds declare (an admin's changes are kept).
+    limits.register(store, registry.infos())
     declared = registry.schedules()
     if declared:
         service = Service(store, open_storage(settings.storage_url))
