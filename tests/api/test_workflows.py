@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from conveyor.client import Client
+from conveyor.models import JobFilter
 from conveyor.workflows import Flow, ref
 from tests.api.conftest import ApiServer
 from tests.api.test_api_jobs import problem
@@ -226,3 +227,16 @@ def test_the_client_and_the_builder(api: ApiServer) -> None:
         assert done.steps[1].result == {"total": 3, "sum": 6}
         page = client.list_workflows(limit=1)
         assert len(page.workflows) == 1 and page.next_cursor is not None
+
+
+def test_jobs_filter_by_workflow_and_parent(api: ApiServer, http: httpx.Client) -> None:
+    created = submit(http, {"fan": {"kind": "demo.fanout", "input": {"n": 3}}})
+    finish(api, http, created["id"])
+    steps = http.get("/v1/jobs", params={"workflow_id": created["id"]}).json()["jobs"]
+    assert [(j["step"], j["state"]) for j in steps] == [("fan", "succeeded")]
+    assert steps[0]["result"] == {"children": 3, "succeeded": 3}
+    children = http.get("/v1/jobs", params={"parent_id": steps[0]["id"]}).json()["jobs"]
+    assert len(children) == 3 and {c["kind"] for c in children} == {"noop"}
+    with Client(api.url) as client:
+        page = client.list_jobs(JobFilter(parent_id=steps[0]["id"]))
+        assert {j.id for j in page.jobs} == {c["id"] for c in children}

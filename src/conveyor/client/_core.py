@@ -88,7 +88,7 @@ def filter_params(filter: JobFilter, cursor: str | None, limit: int) -> list[tup
         params.append(("cursor", cursor))
     for state in filter.state or ():
         params.append(("state", state.value))
-    for name in ("kind", "queue", "tag"):
+    for name in ("kind", "queue", "tag", "workflow_id", "parent_id"):
         value = getattr(filter, name)
         if value is not None:
             params.append((name, value))

@@ -214,6 +214,8 @@ async def list_jobs(
     kind: Annotated[str | None, Query(max_length=200)] = None,
     queue: Annotated[str | None, Query(max_length=100)] = None,
     tag: Annotated[str | None, Query(max_length=200)] = None,
+    workflow_id: Annotated[str | None, Query(max_length=100, description="Its steps.")] = None,
+    parent_id: Annotated[str | None, Query(max_length=100, description="Its children.")] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     cursor: Annotated[str | None, Query(max_length=100, description="`next_cursor`.")] = None,
@@ -221,8 +223,8 @@ async def list_jobs(
 ) -> JobPage:
     """Filter by state, kind, queue, tag and creation time; follow `next_cursor` for more."""
     flt = JobFilter(
-        state=state, kind=kind, queue=queue, tag=tag,
-        created_after=created_after, created_before=created_before,
+        state=state, kind=kind, queue=queue, tag=tag, workflow_id=workflow_id,
+        parent_id=parent_id, created_after=created_after, created_before=created_before,
     )  # fmt: skip
     return await run_in_threadpool(service.list_jobs, flt, cursor, limit)
 
