@@ -225,8 +225,13 @@ def test_the_client_and_the_builder(api: ApiServer) -> None:
         done = client.wait_workflow(created.id, timeout=30)
         assert done.state == "succeeded"
         assert done.steps[1].result == {"total": 3, "sum": 6}
+        newer = client.submit_workflow(flow.document())
         page = client.list_workflows(limit=1)
-        assert len(page.workflows) == 1 and page.next_cursor is not None
+        assert [w.id for w in page.workflows] == [newer.id]  # newest first
+        assert page.next_cursor is not None
+        older = client.list_workflows(cursor=page.next_cursor, limit=1).workflows
+        assert [w.id for w in older] == [created.id]
+        client.cancel_workflow(newer.id)
 
 
 def test_jobs_filter_by_workflow_and_parent(api: ApiServer, http: httpx.Client) -> None:
