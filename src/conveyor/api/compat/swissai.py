@@ -272,6 +272,9 @@ def create_service_app(settings: Settings, kind: str) -> FastAPI:
             store.close()
 
     app = FastAPI(title=f"conveyor Swiss AI service: {kind}", lifespan=service_lifespan)
+    from conveyor.api.bodies import JsonGuard
+
+    app.add_middleware(JsonGuard)  # hostile JSON is a 422 here too, not a 500
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
