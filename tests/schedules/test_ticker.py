@@ -291,3 +291,23 @@ def test_code_declared_schedules_keep_an_admins_pause(
     schedules.register([declared.model_copy(update={"every_s": 120})])  # a worker restarts
     view = schedules.get("c")
     assert view.paused and view.every_s == 120
+
+
+def test_one_broken_schedule_does_not_hold_up_the_others(
+    store: Store, service: Service, schedules: Schedules, clock: FakeClock
+) -> None:
+    for name in ("broken", "fine"):
+        schedules.create(NewSchedule(id=name, kind="noop", every_s=1))
+    ticker = Ticker(service)
+    real = ticker._fire
+
+    def fire(schedule: Any, tick: float, now: float) -> Any:
+        if schedule.id == "broken":
+            raise RuntimeError("a bug in one schedule")
+        return real(schedule, tick, now)
+
+    ticker._fire = fire  # type: ignore[method-assign]
+    clock.advance(1)
+    report = ticker.run_once()
+    assert list(report.created) == ["fine"]
+    assert jobs_of(store, "broken") == []

@@ -11,7 +11,8 @@ from pydantic import Field, field_validator, model_validator
 from conveyor.models import JSON, KindName, Model, QueueName, Tag
 from conveyor.schedules.timing import Timing, check_cron, zone
 
-ScheduleId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# At most 190 characters, so the tag its jobs carry (`schedule:<id>`) is a valid tag.
+ScheduleId = Annotated[str, Field(min_length=1, max_length=190, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Misfire = Literal["skip", "run_once", "catch_up"]
 Overlap = Literal["allow", "forbid", "replace"]
 
@@ -28,7 +29,9 @@ class ScheduleFields(Model):
     input: JSON = Field(default_factory=dict)
     queue: QueueName | None = Field(None, description="Default: the kind's queue.")
     priority: int = Field(0, ge=-1000, le=1000)
-    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=49, description="Its jobs also get `schedule:<id>`."
+    )
     cron: str | None = Field(
         None,
         max_length=200,

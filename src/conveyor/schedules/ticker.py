@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from conveyor import errors
 from conveyor.kinds.registry import registry
 from conveyor.models import FINAL_STATES, Job, JobFilter, JobState, NewJob
@@ -108,7 +110,13 @@ class Ticker:
             floor = _floor(schedule, state)
             due = self._first_after(schedule, floor)
             if due is not None and due <= now:
-                self._serve(schedule, state, floor, now, report)
+                try:
+                    self._serve(schedule, state, floor, now, report)
+                except errors.StoreUnavailableError:
+                    raise  # the whole pass waits and retries
+                except Exception as exc:  # one broken schedule must not hold up the others
+                    self._log_error(schedule.id, f"{type(exc).__name__}: {exc}")
+                    continue
                 due = self._first_after(schedule, max(now, floor))
             if due is not None and (report.next_tick is None or due < report.next_tick):
                 report.next_tick = due
@@ -183,7 +191,7 @@ class Ticker:
                     self.store.cancel(job.id)
         try:
             spec = self._spec(schedule, tick, key, now)
-        except (errors.KindNotFoundError, errors.InvalidInputError) as exc:
+        except (errors.KindNotFoundError, errors.InvalidInputError, ValidationError) as exc:
             self._log_error(schedule.id, str(exc))
             return None, False, str(exc)
         self._errors.pop(schedule.id, None)
