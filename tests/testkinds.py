@@ -6,6 +6,7 @@ wait for "started" and decide when a job may finish, without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -149,4 +150,44 @@ def gate(inp: GateIn, ctx: Context) -> dict[str, int]:
     """Fail unless the test has created `<dir>/open` (a step that fails until fixed)."""
     if not (Path(inp.dir) / "open").exists():
         raise RuntimeError("the gate is closed")
+
+
+class WaitIn(BaseModel):
+    ledger: str
+    release: str  # the job ends once this file exists
+    ignore_cancel: bool = False  # swallow cancellation (and timeouts) and go on waiting
+    steps: int = 0  # progress and log lines to report first
+
+
+@conveyor.task("test.async_wait", input=WaitIn, max_attempts=5, retry_backoff=0)
+async def async_wait(inp: WaitIn, ctx: Context) -> dict[str, int]:
+    """Async: record the start in the ledger, report `steps`, wait for the release file."""
+    _append(inp.ledger, {"ev": "start", "job": ctx.job_id, "attempt": ctx.attempt,
+                         "pid": os.getpid(), "t": time.time()})  # fmt: skip
+    for step in range(1, inp.steps + 1):
+        ctx.log(f"step {step}")
+        ctx.progress(step, inp.steps)
+        await asyncio.sleep(0)
+    while not os.path.exists(inp.release):
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            if not inp.ignore_cancel:
+                raise
+    _append(inp.ledger, {"ev": "end", "job": ctx.job_id, "attempt": ctx.attempt,
+                         "pid": os.getpid(), "t": time.time()})  # fmt: skip
+    return {"attempt": ctx.attempt}
+
+
+@conveyor.task("test.thread_wait", input=WaitIn, max_attempts=5, retry_backoff=0,
+               threads=4)  # fmt: skip
+def thread_wait(inp: WaitIn, ctx: Context) -> dict[str, int]:
+    """Threaded: record the start, then wait for the release file, checking for cancellation
+    (unless told to ignore it)."""
+    _append(inp.ledger, {"ev": "start", "job": ctx.job_id, "attempt": ctx.attempt,
+                         "pid": os.getpid(), "t": time.time()})  # fmt: skip
+    while not os.path.exists(inp.release):
+        if not inp.ignore_cancel:
+            ctx.check_cancelled()
+        time.sleep(0.01)
     return {"attempt": ctx.attempt}

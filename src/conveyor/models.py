@@ -254,6 +254,21 @@ class KindInfo(Model):
     updated_at: datetime | None = None
 
 
+RUNNING_LISTED = 100
+
+
+class SlotUse(Model):
+    """One kind's slots in a worker: how many of its jobs run now, and at most."""
+
+    kind: str
+    runs: Literal["async", "thread", "process"] = Field(
+        description="How the worker runs the kind: many at once on an event loop (`async`)"
+        " or threads (`thread`), or one per child process (`process`)."
+    )
+    busy: int
+    total: int
+
+
 class WorkerInfo(Model):
     """A worker process (supervisor) as seen by the store."""
 
@@ -261,9 +276,14 @@ class WorkerInfo(Model):
     host: str
     pid: int
     queues: list[str]
-    concurrency: int
-    running: list[str] = Field(default_factory=list)
+    concurrency: int = Field(description="Child processes.")
+    running: list[str] = Field(
+        default_factory=list,
+        description=f"Ids of jobs running now (the first {RUNNING_LISTED}; `busy` counts all).",
+    )
     kinds: list[str] = Field(default_factory=list, description="The kinds it claims.")
+    busy: int = Field(0, description="Jobs running now.")
+    slots: list[SlotUse] = Field(default_factory=list, description="Slots per kind.")
     state: Literal["running", "draining", "stopped"] = "running"
     started_at: datetime
     last_seen: datetime

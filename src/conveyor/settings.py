@@ -36,6 +36,14 @@ class Settings(BaseSettings):
         le=256,
         description="Child processes per worker (default: the number of CPUs).",
     )
+    slots: int = Field(
+        10_000,
+        ge=1,
+        le=100_000,
+        description="Jobs in flight per worker at most. Async and threaded kinds run many jobs"
+        " per child process (an async kind up to its share of these slots, unless it sets"
+        " `slots=`); other kinds one per child.",
+    )
     lease_s: float = Field(30.0, gt=0, description="Lease length; renewed by heartbeats.")
     heartbeat_s: float = Field(2.0, gt=0, description="How often workers renew leases.")
     sweep_s: float = Field(5.0, gt=0, description="How often expired leases are rescued.")

@@ -24,7 +24,7 @@ def run_message(job_id: str, seq: int, kind: str, input: dict[str, Any]) -> dict
 def test_outcomes_held_behind_a_long_job_are_sent_within_the_hold_time(tmp_path: Path) -> None:
     supervisor, end = Pipe()
     registry = import_kinds(["conveyor.kinds.demo", "tests.testkinds"])
-    child = Child(end, registry, open_storage(f"file://{tmp_path}/blobs"), RawArray(c_double, 2))
+    child = Child(end, registry, open_storage(f"file://{tmp_path}/blobs"), RawArray(c_double, 3))
     # Both kinds are known to be short, so the child holds the no-ops' outcomes back when the
     # blocking job starts: that one runs long although its kind usually does not.
     child.runtime.update({"noop": 1e-4, "test.block": 1e-4})

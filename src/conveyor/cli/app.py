@@ -56,6 +56,7 @@ ImportOpt = Annotated[
     list[str] | None,
     typer.Option("--import", "-i", help="Module declaring kinds (repeatable; CONVEYOR_IMPORTS)."),
 ]
+SlotsOpt = serve.SlotsOpt
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 JobIdArg = Annotated[str, typer.Argument(help="Job id, or a unique start of it (6+ digits).")]
 
@@ -446,11 +447,12 @@ def workers(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         output.print_json([w.model_dump(mode="json") for w in found])
         return
     table = Table(box=None, header_style="bold")
-    for column in ("WORKER", "STATE", "QUEUES", "PROCESSES", "RUNNING", "LAST SEEN"):
+    for column in ("WORKER", "STATE", "QUEUES", "PROCESSES", "SLOTS BUSY/TOTAL", "LAST SEEN"):
         table.add_column(column)
     for w in found:
+        slots = "\n".join(f"{u.kind} {u.busy}/{u.total} ({u.runs})" for u in w.slots)
         table.add_row(w.id, w.state, ",".join(w.queues), str(w.concurrency),
-                      ", ".join(w.running) or "-", output.ago(w.last_seen))  # fmt: skip
+                      slots or "-", output.ago(w.last_seen))  # fmt: skip
     console.print(table)
 
 
@@ -509,12 +511,17 @@ def worker(
             "work is queued).",
         ),
     ] = 32,
+    slots: SlotsOpt = None,
     store: StoreOpt = None,
     imports: ImportOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
     log_format: serve.LogFormatOpt = None,
 ) -> None:
-    """Run a worker: a supervisor with N child processes serving the given queues."""
+    """Run a worker: a supervisor with N child processes serving the given queues.
+
+    Async kinds (and sync kinds declared with `threads=N`) run many jobs at once in each child,
+    up to `--slots` jobs in the whole worker; other kinds run one job per child.
+    """
     from conveyor import limits
     from conveyor.kinds.registry import import_kinds
     from conveyor.store import open_store
@@ -530,7 +537,7 @@ def worker(
     store_obj.register_kinds(infos)
     limits.register(store_obj, infos)  # the limits the kinds declare, unless an admin set them
     supervisor = Supervisor(
-        store_obj, settings, concurrency=concurrency, burst=burst, prefetch=prefetch
+        store_obj, settings, concurrency=concurrency, burst=burst, prefetch=prefetch, slots=slots
     )
     supervisor.install_signal_handlers()
     from conveyor.schedules import ticker

@@ -35,6 +35,14 @@ ImportOpt = Annotated[
     list[str] | None,
     typer.Option("--import", "-i", help="Module declaring kinds (repeatable; CONVEYOR_IMPORTS)."),
 ]
+SlotsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--slots", min=1, max=100_000,
+        help="Jobs in flight at most (async and threaded kinds run many per child; "
+        "CONVEYOR_SLOTS, default 10000).",
+    ),
+]  # fmt: skip
 
 LogOpt = Annotated[str, typer.Option(help="debug, info, warning, error.")]
 
@@ -243,6 +251,7 @@ def up(
             " installed (allocation, render, kge, linkage, Swiss AI examples)."
         ),
     ] = False,
+    slots: SlotsOpt = None,
     store: StoreOpt = None,
     imports: ImportOpt = None,
     log_level: LogOpt = "info",
@@ -267,7 +276,7 @@ def up(
     infos = import_kinds(settings.import_list).infos()
     worker_store.register_kinds(infos)
     limits.register(worker_store, infos)  # the limits the kinds declare, unless an admin set them
-    supervisor = Supervisor(worker_store, settings, concurrency=concurrency)
+    supervisor = Supervisor(worker_store, settings, concurrency=concurrency, slots=slots)
     server = _server(settings, host, port, log_level, json_logs)
     thread = threading.Thread(target=server.run, name="conveyor-api", daemon=True)
     thread.start()

@@ -78,7 +78,7 @@ def _context(service: Service, tracker: Activity) -> dict[str, Any]:
         "total": _row(total, tracker.series()),
         "workers": workers,
         "processes": sum(w.concurrency for w in workers),
-        "busy": sum(len(w.running) for w in workers),
+        "busy": sum(max(w.busy, len(w.running)) for w in workers),
     }
 
 

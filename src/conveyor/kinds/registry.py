@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -24,6 +24,8 @@ from conveyor.models import JSON, KindInfo, Limit
 if TYPE_CHECKING:
     from conveyor.schedules.declare import Declared
     from conveyor.schedules.model import NewSchedule
+
+RunMode = Literal["async", "thread", "process"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,23 @@ class KindSpec:
     continuation: Callable[..., Any] | None = None
     """Called as `continuation(input, children, ctx)` when the children a job spawned have
     ended (see worker/continuation.py)."""
+    slots: int | None = None
+    """An async kind's jobs one child runs at once (None: its share of the worker's slots)."""
+    threads: int | None = None
+    """A sync kind's thread pool per child: it runs this many jobs at once (None: none, one
+    job per child process)."""
 
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.handler)
+
+    @property
+    def runs(self) -> RunMode:
+        """How a child runs this kind: `async` (many at once on its event loop), `thread` (many
+        at once on a thread pool) or `process` (alone in its child process)."""
+        if self.is_async:
+            return "async"
+        return "thread" if self.threads else "process"
 
     def info(self) -> KindInfo:
         """What the store keeps about this kind (JSON Schemas, defaults)."""
@@ -166,6 +181,8 @@ def task(
     schedules: Iterable[Declared] = (),
     concurrency: Concurrency | int | None = None,
     rate_limit: RateLimit | None = None,
+    slots: int | None = None,
+    threads: int | None = None,
 ) -> Callable[[Callable[..., Any]], Task]:
     """Declare a kind. The handler is called as `handler(input, ctx)`.
 
@@ -177,12 +194,31 @@ def task(
     `concurrency` (`conveyor.Concurrency(...)` or a number) and `rate_limit`
     (`conveyor.RateLimit(...)`) limit how many run at once and start per period, on all hosts
     together, per concurrency key when they name one (`key="input.tenant"`).
+
+    How a worker child runs the kind's jobs (see "Three ways a kind runs" in the concepts):
+    an `async def` handler runs beside other jobs on the child's event loop, up to `slots` at
+    once per child (default: the worker's `--slots` shared out over its children); a sync
+    handler with `threads=N` runs on a pool of N threads per child; any other sync handler
+    runs alone in its child process.
     """
     bound = tuple(declared.bind(name) for declared in schedules)
+    for what, value in (("slots", slots), ("threads", threads)):
+        if value is not None and value < 1:
+            raise errors.ConfigurationError(f"kind {name!r}: {what} must be at least 1")
     limits, key_source = declare(name, concurrency, rate_limit)
 
     def decorate(handler: Callable[..., Any]) -> Task:
         doc = inspect.getdoc(handler) or ""
+        is_async = inspect.iscoroutinefunction(handler)
+        if threads is not None and is_async:
+            raise errors.ConfigurationError(
+                f"kind {name!r}: an async handler runs on the event loop; drop threads="
+            )
+        if slots is not None and not is_async:
+            raise errors.ConfigurationError(
+                f"kind {name!r}: slots= is for async handlers; a sync handler runs one job per"
+                f" process, or declare threads={slots} to run that many at once on threads"
+            )
         registry.add(
             KindSpec(
                 name=name,
@@ -198,6 +234,8 @@ def task(
                 schedules=bound,
                 limits=limits,
                 concurrency_key=key_source,
+                slots=slots,
+                threads=threads,
             )
         )
 

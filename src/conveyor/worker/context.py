@@ -141,6 +141,11 @@ class Context:
         self._outputs[name] = path
         return path
 
+    @property
+    def wrote_outputs(self) -> bool:
+        """True if the handler asked for an output file (so `save_outputs` has work to do)."""
+        return bool(self._outputs)
+
     def remove_workdir(self) -> None:
         """Delete the job's local working directory (the child does, after the job)."""
         if self._used_workdir:

@@ -54,8 +54,8 @@ class FenceWatchdog:
     def check(self, now: float) -> None:
         """Kill every child holding a job whose lease lapsed (safe from any thread)."""
         for slot in self._slots:
-            # tuple(): one C-level copy, so the loop thread cannot change the deque under us.
-            stale = next((item for item in tuple(slot.jobs) if self.lapsed(item, now)), None)
+            # items(): C-level copies, so the loop thread cannot change them under us.
+            stale = next((item for item in slot.items() if self.lapsed(item, now)), None)
             if stale is not None and slot.fence():
                 log.error(
                     "job %s: lease not renewed for %.1fs (store unreachable?); killed its "

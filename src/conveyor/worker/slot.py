@@ -1,8 +1,13 @@
-"""One child process of a supervisor and the jobs it has been handed, in the order it runs them.
+"""One child process of a supervisor and the jobs it has been handed.
 
-The child publishes which job it is running in two shared-memory doubles (the job's dispatch
+A child holds either `process` jobs (a FIFO it runs one after another) or concurrent jobs
+(async and thread kinds, all running at once), never both: the supervisor sends one kind of
+work only to a child that holds none of the other.
+
+The child publishes the last job it started in two shared-memory doubles (the job's dispatch
 sequence number and its start time on the system-wide monotonic clock): no message and no
-syscall per job, yet after a crash the supervisor knows exactly which jobs had started.
+syscall per job. It starts jobs in dispatch order, so after a crash that one number tells the
+supervisor exactly which jobs had started: every job up to it, concurrent ones included.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import orjson
 
 from conveyor.models import Job, Progress
 from conveyor.telemetry import tracing
-from conveyor.worker.child import SEQ, SINCE, child_main
+from conveyor.worker.child import BOOTED, SEQ, SINCE, child_main
 
 KillReason = Literal["timeout", "cancel", "drain", "lost"]
 SPAWN = multiprocessing.get_context("spawn")
@@ -40,6 +45,10 @@ class InFlight:
     lost: bool = False  # the lease went to someone else: stop it, never settle it
     progress: Progress | None = None
     logs: list[str] = field(default_factory=list)
+    concurrent: bool = False  # an async or thread kind's job: runs beside others in its child
+    dispatched_at: float = 0.0  # monotonic; a concurrent job starts when its child receives it
+    done: bool = False  # reported finished or given up (deadlines for it no longer apply)
+    slot: int = -1  # index of the child it was sent to
 
     @property
     def id(self) -> str:
@@ -48,7 +57,8 @@ class InFlight:
     def run_message(self) -> dict[str, Any]:
         job = self.job
         message = {"op": "run", "id": job.id, "seq": self.seq, "kind": job.kind,
-                   "input": job.input, "attempt": job.attempt}  # fmt: skip
+                   "input": job.input, "attempt": job.attempt,
+                   "timeout": job.timeout_s}  # fmt: skip
         if job.continuation is not None:  # resumed after its children (continuation.py)
             message["resume"] = job.continuation
         if tracing.ENABLED:
@@ -60,13 +70,15 @@ class InFlight:
 
 
 class Slot:
-    """A child process plus the FIFO of jobs sent to it."""
+    """A child process plus the jobs sent to it: a FIFO of `process` jobs, or concurrent ones."""
 
     def __init__(self, index: int, imports: list[str], storage_url: str) -> None:
         self.index = index
         self.imports = imports
         self.storage_url = storage_url
-        self.jobs: deque[InFlight] = deque()
+        self.jobs: deque[InFlight] = deque()  # process jobs, in the order the child runs them
+        self.concurrent: dict[str, InFlight] = {}  # concurrent jobs by id, in dispatch order
+        self.kind_counts: dict[str, int] = {}  # concurrent jobs per kind
         self.next_seq = 1
         self.kill_reason: KillReason | None = None
         self.kill_item: InFlight | None = None
@@ -80,11 +92,11 @@ class Slot:
         self.conn: Connection | None = None
         self.fenced = False  # killed by the fence watchdog (another thread): see fence()
         self._process_lock = threading.Lock()  # fence() vs reap() closing the process
-        self.shared = SPAWN.RawArray(ctypes.c_double, 2)
+        self.shared = SPAWN.RawArray(ctypes.c_double, 3)
 
     def start(self) -> None:
         parent, child = SPAWN.Pipe()
-        self.shared = SPAWN.RawArray(ctypes.c_double, 2)
+        self.shared = SPAWN.RawArray(ctypes.c_double, 3)
         process = SPAWN.Process(
             target=child_main,
             args=(child, self.imports, self.storage_url, self.shared),
@@ -108,8 +120,22 @@ class Slot:
         """Sequence number of the last job the child started (0: none yet)."""
         return int(self.shared[SEQ])
 
+    @property
+    def busy(self) -> int:
+        """Jobs sent to the child and not yet reported finished."""
+        return len(self.jobs) + len(self.concurrent)
+
+    def items(self) -> list[InFlight]:
+        """Every job this child holds (safe to call from another thread: C-level copies)."""
+        return [*tuple(self.jobs), *tuple(self.concurrent.values())]
+
+    def room(self, kind: str, cap: int) -> int:
+        """How many more jobs of a concurrent kind this child may take (0 while it holds
+        `process` jobs)."""
+        return 0 if self.jobs else cap - self.kind_counts.get(kind, 0)
+
     def running(self) -> InFlight | None:
-        """The job the child is running now, if it has not reported it finished."""
+        """The `process` job the child is running now, if it has not reported it finished."""
         seq = self.started_seq
         for item in self.jobs:
             if item.seq >= seq:
@@ -133,7 +159,12 @@ class Slot:
     def dispatch(self, item: InFlight) -> None:
         """Hand a job to this child (sent by `flush`, several in one write)."""
         item.seq, self.next_seq = self.next_seq, self.next_seq + 1
-        self.jobs.append(item)
+        if item.concurrent:
+            self.concurrent[item.id] = item
+            kind = item.job.kind
+            self.kind_counts[kind] = self.kind_counts.get(kind, 0) + 1
+        else:
+            self.jobs.append(item)
         self.outbox.append(item.run_message())
 
     def flush(self) -> None:
@@ -145,15 +176,39 @@ class Slot:
     def control(self, op: str, **fields: Any) -> None:
         self.send(orjson.dumps({"op": op, **fields}))
 
+    def started_at(self, item: InFlight) -> float | None:
+        """When a concurrent job started (None: not yet): the child starts a job as soon as it
+        receives it, or once it has booted if it was sent earlier."""
+        booted = self.shared[BOOTED]
+        if not booted or not self.started(item):
+            return None
+        return max(item.dispatched_at, booted)
+
+    def started(self, item: InFlight) -> bool:
+        """Whether the child has started this job (it starts jobs in dispatch order)."""
+        return item.seq <= self.started_seq
+
     def pop(self, job_id: str) -> InFlight | None:
+        item = self.concurrent.pop(job_id, None)
+        if item is not None:
+            kind = item.job.kind
+            self.kind_counts[kind] -= 1
+            item.done = True
+            self._spare(item)
+            return item
         for item in self.jobs:
             if item.id == job_id:
                 self.jobs.remove(item)
-                if item is self.kill_item and self.kill_reason in ("timeout", "cancel"):
-                    # It finished before the kill was due: spare the child.
-                    self.kill_reason = self.kill_at = self.kill_item = None
+                item.done = True
+                self._spare(item)
                 return item
         return None
+
+    def _spare(self, item: InFlight) -> None:
+        spare = self.kill_reason in ("timeout", "cancel", "lost") and self.kill_at is not None
+        if item is self.kill_item and spare:
+            # It finished before the kill was due: spare the child (and its other jobs).
+            self.kill_reason = self.kill_at = self.kill_item = None
 
     def kill(
         self, reason: KillReason, now: float, delay: float = 0.0, item: InFlight | None = None
@@ -201,8 +256,10 @@ class Slot:
             self.conn.close()
         self.conn = None
         self.crashes.append(time.monotonic())
-        held = list(self.jobs)
+        held = [*self.jobs, *self.concurrent.values()]
         self.jobs.clear()
+        self.concurrent.clear()
+        self.kind_counts.clear()
         self.outbox = []
         return held
 

@@ -3,13 +3,20 @@
 One loop, no threads on the job path (helper threads turn the store's wake-ups into a pipe the
 loop can wait on, write settlements, and kill children whose leases lapsed while the loop was
 stuck in a store call: `fence.py`). Each pass: reap dead children, claim to fill free
-capacity, wait for messages, settle finished jobs in one batch, renew leases, enforce
+slots, wait for messages, settle finished jobs in one batch, renew leases, enforce
 timeouts, cancels and drains, and sweep expired leases of other workers.
+
+Claims are for free slots only (capacity.py): a `process` kind's jobs for idle children (plus,
+for kinds known to take microseconds, a small buffer to pipeline), a concurrent kind's for the
+room its children have. A claimed job is sent to its child at once and starts there, so its
+`running` state and `started_at` (set by the claim) are honest, and no job waits in a busy
+child while another could run it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -27,7 +34,7 @@ import orjson
 from conveyor import errors
 from conveyor.ids import uuid7
 from conveyor.kinds.registry import KindSpec, import_kinds
-from conveyor.models import JobError, Progress, WorkerInfo, utcnow
+from conveyor.models import RUNNING_LISTED, JobError, Progress, WorkerInfo, utcnow
 from conveyor.settings import Settings
 from conveyor.storage import job_prefix, open_storage
 from conveyor.store.base import Beat, BeatStatus, Settlement, Store, jobs_by_id
@@ -36,10 +43,12 @@ from conveyor.telemetry import tracing
 from conveyor.telemetry.logs import job_fields
 from conveyor.telemetry.worker import WORKER_ENV
 from conveyor.worker import continuation
+from conveyor.worker.capacity import Capacity
 from conveyor.worker.child import SHORT_JOB_S
+from conveyor.worker.deadlines import Deadlines
 from conveyor.worker.fence import FenceWatchdog
 from conveyor.worker.settler import Settler
-from conveyor.worker.slot import InFlight, Slot
+from conveyor.worker.slot import InFlight, KillReason, Slot
 from conveyor.workflows.gate import Gate
 
 log = logging.getLogger("conveyor.worker")
@@ -54,6 +63,11 @@ BUFFER_MAX = 100
 BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
 PIPELINE_AHEAD_S = 0.01  # ...and never more than this much work queued per child
 RATE_WINDOW_S = 0.25
+CLAIM_MAX = 500  # concurrent jobs claimed at once (a Redis claim blocks that Redis meanwhile)
+# Progress and log lines are written between heartbeats at most every PROGRESS_S, and less
+# often when many jobs run: about PROGRESS_WRITES_S job updates a second in all.
+PROGRESS_S = 0.25
+PROGRESS_WRITES_S = 4000
 WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
 
@@ -64,7 +78,8 @@ def default_queues(specs: Sequence[KindSpec]) -> list[str]:
 
 
 class Supervisor:
-    """Runs `concurrency` child processes serving `queues` from `store`."""
+    """Runs `concurrency` child processes serving `queues` from `store`, with at most `slots`
+    jobs in flight."""
 
     def __init__(
         self,
@@ -75,6 +90,7 @@ class Supervisor:
         concurrency: int | None = None,
         burst: bool = False,
         prefetch: int = 32,
+        slots: int | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -87,18 +103,23 @@ class Supervisor:
         specs = list(import_kinds(settings.import_list))
         self.kinds = [spec.name for spec in specs]
         self.queues = list(queues or settings.queue_list or default_queues(specs))
+        self.capacity = Capacity(specs, self.concurrency, slots or settings.slots)
+        self.hungry_kinds = dict.fromkeys(self.capacity.concurrent_kinds, True)
+        self.deadlines = Deadlines()
+        self.waiting: list[InFlight] = []  # claimed concurrent jobs not yet placed (rarely any)
+        self.dirty: dict[str, InFlight] = {}  # jobs with progress or logs not yet written
+        self.last_progress = 0.0
         self.slots = [
             Slot(i, settings.import_list, settings.storage_url) for i in range(self.concurrency)
         ]
         self.buffer: list[InFlight] = []
-        self.completions: deque[float] = deque()  # finish times within RATE_WINDOW_S
+        self.completions: deque[float] = deque()  # process jobs' finish times, RATE_WINDOW_S
         self.runtime: dict[str, float] = {}  # kind -> EWMA seconds, decides pipelining
         self.draining = False
         self.drain_deadline: float | None = None
         self.hungry = True
         self.started_at = utcnow()
         self.last_beat = self.last_sweep = self.last_prune = self.last_worker_beat = 0.0
-        self.progress_dirty = False
         self.stats = {"succeeded": 0, "failed": 0, "cancelled": 0, "released": 0, "lost": 0,
                       "wait": 0}  # fmt: skip
         self._wake_r, self._wake_w = os.pipe()
@@ -125,8 +146,8 @@ class Supervisor:
         threading.Thread(target=self._wake_loop, daemon=True, name="store-waker").start()
         self.fence.start()
         log.info(
-            "worker %s serving %s with %d processes", self.id, ",".join(self.queues),
-            self.concurrency,
+            "worker %s serving %s with %d processes, %d slots", self.id, ",".join(self.queues),
+            self.concurrency, self.capacity.slots,
         )  # fmt: skip
         if on_ready:
             on_ready()
@@ -161,9 +182,10 @@ class Supervisor:
         self.draining = True
         grace = self.settings.grace_s if grace_s is None else grace_s
         self.drain_deadline = time.monotonic() + grace
-        for item in self.buffer:
+        for item in [*self.buffer, *self.waiting]:
             self.settler.add(Settlement(item.id, item.token, Outcome.RELEASED))
         self.buffer.clear()
+        self.waiting.clear()
         for slot in self.slots:
             slot.control("stop")
         self._poke()
@@ -171,9 +193,12 @@ class Supervisor:
     def _finished(self) -> bool:
         if self.draining:
             return not any(s.process for s in self.slots) and self.settler.idle
-        if not self.burst or not self._last_claim_empty or self._retry_claim:
+        if not self.burst or not self._last_claim_empty:
             return False
-        busy = self.buffer or any(s.jobs for s in self.slots) or not self.settler.idle
+        busy = (
+            self.buffer or self.waiting or any(s.busy for s in self.slots)
+            or not self.settler.idle
+        )  # fmt: skip
         return not busy
 
     def _shutdown(self) -> None:
@@ -223,11 +248,14 @@ class Supervisor:
         return items
 
     def _timeout(self, now: float) -> float:
-        if self.hungry and self._capacity() > 0 and not self.draining:
+        if not self.draining and self._want_claim():
             return 0.0
         due = [self.last_beat + self.settings.heartbeat_s]
-        if self.progress_dirty:
-            due.append(self.last_beat + 0.25)
+        if self.dirty:
+            due.append(self.last_progress + self._progress_every())
+        deadline = self.deadlines.next()
+        if deadline is not None:
+            due.append(deadline)
         for slot in self.slots:
             due.extend(t for t in (slot.kill_at, slot.sigkill_at) if t is not None)
             running = slot.running()
@@ -242,54 +270,165 @@ class Supervisor:
     def _ready_slots(self) -> list[Slot]:
         return [s for s in self.slots if s.alive and s.kill_reason is None]
 
+    def _want_claim(self) -> bool:
+        if self.hungry and self._capacity() > 0:
+            return True
+        ready = self._ready_slots()
+        return any(
+            hungry and self.capacity.room(kind, ready) > 0
+            for kind, hungry in self.hungry_kinds.items()
+        )
+
     def _capacity(self) -> int:
-        """How many more jobs to claim: idle children plus a buffer sized to the recent rate."""
-        idle = sum(1 for s in self._ready_slots() if not s.jobs)
+        """How many more `process` jobs to claim: idle children plus a buffer sized to the
+        recent rate (the buffer only for kinds known to be short: see `_fill`)."""
+        if not self.process_kinds:
+            return 0
+        idle = sum(1 for s in self._ready_slots() if not s.busy)
         ahead = min(BUFFER_MAX, int(self._rate() * BUFFER_AHEAD_S))
         if self.buffer and len(self.buffer) > ahead // 2:
             return 0  # enough in hand; claim again when it runs low, in one batch
         return max(0, idle + ahead - len(self.buffer))
 
     def _rate(self) -> float:
-        """Jobs finished per second over the last RATE_WINDOW_S."""
+        """`process` jobs finished per second over the last RATE_WINDOW_S."""
         horizon = time.monotonic() - RATE_WINDOW_S
         while self.completions and self.completions[0] < horizon:
             self.completions.popleft()
         return len(self.completions) / RATE_WINDOW_S
 
     def _fill(self, now: float) -> None:
+        if self._probe():
+            self._dispatch(now)
+            return
+        claimed_any = tried = False
         want = self._capacity()
         if want > 0 and self.hungry:
-            sent_at = time.monotonic()
-            claimed = self._store_call(
-                self.store.claim, self.queues, self.id, want, self.settings.lease_s,
-                kinds=self.kinds,
-            )  # fmt: skip
-            if claimed and any(job.continuation is not None for job in claimed):
-                self._store_call(continuation.load_children, self.store, claimed)
-            if claimed is not None:
-                self.hungry = len(claimed) == want
-                self._last_claim_empty = not claimed
-                if tracing.ENABLED and claimed:
-                    from conveyor.telemetry import spans
-
-                    spans.claimed(claimed, self.id, sent_at)
-                claimed = self.gate.admit(claimed)
-                self.buffer.extend(
-                    InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease
-                )
+            # Jobs beyond the idle children wait for a busy one: only kinds known to take
+            # microseconds may (see _may_pipeline), so those extra claims name only them.
+            idle = sum(1 for s in self._ready_slots() if not s.busy)
+            short = [k for k in self.process_kinds if self._runtime(k) < SHORT_JOB_S]
+            extra = want - max(0, idle - len(self.buffer))
+            if extra > 0 and len(short) < len(self.process_kinds):
+                plan = [(self.process_kinds, want - extra), (short, extra)]
+            else:
+                plan = [(self.process_kinds, want)]
+            full = True
+            for kinds, count in plan:
+                if count <= 0 or not kinds:
+                    continue
+                got = self._claim(kinds, count)
+                tried = True
+                if got is None:
+                    break
+                self.buffer.extend(got)
+                claimed_any = claimed_any or bool(got)
+                full = full and len(got) == count
+            self.hungry = full
+        ready = self._ready_slots()
+        for kind, hungry in self.hungry_kinds.items():
+            room = self.capacity.room(kind, ready) - sum(
+                1 for i in self.waiting if i.job.kind == kind
+            )
+            if not hungry or room <= 0:
+                continue
+            count = min(room, CLAIM_MAX)
+            got = self._claim([kind], count)
+            tried = True
+            if got is None:
+                break
+            for item in got:
+                item.concurrent = True
+            self.waiting.extend(got)
+            claimed_any = claimed_any or bool(got)
+            self.hungry_kinds[kind] = len(got) == count
+        if tried:
+            self._last_claim_empty = not claimed_any
         self._dispatch(now)
 
-    def _dispatch(self, now: float) -> None:
+    def _probe(self) -> bool:
+        """After a wake-up with idle children, one claim over every kind (as many jobs as
+        idle children, which any kind fits), instead of one per group of kinds: an idle
+        worker makes one store call per wake-up. True if that found the queues drained."""
+        if not (self.hungry and self.hungry_kinds and all(self.hungry_kinds.values())):
+            return False
         ready = self._ready_slots()
-        while self.buffer and ready:
-            slot = min(ready, key=lambda s: len(s.jobs))
-            item = self.buffer[0]
-            if slot.jobs and not self._may_pipeline(slot, item):
-                break
-            slot.dispatch(self.buffer.pop(0))
-        for slot in ready:
+        idle = sum(1 for s in ready if not s.busy) - len(self.buffer) - len(self.waiting)
+        if idle <= 0 or not all(self.capacity.room(k, ready) >= idle for k in self.hungry_kinds):
+            return False
+        got = self._claim(self.kinds, idle)
+        if got is None:
+            return True
+        for item in got:
+            if self.capacity.is_concurrent(item.job.kind):
+                item.concurrent = True
+                self.waiting.append(item)
+            else:
+                self.buffer.append(item)
+        if len(got) == idle:
+            return False  # there may be more: claim per group now
+        self.hungry = False
+        self.hungry_kinds = dict.fromkeys(self.hungry_kinds, False)
+        self._last_claim_empty = not got
+        return True
+
+    @property
+    def process_kinds(self) -> list[str]:
+        return self.capacity.process_kinds
+
+    def _claim(self, kinds: list[str], count: int) -> list[InFlight] | None:
+        sent_at = time.monotonic()
+        claimed = self._store_call(
+            self.store.claim, self.queues, self.id, count, self.settings.lease_s, kinds=kinds
+        )
+        if claimed and any(job.continuation is not None for job in claimed):
+            self._store_call(continuation.load_children, self.store, claimed)
+        if claimed is None:
+            return None
+        if tracing.ENABLED and claimed:
+            from conveyor.telemetry import spans
+
+            spans.claimed(claimed, self.id, sent_at)
+        claimed = self.gate.admit(claimed)
+        return [InFlight(job, job.lease.token, sent_at) for job in claimed if job.lease]
+
+    def _dispatch(self, now: float) -> None:
+        if self.waiting:
+            self._place_concurrent(now)
+        if self.buffer:
+            ready = [s for s in self._ready_slots() if not s.concurrent]
+            while self.buffer and ready:
+                slot = min(ready, key=lambda s: len(s.jobs))
+                item = self.buffer[0]
+                if slot.jobs and not self._may_pipeline(slot, item):
+                    break
+                self._send(slot, self.buffer.pop(0))
+        for slot in self.slots:
             slot.flush()
+
+    def _place_concurrent(self, now: float) -> None:
+        ready = self._ready_slots()
+        left = []
+        for item in self.waiting:
+            slot = self.capacity.place(item.job.kind, ready)
+            if slot is None:
+                left.append(item)
+                continue
+            item.dispatched_at = now
+            self._send(slot, item)
+            self.capacity.in_flight += 1
+            if item.job.timeout_s:
+                self.deadlines.add(now + self._kill_after(item), item, "timeout")
+        self.waiting = left
+
+    def _kill_after(self, item: InFlight) -> float:
+        """How long after its start a concurrent job with a timeout may run: its child cancels
+        it at the timeout, the supervisor kills the child a grace period later."""
+        return (item.job.timeout_s or 0.0) + self.settings.cancel_grace_s
+
+    def _send(self, slot: Slot, item: InFlight) -> None:
+        item.slot = slot.index
+        slot.dispatch(item)
 
     def _may_pipeline(self, slot: Slot, item: InFlight) -> bool:
         """Queue a job behind a busy child only when it and the child's first job are known to
@@ -325,6 +464,8 @@ class Supervisor:
             while os.read(self._wake_r, 4096):
                 pass
         self.hungry = True
+        for kind in self.hungry_kinds:
+            self.hungry_kinds[kind] = True
 
     # -- messages from children -----------------------------------------------------------------
 
@@ -342,27 +483,53 @@ class Supervisor:
     def _handle(self, slot: Slot, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "done":
+            finished = []
             for done in message["jobs"]:
-                item = slot.pop(done["id"])
+                item = self._pop(slot, done["id"])
                 if item is None or item.lost:
                     continue
                 took = done.get("took")  # none for jobs handed back unstarted
                 if took is not None:
                     kind = item.job.kind
                     self.runtime[kind] = 0.8 * self.runtime.get(kind, took) + 0.2 * took
+                finished.append((item, done))
+            self._write_updates([item for item, _ in finished])
+            for item, done in finished:
                 self._settle_done(item, done)
-            return
-        item = next((i for i in slot.jobs if i.id == message.get("id")), None)
+        elif op == "updates":
+            for update in message["progress"]:
+                self._update(slot, update)
+            for update in message["logs"]:
+                self._update(slot, update)
+        else:
+            self._update(slot, message)
+
+    def _update(self, slot: Slot, message: dict[str, Any]) -> None:
+        """A progress or log message of a job the child runs."""
+        job_id = message["id"]
+        item = slot.concurrent.get(job_id) or next((i for i in slot.jobs if i.id == job_id), None)
         if item is None:
             return
-        if op == "progress":
+        if message["op"] == "progress":
             item.progress = Progress(
                 current=message["current"], total=message["total"], message=message["message"]
             )
-            self.progress_dirty = True
-        elif op == "log":
+        else:
             item.logs.append(message["line"])
-            self.progress_dirty = True
+        self.dirty[job_id] = item
+
+    def _pop(self, slot: Slot, job_id: str) -> InFlight | None:
+        item = slot.pop(job_id)
+        if item is not None and item.concurrent:
+            self.capacity.in_flight -= 1
+        return item
+
+    def _write_updates(self, items: Sequence[InFlight]) -> None:
+        """Write finished jobs' last progress and log lines, in one call, before their final
+        states."""
+        pending = [item for item in items if item.progress is not None or item.logs]
+        if pending:
+            self._beat(pending)
 
     def _settle_done(self, item: InFlight, message: dict[str, Any]) -> None:
         outcome = Outcome(message["outcome"])
@@ -386,9 +553,10 @@ class Supervisor:
         retry: bool = True,
         wait: Settlement | None = None,
     ) -> None:
-        if item.progress is not None or item.logs:
-            self._beat([item])  # the last progress and log lines land before the final state
-        self.completions.append(time.monotonic())
+        item.done = True
+        self.dirty.pop(item.id, None)
+        if not item.concurrent:
+            self.completions.append(time.monotonic())
         settlement = wait or Settlement(item.id, item.token, outcome, result, error, retry)
         self.settler.add(settlement)
         self.stats[settlement.outcome.value] = self.stats.get(settlement.outcome.value, 0) + 1
@@ -402,15 +570,27 @@ class Supervisor:
     # -- leases -----------------------------------------------------------------------------------
 
     def _all_items(self) -> list[InFlight]:
-        return [*self.buffer, *(item for slot in self.slots for item in slot.jobs)]
+        return [
+            *self.buffer,
+            *self.waiting,
+            *(item for slot in self.slots for item in slot.items()),
+        ]
+
+    def _progress_every(self) -> float:
+        return max(PROGRESS_S, self.capacity.in_flight / PROGRESS_WRITES_S)
 
     def _heartbeat(self, now: float) -> None:
-        due = now - self.last_beat >= self.settings.heartbeat_s
-        if not due and not (self.progress_dirty and now - self.last_beat >= 0.25):
+        """Renew every lease each `heartbeat_s`; between, write progress and log lines of the
+        jobs that have some (see PROGRESS_S)."""
+        if now - self.last_beat >= self.settings.heartbeat_s:
+            self.last_beat = now
+            items = self._all_items()
+        elif self.dirty and now - self.last_progress >= self._progress_every():
+            items = list(self.dirty.values())
+        else:
             return
-        self.last_beat = now
-        self.progress_dirty = False
-        items = self._all_items()
+        self.last_progress = now
+        self.dirty = {}
         sent_at = time.monotonic()
         statuses = self._beat(items)
         if statuses is not None:
@@ -448,28 +628,40 @@ class Supervisor:
         return statuses
 
     def _apply_statuses(self, statuses: dict[str, BeatStatus], now: float) -> None:
-        for item in list(self.buffer):
-            status = statuses.get(item.id)
-            if status is BeatStatus.LOST:
-                self.buffer.remove(item)
-            elif status is BeatStatus.CANCEL:
-                self.buffer.remove(item)
-                self._settle(item, Outcome.CANCELLED)
-        # The child skips a job it is told to cancel before starting it; `_enforce` stops the
-        # one it is running (or starts meanwhile).
+        odd = {job_id: st for job_id, st in statuses.items() if st is not BeatStatus.OK}
+        if not odd:
+            return
+        for held in (self.buffer, self.waiting):
+            for item in list(held):
+                status = odd.get(item.id)
+                if status is BeatStatus.LOST:
+                    held.remove(item)
+                elif status is BeatStatus.CANCEL:
+                    held.remove(item)
+                    self._settle(item, Outcome.CANCELLED)
+        # The child skips a job it is told to cancel before starting it, and cancels a running
+        # concurrent job's task; `_enforce` stops a running `process` job (or one that starts
+        # meanwhile), and the deadlines a concurrent job that ignores the cancel.
+        grace = self.settings.cancel_grace_s
         for slot in self.slots:
-            for item in slot.jobs:
-                status = statuses.get(item.id)
+            found = (slot.concurrent.get(job_id) for job_id in odd)
+            items = [i for i in found if i is not None] + [i for i in slot.jobs if i.id in odd]
+            for item in items:
+                status = odd[item.id]
                 if status is BeatStatus.CANCEL and not item.cancel:
                     item.cancel = True
                     log.info("job %s: cancel requested", item.id,
                              extra=job_fields(item.job, self.id))  # fmt: skip
                     slot.control("cancel", id=item.id, seq=item.seq)
+                    if item.concurrent:
+                        self.deadlines.add(now + grace, item, "cancel")
                 elif status is BeatStatus.LOST and not item.lost:
                     item.lost = True
                     log.warning("job %s: lease lost (rescued elsewhere); stopping it", item.id,
                                 extra=job_fields(item.job, self.id))  # fmt: skip
                     slot.control("cancel", id=item.id, seq=item.seq)
+                    if item.concurrent:
+                        self.deadlines.add(now + grace, item, "lost")
 
     def _drop_lapsed(self, now: float) -> None:
         """Forget claimed jobs not yet started whose leases may have lapsed: others may own
@@ -497,7 +689,31 @@ class Supervisor:
             drained = self.drain_deadline is not None and now >= self.drain_deadline
             if drained and slot.process is not None and slot.kill_reason is None:
                 slot.kill("drain", now)
+        for item, reason in self.deadlines.due(now):
+            self._stop_concurrent(item, reason, now)
+        for slot in self.slots:
             slot.enforce(now)
+
+    def _stop_concurrent(self, item: InFlight, reason: KillReason, now: float) -> None:
+        """A concurrent job is still running a grace period after it was told to stop: kill
+        its child. Its other started jobs are retried as new attempts (`_on_child_exit`)."""
+        slot = self.slots[item.slot]
+        if slot.concurrent.get(item.id) is not item or slot.kill_reason is not None:
+            return
+        if reason == "timeout":
+            # Its timeout runs from its start, which a child still booting puts off.
+            started = slot.started_at(item)
+            due = None if started is None else started + self._kill_after(item)
+            if due is None or due > now:
+                self.deadlines.add(due or now + self._kill_after(item), item, reason)
+                return
+        what = {"timeout": "its timeout", "cancel": "a cancel", "lost": "its lost lease"}
+        log.warning(
+            "job %s (%s) ignored %s for %.1fs; killing its process (%d other jobs there will "
+            "be retried)", item.id, item.job.kind, what.get(reason, reason),
+            self.settings.cancel_grace_s, slot.busy - 1,
+        )  # fmt: skip
+        slot.kill(reason, now, item=item)
 
     def _reap(self, now: float) -> None:
         # A dead child's sentinel wakes the loop; waitpid is only asked then, or once a second.
@@ -514,27 +730,24 @@ class Supervisor:
     def _on_child_exit(self, slot: Slot, restart: bool) -> None:
         reason, target = slot.kill_reason, slot.kill_item
         code = slot.process.exitcode if slot.process is not None else None
-        started = slot.started_seq
-        for item in slot.reap():
-            if item.lost:
-                continue  # someone else holds its lease now
-            if item.seq > started:
-                self._settle(item, Outcome.RELEASED)  # never started
-            elif item.seq < started:
-                # It ran, but its outcome was still held back in the child: run it again.
-                self._settle(item, Outcome.LOST)
-            elif reason == "timeout" and item is target:
-                self._traced_kill(item, "timeout", slot)
-                self._settle(item, Outcome.FAILED, error=_timeout_error(item))
-            elif item.cancel:
-                self._settle(item, Outcome.CANCELLED)
-            elif reason == "drain":
-                self._settle(item, Outcome.RELEASED)
-            elif reason != "lost":
+        fenced, started = slot.fenced, slot.started_seq
+        held = slot.reap()
+        self.capacity.in_flight -= sum(1 for item in held if item.concurrent)
+        outcomes = []
+        for item in held:
+            outcome = _exit_outcome(item, started, reason, item is target, fenced)
+            if outcome is Outcome.LOST and reason is None:
                 log.warning("job %s: worker process died (exit %s); will retry", item.id, code,
                             extra=job_fields(item.job, self.id))  # fmt: skip
                 self._traced_kill(item, "worker_lost", slot)
-                self._settle(item, Outcome.LOST)
+            elif outcome is Outcome.FAILED:
+                self._traced_kill(item, "timeout", slot)
+            if outcome is not None:
+                outcomes.append((item, outcome))
+        self._write_updates([item for item, _ in outcomes])
+        for item, outcome in outcomes:
+            error = _timeout_error(item) if outcome is Outcome.FAILED else None
+            self._settle(item, outcome, error=error)
         if restart:
             slot.restart_at = time.monotonic() + slot.restart_delay()
 
@@ -572,12 +785,22 @@ class Supervisor:
             queues=self.queues,
             kinds=self.kinds,
             concurrency=self.concurrency,
-            running=[job.id for slot in self.slots if (job := slot.running()) is not None],
+            running=self._running_ids(RUNNING_LISTED),
+            busy=sum(1 for s in self.slots if s.running() is not None) + self.capacity.in_flight,
+            slots=self.capacity.usage(self.slots),
             state=state,
             started_at=self.started_at,
             last_seen=utcnow(),
         )
         self._store_call(self.store.worker_beat, info)
+
+    def _running_ids(self, limit: int) -> list[str]:
+        """Jobs running in the children, the first `limit` (a concurrent job counts from when
+        it is sent: it starts as soon as its child has it)."""
+        ids = [job.id for slot in self.slots if (job := slot.running()) is not None]
+        for slot in self.slots:
+            ids.extend(itertools.islice(slot.concurrent, max(0, limit - len(ids))))
+        return ids[:limit]
 
     def _store_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call the store; on an outage log it and return None (the loop retries later)."""
@@ -587,6 +810,33 @@ class Supervisor:
             log.warning("store unavailable (%s); retrying", exc)
             time.sleep(STORE_RETRY_S)
             return None
+
+
+def _exit_outcome(
+    item: InFlight, started: int, reason: KillReason | None, targeted: bool, fenced: bool
+) -> Outcome | None:
+    """What becomes of a job whose child exited: `started` is the last job it had started,
+    `reason` why the supervisor killed it (None: it crashed), `targeted` whether the kill was
+    for this job. None: leave the job alone (its lease is someone else's, or lapsed)."""
+    if item.lost:
+        return None  # someone else holds its lease now
+    if item.seq > started:
+        return Outcome.RELEASED  # never started
+    if targeted and reason == "timeout":
+        return Outcome.FAILED
+    if item.cancel:
+        return Outcome.CANCELLED
+    if item.concurrent:
+        if fenced:
+            return None  # its lease lapsed with the others: the store rescues it
+        # It ran beside the job the kill was for, or in a child that crashed: retried as a new
+        # attempt (a drain hands it back unused).
+        return Outcome.RELEASED if reason == "drain" else Outcome.LOST
+    if item.seq < started:
+        return Outcome.LOST  # it ran, but its outcome was still held back in the child
+    if reason == "drain":
+        return Outcome.RELEASED
+    return None if reason == "lost" else Outcome.LOST
 
 
 def _timeout_error(item: InFlight) -> JobError:
