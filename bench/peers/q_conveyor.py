@@ -3,8 +3,12 @@
 Variants: `sqlite` (a temp file, WAL, synchronous=FULL), `postgres` (BENCH_PG_DSN) and `redis`
 (BENCH_REDIS_URL, another db index; the bench's Redis runs without persistence for every
 library, so the store is told to accept that). Workers: one `conveyor worker -c 2` (a
-supervisor and 2 child processes). Jobs go in through the Python service API, the same way the
-peers' drivers use their libraries.
+supervisor and 2 child processes) at its defaults. Jobs go in through the Python service API,
+the same way the peers' drivers use their libraries.
+
+The no-op scenario runs a sync kind (one job at a time per child, conveyor's CPU-bound path);
+the I/O-bound scenario (BENCH_TASK_SLEEP_MS > 0) an async kind, which a child runs many of at
+once (its share of the worker's default 10,000 slots), as a user would write a job that waits.
 """
 
 import asyncio
@@ -12,7 +16,7 @@ import os
 import sys
 import tempfile
 
-from benchtask import signal_sync
+from benchtask import TASK_SLEEP_S, signal_async, signal_sync
 from pydantic import BaseModel
 
 import conveyor
@@ -24,16 +28,21 @@ from conveyor.store import open_store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROCS = int(os.environ.get("BENCH_WORKER_PROCS", "2"))
-KIND = "bench.noop"
+KIND = "bench.io" if TASK_SLEEP_S else "bench.noop"
 
 
 class NoopIn(BaseModel):
     tag: str | None = None
 
 
-@conveyor.task(KIND, input=NoopIn, max_attempts=3, retry_backoff=0.1)
+@conveyor.task("bench.noop", input=NoopIn, max_attempts=3, retry_backoff=0.1)
 def noop(inp: NoopIn, ctx: conveyor.Context) -> None:
     signal_sync(inp.tag)
+
+
+@conveyor.task("bench.io", input=NoopIn, max_attempts=3, retry_backoff=0.1)
+async def io(inp: NoopIn, ctx: conveyor.Context) -> None:
+    await signal_async(inp.tag)
 
 
 def store_url(variant: str, tmp: str) -> str:
@@ -61,7 +70,9 @@ class Driver:
         self.service = None
 
     def worker_setup(self):
-        return f"1 x `conveyor worker -c {PROCS}` (supervisor + {PROCS} child processes)"
+        how = f"async kind, up to {10_000 // PROCS:,} per child" if TASK_SLEEP_S else "sync kind"
+        return (f"1 x `conveyor worker -c {PROCS}` (supervisor + {PROCS} child processes; "
+                f"{how})")  # fmt: skip
 
     def worker_cmds(self):
         path = HERE + os.pathsep + os.environ.get("PYTHONPATH", "")

@@ -34,11 +34,13 @@ class SleepOut(BaseModel):
 
 @task("demo.sleep", input=SleepIn, output=SleepOut, examples=[{"seconds": 2}])
 async def sleep(inp: SleepIn, ctx: Context) -> SleepOut:
-    """Sleep for a while (async), reporting progress every 100 ms."""
+    """Sleep for a while (async: thousands at once per worker), reporting progress about ten
+    times (every 0.1 to 1 s)."""
     start = time.monotonic()
+    step = min(1.0, max(0.1, inp.seconds / 10))
     while (elapsed := time.monotonic() - start) < inp.seconds:
         ctx.progress(round(elapsed, 1), inp.seconds, "sleeping")
-        await asyncio.sleep(min(0.1, inp.seconds - elapsed))
+        await asyncio.sleep(min(step, inp.seconds - elapsed))
     return SleepOut(slept=round(time.monotonic() - start, 3))
 
 

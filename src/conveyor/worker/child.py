@@ -65,7 +65,7 @@ SEQ, SINCE, BOOTED = 0, 1, 2
 DONE_BATCH = 16  # outcomes held back at most...
 DONE_HOLD_S = SHORT_JOB_S  # ...and for at most this long (a thread sends them if a job runs on)
 Key = tuple[str, int]  # a job's id and dispatch seq: one dispatch of it (a retry is another)
-UPDATES_S = 0.1  # concurrent jobs' progress and log lines are sent this often, in one message
+UPDATES_S = 0.25  # concurrent jobs' progress and log lines are sent this often, in one message
 
 
 def thread_pool_size(spec: KindSpec) -> int:

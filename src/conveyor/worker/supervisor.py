@@ -68,6 +68,7 @@ CLAIM_MAX = 500  # concurrent jobs claimed at once (a Redis claim blocks that Re
 # often when many jobs run: about PROGRESS_WRITES_S job updates a second in all.
 PROGRESS_S = 0.25
 PROGRESS_WRITES_S = 4000
+PROCESS = "process"  # the group of `process` kinds, claimed together
 WORKER_COMMANDS = "worker_commands"  # records keyed by worker id: {"command": "drain", ...}
 
 
@@ -127,7 +128,10 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._closing = threading.Event()
         self._retry_claim = False
-        self._last_claim_empty = False  # burst mode ends after an empty claim with nothing left
+        # Burst mode ends once the last claim of each group of kinds (`process` kinds, each
+        # concurrent kind) found none, and nothing is left running.
+        groups = [PROCESS] if self.process_kinds else []
+        self._drained = dict.fromkeys([*groups, *self.capacity.concurrent_kinds], False)
         self._last_reap = 0.0
         self.settler = Settler(store, self._committed)
         self.spawns = continuation.SpawnResolver(store, [spec.info() for spec in specs])
@@ -193,13 +197,11 @@ class Supervisor:
     def _finished(self) -> bool:
         if self.draining:
             return not any(s.process for s in self.slots) and self.settler.idle
-        if not self.burst or not self._last_claim_empty:
+        settled = self.settler.idle  # first: a commit flags `_retry_claim` before it is idle
+        if not self.burst or self._retry_claim or not all(self._drained.values()):
             return False
-        busy = (
-            self.buffer or self.waiting or any(s.busy for s in self.slots)
-            or not self.settler.idle
-        )  # fmt: skip
-        return not busy
+        busy = self.buffer or self.waiting or any(s.busy for s in self.slots)
+        return settled and not busy
 
     def _shutdown(self) -> None:
         for slot in self.slots:
@@ -298,33 +300,40 @@ class Supervisor:
         return len(self.completions) / RATE_WINDOW_S
 
     def _fill(self, now: float) -> None:
-        if self._probe():
-            self._dispatch(now)
-            return
-        claimed_any = tried = False
+        if not self._probe():
+            self._claim_process()
+            self._claim_concurrent()
+        self._dispatch(now)
+
+    def _claim_process(self) -> None:
+        """Claim `process` kinds' jobs for the idle children, plus the pipeline buffer."""
         want = self._capacity()
-        if want > 0 and self.hungry:
-            # Jobs beyond the idle children wait for a busy one: only kinds known to take
-            # microseconds may (see _may_pipeline), so those extra claims name only them.
-            idle = sum(1 for s in self._ready_slots() if not s.busy)
-            short = [k for k in self.process_kinds if self._runtime(k) < SHORT_JOB_S]
-            extra = want - max(0, idle - len(self.buffer))
-            if extra > 0 and len(short) < len(self.process_kinds):
-                plan = [(self.process_kinds, want - extra), (short, extra)]
-            else:
-                plan = [(self.process_kinds, want)]
-            full = True
-            for kinds, count in plan:
-                if count <= 0 or not kinds:
-                    continue
-                got = self._claim(kinds, count)
-                tried = True
-                if got is None:
-                    break
-                self.buffer.extend(got)
-                claimed_any = claimed_any or bool(got)
-                full = full and len(got) == count
-            self.hungry = full
+        if want <= 0 or not self.hungry:
+            return
+        # Jobs beyond the idle children wait for a busy one: only kinds known to take
+        # microseconds may (see _may_pipeline), so those extra claims name only them.
+        idle = sum(1 for s in self._ready_slots() if not s.busy)
+        short = [k for k in self.process_kinds if self._runtime(k) < SHORT_JOB_S]
+        extra = want - max(0, idle - len(self.buffer))
+        if extra > 0 and len(short) < len(self.process_kinds):
+            plan = [(self.process_kinds, want - extra), (short, extra)]
+        else:
+            plan = [(self.process_kinds, want)]
+        full, claimed = True, False
+        for kinds, count in plan:
+            if count <= 0 or not kinds:
+                continue
+            got = self._claim(kinds, count)
+            if got is None:
+                return
+            self.buffer.extend(got)
+            claimed = claimed or bool(got)
+            full = full and len(got) == count
+        self.hungry = full
+        self._drained[PROCESS] = not claimed
+
+    def _claim_concurrent(self) -> None:
+        """Claim each concurrent kind's jobs for the room its children have."""
         ready = self._ready_slots()
         for kind, hungry in self.hungry_kinds.items():
             room = self.capacity.room(kind, ready) - sum(
@@ -334,17 +343,13 @@ class Supervisor:
                 continue
             count = min(room, CLAIM_MAX)
             got = self._claim([kind], count)
-            tried = True
             if got is None:
-                break
+                return
             for item in got:
                 item.concurrent = True
             self.waiting.extend(got)
-            claimed_any = claimed_any or bool(got)
             self.hungry_kinds[kind] = len(got) == count
-        if tried:
-            self._last_claim_empty = not claimed_any
-        self._dispatch(now)
+            self._drained[kind] = not got
 
     def _probe(self) -> bool:
         """After a wake-up with idle children, one claim over every kind (as many jobs as
@@ -369,7 +374,7 @@ class Supervisor:
             return False  # there may be more: claim per group now
         self.hungry = False
         self.hungry_kinds = dict.fromkeys(self.hungry_kinds, False)
-        self._last_claim_empty = not got
+        self._drained = dict.fromkeys(self._drained, True)  # nothing left of any kind
         return True
 
     @property
@@ -459,7 +464,7 @@ class Supervisor:
     def _drain_wake(self) -> None:
         if self._retry_claim:
             self._retry_claim = False
-            self._last_claim_empty = False
+            self._drained = dict.fromkeys(self._drained, False)
         with contextlib.suppress(OSError):
             while os.read(self._wake_r, 4096):
                 pass
