@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from conveyor import errors
 from conveyor.api import staging
 from conveyor.client import Client
@@ -53,7 +55,11 @@ class LocalService(Service, Controls):
     # The workflow calls of `Client`, over the local store.
 
     def submit_workflow(self, document: WorkflowSubmit | dict[str, Any]) -> Workflow:
-        doc = WorkflowSubmit.model_validate(workflow_body(document))
+        try:
+            doc = WorkflowSubmit.model_validate(workflow_body(document))
+        except ValidationError as exc:  # what the API answers 422 for, said the same way
+            where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise errors.InvalidInputError(f"the workflow document is invalid: {where}") from None
         return Workflows(self).submit(doc)
 
     def workflow(self, workflow_id: str) -> Workflow:
