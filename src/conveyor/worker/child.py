@@ -312,6 +312,9 @@ class Child:
         self.wake = wake = asyncio.Event()
         fd = self.conn.fileno()
         self.loop.add_reader(fd, self._readable)
+        # uvloop makes the socket non-blocking, and it carries our writes too: a large message
+        # would then be cut off mid-write (EAGAIN) and the pipe's framing lost.
+        os.set_blocking(fd, True)
         flusher = self.loop.call_later(UPDATES_S, self._flush_updates_timer)
         try:
             while True:
@@ -444,7 +447,7 @@ class Child:
             message = {"op": "updates", "progress": list(self.progress.values()),
                        "logs": self.logs}  # fmt: skip
             self.progress, self.logs = {}, []
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the supervisor is gone
             self.send(message)
 
     def _report_concurrent(self) -> None:
@@ -453,7 +456,7 @@ class Child:
         self._send_updates()
         if self.finished:
             jobs, self.finished = self.finished, []
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.send({"op": "done", "jobs": jobs})
 
 
