@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from conveyor import errors
-from conveyor.api.auth import Principal, require_scope
+from conveyor.api.auth import Principal, any_key, require_scope
 from conveyor.api.deps import per_app
 from conveyor.api.problems import native_errors
 from conveyor.api.routes import health
@@ -105,6 +105,7 @@ api = APIRouter(route_class=GoogleErrorRoute, tags=["taskqueue v1beta2"])
 Read = Depends(require_scope("read"))
 Submit = Depends(require_scope("submit"))
 Work = Depends(require_scope("work"))
+AnyKey = Depends(any_key)
 
 router.add_api_route(
     "/_ah/health", health.readyz, methods=["GET"], tags=["health"],
@@ -306,9 +307,10 @@ CREDENTIALS = ("authorization", "x-api-key")
           response_class=Response, responses=BATCH_RESPONSES)  # fmt: skip
 @api.post("/batch/taskqueue/v1beta2", summary="A batch of v1beta2 calls", response_class=Response,
           responses=BATCH_RESPONSES, include_in_schema=False)  # fmt: skip
-async def run_batch(request: Request) -> Response:
+async def run_batch(request: Request, _: Principal = AnyKey) -> Response:
     """Each part is one Task Queue call, run in order through this API (its own auth checks,
-    with the batch's credentials when the part has none); the answer holds one part per call."""
+    with the batch's credentials when the part has none); the answer holds one part per call.
+    The batch itself needs a valid key (google-api-python-client sends its credentials on it)."""
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
