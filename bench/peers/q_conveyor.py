@@ -16,7 +16,8 @@ import os
 import sys
 import tempfile
 
-from benchtask import TASK_SLEEP_S, signal_async, signal_sync
+import benchtask
+from benchtask import TASK_SLEEP_S, signal_sync
 from pydantic import BaseModel
 
 import conveyor
@@ -42,7 +43,24 @@ def noop(inp: NoopIn, ctx: conveyor.Context) -> None:
 
 @conveyor.task("bench.io", input=NoopIn, max_attempts=3, retry_backoff=0.1)
 async def io(inp: NoopIn, ctx: conveyor.Context) -> None:
-    await signal_async(inp.tag)
+    # signal_async's own client (redis-py 8: a pool of 100 connections that raises
+    # MaxConnectionsError when all are busy) fails when hundreds of jobs wake at once, which a
+    # library running <= 100 tasks per process never meets; the same wait and the same INCR /
+    # RPUSH, through a pool that waits for a free connection instead.
+    await asyncio.sleep(TASK_SLEEP_S)
+    client = _clients.get(os.getpid())
+    if client is None:
+        import redis.asyncio as aioredis
+
+        pool = aioredis.BlockingConnectionPool.from_url(benchtask.REDIS_URL, max_connections=100)
+        client = _clients[os.getpid()] = aioredis.Redis(connection_pool=pool)
+    if inp.tag is None:
+        await client.incr(benchtask.COUNT_KEY)
+    else:
+        await client.rpush(benchtask.LAT_KEY, inp.tag)
+
+
+_clients: dict[int, object] = {}
 
 
 def store_url(variant: str, tmp: str) -> str:

@@ -63,6 +63,7 @@ BUFFER_MAX = 100
 BUFFER_AHEAD_S = 0.05  # ...sized to this much work at the recent completion rate
 PIPELINE_AHEAD_S = 0.01  # ...and never more than this much work queued per child
 RATE_WINDOW_S = 0.25
+COLD_S = 1.0  # a concurrent kind found missing is claimed on its own again after this
 CLAIM_MAX = 500  # concurrent jobs claimed at once (a Redis claim blocks that Redis meanwhile)
 # Progress and log lines are written between heartbeats at most every PROGRESS_S, and less
 # often when many jobs run: about PROGRESS_WRITES_S job updates a second in all.
@@ -106,6 +107,11 @@ class Supervisor:
         self.queues = list(queues or settings.queue_list or default_queues(specs))
         self.capacity = Capacity(specs, self.concurrency, slots or settings.slots)
         self.hungry_kinds = dict.fromkeys(self.capacity.concurrent_kinds, True)
+        # Concurrent kinds whose own claim last found none, and when: claimed on their own again
+        # only after COLD_S (or once a claim over every kind brings one). A claim by kind is
+        # cheap while those kinds are all that waits, but a scan (Redis: a look at each job)
+        # while other kinds fill the queue: once per wake-up it cost the no-op drain 99 %.
+        self.cold: dict[str, float] = {}
         self.deadlines = Deadlines()
         self.waiting: list[InFlight] = []  # claimed concurrent jobs not yet placed (rarely any)
         self.dirty: dict[str, InFlight] = {}  # jobs with progress or logs not yet written
@@ -277,7 +283,7 @@ class Supervisor:
             return True
         ready = self._ready_slots()
         return any(
-            hungry and self.capacity.room(kind, ready) > 0
+            hungry and self._warm(kind) and self.capacity.room(kind, ready) > 0
             for kind, hungry in self.hungry_kinds.items()
         )
 
@@ -336,6 +342,8 @@ class Supervisor:
         """Claim each concurrent kind's jobs for the room its children have."""
         ready = self._ready_slots()
         for kind, hungry in self.hungry_kinds.items():
+            if not self._warm(kind):
+                continue
             room = self.capacity.room(kind, ready) - sum(
                 1 for i in self.waiting if i.job.kind == kind
             )
@@ -349,13 +357,17 @@ class Supervisor:
                 item.concurrent = True
             self.waiting.extend(got)
             self.hungry_kinds[kind] = len(got) == count
+            if got:
+                self.cold.pop(kind, None)
+            else:
+                self.cold[kind] = time.monotonic()
             self._drained[kind] = not got
 
     def _probe(self) -> bool:
         """After a wake-up with idle children, one claim over every kind (as many jobs as
         idle children, which any kind fits), instead of one per group of kinds: an idle
         worker makes one store call per wake-up. True if that found the queues drained."""
-        if not (self.hungry and self.hungry_kinds and all(self.hungry_kinds.values())):
+        if not (self.hungry and self.hungry_kinds):
             return False
         ready = self._ready_slots()
         idle = sum(1 for s in ready if not s.busy) - len(self.buffer) - len(self.waiting)
@@ -368,6 +380,7 @@ class Supervisor:
             if self.capacity.is_concurrent(item.job.kind):
                 item.concurrent = True
                 self.waiting.append(item)
+                self.cold.pop(item.job.kind, None)
             else:
                 self.buffer.append(item)
         if len(got) == idle:
@@ -376,6 +389,11 @@ class Supervisor:
         self.hungry_kinds = dict.fromkeys(self.hungry_kinds, False)
         self._drained = dict.fromkeys(self._drained, True)  # nothing left of any kind
         return True
+
+    def _warm(self, kind: str) -> bool:
+        """Whether to claim a concurrent kind on its own now (see `cold`)."""
+        since = self.cold.get(kind)
+        return since is None or time.monotonic() - since >= COLD_S
 
     @property
     def process_kinds(self) -> list[str]:
