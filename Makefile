@@ -133,10 +133,10 @@ drift:
 	rm -rf $(DRIFT_VENV) && $(PY) -m venv $(DRIFT_VENV)
 	$(DRIFT_VENV)/bin/pip install -q --upgrade pip
 	$(DRIFT_VENV)/bin/pip install -q --upgrade --upgrade-strategy eager \
-	  '.[postgres,redis,s3,swissai,render,allocation,linkage]' 'mypy>=1.10' 'pytest>=8.0'
+	  '.[postgres,redis,s3,swissai,render,allocation,linkage,otel]' 'mypy>=1.10' 'pytest>=8.0'
 	cd /tmp && $(CURDIR)/$(DRIFT_VENV)/bin/python -c \
 	  "import conveyor, conveyor.cli, conveyor.api.app, conveyor.store.postgres, conveyor.store.redis; print('drift: imports ok')"
-	$(DRIFT_VENV)/bin/pip freeze | diff <(grep -v '^#' $(LOCK) | sort) <(sort -) \
+	$(DRIFT_VENV)/bin/pip freeze | grep -v '^conveyor ' | diff <(grep -v '^#' $(LOCK) | sort) <(sort -) \
 	  | grep '^>' | sed 's/^> /drift: newer than the lock: /' || true
 	$(DRIFT_VENV)/bin/mypy --cache-dir $(DRIFT_VENV)/.mypy_cache
 
