@@ -72,7 +72,9 @@ def log_config(level: str, log_format: LogFormat | None) -> dict[str, Any] | Non
     return logs.dict_config(level)
 
 
-def _settings(store: str | None, imports: list[str] | None, demo: bool = False) -> Settings:
+def cli_settings(store: str | None, imports: list[str] | None, demo: bool = False) -> Settings:
+    """Settings from the common --store/--import options (and --demo's workloads) over the
+    environment: one reading for every command that opens a store."""
     from conveyor.settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -217,7 +219,7 @@ def api(
     from conveyor.store import open_store
 
     json_logs = log_config(log_level, log_format)
-    settings = _settings(store, imports)
+    settings = cli_settings(store, imports)
     opened = open_store(settings.store_url)
     try:
         check_bind(opened, host)
@@ -270,7 +272,7 @@ def up(
     json_logs = log_config(log_level, log_format)
     if json_logs is None:
         setup_logging(log_level)
-    settings = _settings(store, imports, demo)
+    settings = cli_settings(store, imports, demo)
     worker_store = open_store(settings.store_url)
     check_bind(worker_store, host)
     infos = import_kinds(settings.import_list).infos()

@@ -41,15 +41,10 @@ STYLE = {
 
 def _backend(store: str | None, imports: list[str] | None = None) -> Backend:
     from conveyor.cli import remote
+    from conveyor.cli.serve import cli_settings
     from conveyor.kinds.registry import import_kinds
-    from conveyor.settings import Settings
 
-    overrides: dict[str, Any] = {}
-    if store:
-        overrides["store"] = store
-    if imports:
-        overrides["imports"] = ",".join(imports)
-    settings = Settings(**overrides)
+    settings = cli_settings(store, imports)
     backend = remote.backend(settings)
     if isinstance(backend, remote.LocalService):
         # Submitting locally needs the kinds' schemas before any worker has registered them.
