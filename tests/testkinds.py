@@ -145,7 +145,7 @@ class GateIn(BaseModel):
     dir: str
 
 
-@conveyor.task("test.gate", input=GateIn, max_attempts=1, retry_backoff=0)
+@conveyor.task("test.step_gate", input=GateIn, max_attempts=1, retry_backoff=0)
 def gate(inp: GateIn, ctx: Context) -> dict[str, int]:
     """Fail unless the test has created `<dir>/open` (a step that fails until fixed)."""
     if not (Path(inp.dir) / "open").exists():

@@ -94,11 +94,11 @@ def test_a_fatal_failure_stops_the_workflow_and_runs_its_handler(
     created = submit(http, {
         # tolerant first (its failure is tolerated: gate still runs), then gate, whose
         # failure is fatal: no other step starts, but its handler does.
-        "gate": {"kind": "test.gate", "input": {"dir": str(tmp_path)},
+        "gate": {"kind": "test.step_gate", "input": {"dir": str(tmp_path)},
                  "depends_on": ["tolerant"], "on_failure": {"run": "alert"}},
         "alert": {"kind": "noop"},
         "after": {"kind": "noop", "depends_on": ["gate"]},
-        "tolerant": {"kind": "test.gate", "input": {"dir": str(tmp_path / "none")},
+        "tolerant": {"kind": "test.step_gate", "input": {"dir": str(tmp_path / "none")},
                      "on_failure": "continue"},
         "uses_tolerant": {"kind": "demo.count", "depends_on": ["tolerant", "gate"],
                           "input": {"to": {"$ref": "steps.tolerant.result.attempt",

@@ -131,7 +131,7 @@ def new_job(spec: JobSpec, state: JobState, now: float) -> Job:
         cancel_requested=False, created_at=created, started_at=None, finished_at=None,
         updated_at=created, concurrency_key=spec.concurrency_key, unique_key=spec.unique_key,
         schedule_id=spec.schedule_id, schedule_tick=from_ts(spec.schedule_tick),
-        waiting_reason=None, depends_on=list(spec.depends_on), warning=None,
+        waiting_reason=None, depends_on=list(spec.depends_on),
         workflow_id=spec.workflow_id,
         step=spec.step, parent_id=spec.parent_id, continuation=None,
     )  # fmt: skip

@@ -112,7 +112,6 @@ def hash_to_job(h: dict[str, str], claim: Claim | None = None, token: str = "") 
         waiting_reason=None,
         # workflow fields: absent on most jobs (and on every job written before workflows)
         depends_on=loads(h["depends_on"]) if h.get("depends_on") else [],
-        warning=None,
         workflow_id=h.get("workflow_id") or None,
         step=h.get("step") or None,
         parent_id=h.get("parent_id") or None,

@@ -132,7 +132,6 @@ def row_to_job(row: Sequence[Any], loads: Callable[[str | None], Any] = _lenient
         schedule_tick=from_ts(row[28]),
         waiting_reason=None,
         depends_on=[] if row[29] is None else loads(row[29]),
-        warning=None,
         workflow_id=row[30],
         step=row[31],
         parent_id=row[32],
