@@ -122,6 +122,17 @@ class NewJob(Model):
         None, gt=0, le=366 * 86_400, description="Only jobs created this recently count."
     )
 
+    @field_validator(
+        "priority", "delay_s", "max_attempts", "timeout_s", "backoff_s", "unique_window_s",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # JSON's true/false are not numbers, though Python's bool is an int subclass.
+        if isinstance(value, bool):
+            raise ValueError("expected a number, not a boolean")
+        return value
+
 
 class Job(Model):
     """One run of a kind, with everything known about it."""
