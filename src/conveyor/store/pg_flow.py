@@ -181,12 +181,7 @@ def pick(
     )
     params: dict[str, Any] = {"queues": open_queues, "queue": open_queues[0], "now": now,
                               "closed": closed, "keyed": keyed, "n": n}  # fmt: skip
-    if kinds:
-        where += " AND kind = ANY(%(kinds)s::text[])"
-        params["kinds"] = list(kinds)
-    if tag is not None:
-        where += " AND id IN (SELECT job_id FROM conveyor_job_tags WHERE tag = %(tag)s)"
-        params["tag"] = tag
+    where += claim_filter(kinds, tag, params)
     last_started: dict[tuple[str, str], float] = {}
     writes: Statements = []
     candidates = _candidates(conn, admit, snap, keyed, where, params, last_started, writes)
@@ -355,3 +350,16 @@ def lock_names(specs: Sequence[JobSpec]) -> list[str]:
         f"\x1fkey:{s.kind}:{s.concurrency_key}" for s in specs if s.concurrency_key is not None
     }
     return sorted(names)
+
+
+def claim_filter(kinds: Sequence[str] | None, tag: str | None, params: dict[str, Any]) -> str:
+    """The SQL a claim adds for `kinds` / `tag` (empty when neither), its values put in
+    `params`: one text for the plain claim and the limited one."""
+    where = ""
+    if kinds:
+        where += " AND kind = ANY(%(kinds)s::text[])"
+        params["kinds"] = list(kinds)
+    if tag is not None:
+        where += " AND id IN (SELECT job_id FROM conveyor_job_tags WHERE tag = %(tag)s)"
+        params["tag"] = tag
+    return where

@@ -472,12 +472,7 @@ class PostgresStore:
         else:
             where = "queue = ANY(%(queues)s::text[])"
             params["queues"] = list(open_queues)
-        if kinds:
-            where += " AND kind = ANY(%(kinds)s::text[])"
-            params["kinds"] = list(kinds)
-        if tag is not None:
-            where += " AND id IN (SELECT job_id FROM conveyor_job_tags WHERE tag = %(tag)s)"
-            params["tag"] = tag
+        where += pg_flow.claim_filter(kinds, tag, params)
         picked = (
             "SELECT id FROM conveyor_jobs"
             f" WHERE state IN ('queued', 'scheduled') AND {where} AND run_at <= {NOW}"
